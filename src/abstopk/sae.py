@@ -1,0 +1,413 @@
+"""The sparse autoencoder: one (or ``n_steps``) unrolled proximal-gradient step(s).
+
+Shapes: ``x`` [B, d_in] → ``u`` [B, d_sae] → ``z`` [B, d_sae] → ``x̂`` [B, d_in]::
+
+    x_s = normalise(x)                               # scalar scale, per-token LN, or none
+    u   = (x_s − b_dec) @ W_enc + b_enc              # pre-encoder bias (apply_b_dec_to_input)
+    z   = prox(u)                                    # the architecture's sparsity operator
+    for t in 1 .. n_steps−1:                         # untied ISTA / IHT refinement
+        z = prox(z + μ·(x_s − (z @ W_dec + b_dec)) @ W_enc)
+    x̂   = denormalise(z @ W_dec + b_dec)
+
+With ``W_enc = W_decᵀ`` the refinement is exactly a proximal-gradient step on
+``½‖x − (Dz + b)‖² + λR(z)``; untied, the encoder matrix stands in for ``Dᵀ`` as in the first
+step. Saved folders follow the SAELens naming (``cfg.json`` + ``sae_weights.safetensors``
+with ``W_enc, b_enc, W_dec, b_dec`` [+ ``threshold``]); the scalar input scale is folded into
+the weights on save so the saved SAE works on raw activations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__, kernels
+from .io import atomic_save_safetensors, atomic_write_json
+from .sparsity import Operator, abs_step, get_operator, step, topk_select
+
+__all__ = ["SAE", "SAEConfig", "SAEOutput", "NORMALIZATIONS"]
+
+NORMALIZATIONS = ("none", "scalar", "layer_norm")
+WEIGHTS_FILE = "sae_weights.safetensors"
+CFG_FILE = "cfg.json"
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field whose ``help`` metadata doubles as CLI help."""
+    if default is dataclasses.MISSING:
+        return field(metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class SAEConfig:
+    """Architecture and metadata of an SAE. Validated on construction (``ValueError``)."""
+
+    d_in: int = _doc("Width of the input activations (the LM's residual width).")
+    d_sae: int = _doc("Number of latents (dictionary size).")
+    architecture: str = _doc(
+        "Sparsity operator: relu, jumprelu, absjumprelu, topk, abstopk, batchtopk, batchabstopk.",
+        "abstopk",
+    )
+    k: int | None = _doc("Latents kept per token (TopK family; mean per token for batch variants).", None)
+    n_steps: int = _doc("Unrolled proximal-gradient steps in the encoder (1 = the paper's SAE).", 1)
+    step_size: float = _doc("Step size μ of the extra encoder steps (n_steps > 1).", 1.0)
+    apply_b_dec_to_input: bool = _doc("Subtract b_dec from the input before encoding.", True)
+    normalize_activations: str = _doc(
+        "Input normalisation: none, scalar (E‖x‖² = d_in, folded into weights on save), layer_norm.",
+        "none",
+    )
+    jumprelu_init_threshold: float = _doc("Initial JumpReLU threshold θ (stored directly).", 0.05)
+    jumprelu_bandwidth: float = _doc("Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05)
+    batch_threshold_momentum: float = _doc(
+        "EMA rate of the inference threshold of batch-level TopK/AbsTopK.", 0.01
+    )
+    use_sparse_kernels: bool = _doc("Use the sparse encode/decode kernels for TopK/AbsTopK.", True)
+    model_name: str | None = _doc("Model the activations come from.", None)
+    model_revision: str | None = _doc("Model revision or file hash.", None)
+    hook_layer: int | None = _doc("Layer (block index) of the hook.", None)
+    hook_site: str | None = _doc("Hook site: resid_post, resid_pre, mlp_out, attn_out.", None)
+    hook_name: str | None = _doc("Full hook name, e.g. blocks.9.hook_resid_post.", None)
+    context_size: int | None = _doc("Context length used when harvesting.", None)
+    dataset: str | None = _doc("Corpus / activation cache identity the SAE was trained on.", None)
+
+    def __post_init__(self) -> None:
+        for name in ("d_in", "d_sae", "n_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        op = get_operator(self.architecture)  # raises on unknown architecture
+        if op.needs_k:
+            if self.k is None:
+                raise ValueError(f"architecture {self.architecture!r} needs k")
+            if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+                raise ValueError(f"k must be an integer ≥ 1, got {self.k!r}")
+            if self.k > self.d_sae:
+                raise ValueError(f"k = {self.k} exceeds d_sae = {self.d_sae}")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize_activations must be one of {NORMALIZATIONS}, "
+                f"got {self.normalize_activations!r}"
+            )
+        if not (self.step_size > 0 and math.isfinite(self.step_size)):
+            raise ValueError(f"step_size must be positive and finite, got {self.step_size!r}")
+        if not self.jumprelu_bandwidth > 0:
+            raise ValueError("jumprelu_bandwidth must be > 0")
+        if not self.jumprelu_init_threshold >= 0:
+            raise ValueError("jumprelu_init_threshold must be ≥ 0")
+        if not 0 < self.batch_threshold_momentum <= 1:
+            raise ValueError("batch_threshold_momentum must be in (0, 1]")
+
+    @property
+    def operator(self) -> Operator:
+        return get_operator(self.architecture)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
+        """Build from a dict (e.g. cfg.json), ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class SAEOutput(NamedTuple):
+    """What one forward pass gives the trainer and the user.
+
+    x_hat: [B, d_in] reconstruction in the raw input space.
+    z: [B, d_sae] dense code, or None when the sparse path was asked not to densify.
+    values, indices: [B, k] kept values and their latent indices (fixed-k sparse path), else None.
+    pre_acts: [B, d_sae] pre-activations u (dense path only), else None.
+    aux_values, aux_indices: [B, k_aux] AuxK selection among dead latents, else None.
+    l0: scalar differentiable L0 surrogate (JumpReLU family, training), else None.
+    x_s: [B, d_in] the normalised input the loss is computed in.
+    x_hat_s: [B, d_in] the reconstruction in normalised space.
+    """
+
+    x_hat: Tensor
+    z: Tensor | None
+    values: Tensor | None
+    indices: Tensor | None
+    pre_acts: Tensor | None
+    aux_values: Tensor | None
+    aux_indices: Tensor | None
+    l0: Tensor | None
+    x_s: Tensor
+    x_hat_s: Tensor
+
+
+class SAE(nn.Module):
+    """Sparse autoencoder with a proximal-operator encoder. See the module docstring."""
+
+    def __init__(self, cfg: SAEConfig, *, device: str | torch.device | None = None,
+                 dtype: torch.dtype = torch.float32, seed: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.op = cfg.operator
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        d_in, d_sae = cfg.d_in, cfg.d_sae
+        W_dec = torch.randn(d_sae, d_in, generator=gen, dtype=torch.float32)
+        W_dec /= W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec = nn.Parameter(W_dec.to(dtype))
+        self.W_enc = nn.Parameter(W_dec.t().contiguous().to(dtype))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae, dtype=dtype))
+        self.b_dec = nn.Parameter(torch.zeros(d_in, dtype=dtype))
+        if self.op.needs_threshold:
+            self.threshold = nn.Parameter(torch.full((d_sae,), cfg.jumprelu_init_threshold, dtype=dtype))
+        elif self.op.batch_level:
+            # inference threshold, NaN until the first training batch sets it
+            self.register_buffer("threshold", torch.full((d_sae,), float("nan"), dtype=dtype))
+        else:
+            self.threshold = None
+        self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
+        if device is not None:
+            self.to(device)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    def _use_kernels(self) -> bool:
+        return (
+            self.cfg.use_sparse_kernels
+            and self.op.k_sparse
+            and not self.op.batch_level
+            and self.cfg.n_steps == 1
+        )
+
+    def normalize(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Map raw x [B, d_in] to the SAE's space; return (x_s, per-token stats or None)."""
+        x = x.to(self.dtype)
+        mode = self.cfg.normalize_activations
+        if mode == "layer_norm":
+            mu = x.mean(-1, keepdim=True)
+            sd = x.std(-1, keepdim=True) + 1e-5
+            return (x - mu) / sd, (mu, sd)
+        if mode == "scalar":
+            return x * self.input_scale.to(x.dtype), None
+        return x, None
+
+    def denormalize(self, x_s: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Inverse of :meth:`normalize` (``stats`` required for layer_norm)."""
+        mode = self.cfg.normalize_activations
+        if mode == "layer_norm":
+            if stats is None:
+                raise ValueError("layer_norm SAE: denormalize needs the per-token stats")
+            mu, sd = stats
+            return x_s * sd + mu
+        if mode == "scalar":
+            return x_s / self.input_scale.to(x_s.dtype)
+        return x_s
+
+    def pre_acts(self, x_s: Tensor) -> Tensor:
+        """u [B, d_sae] = (x_s − b_dec) @ W_enc + b_enc (b_dec subtracted if configured)."""
+        x_c = x_s - self.b_dec if self.cfg.apply_b_dec_to_input else x_s
+        return torch.addmm(self.b_enc, x_c.reshape(-1, x_c.shape[-1]), self.W_enc).reshape(
+            *x_c.shape[:-1], -1
+        )
+
+    def activation(self, u: Tensor) -> Tensor:
+        """Apply the sparsity operator (prox) to u [..., d_sae] → z (dense).
+
+        Batch-level operators use the batch rule in training mode (and update the EMA
+        inference threshold) and the threshold rule in eval mode.
+        """
+        op, cfg = self.op, self.cfg
+        if op.needs_threshold:
+            return op.fn(u, self.threshold, cfg.jumprelu_bandwidth)
+        if op.batch_level:
+            if self.training:
+                z = op.fn(u, cfg.k)
+                self._update_batch_threshold(z)
+                return z
+            if torch.isnan(self.threshold).any():
+                raise RuntimeError(
+                    f"{cfg.architecture} SAE has no inference threshold yet: train it first "
+                    "(or call .train() to use the batch rule)"
+                )
+            a = u.abs() if op.signed else u
+            return u * (a > self.threshold).to(u.dtype)
+        if op.needs_k:
+            return op.fn(u, cfg.k)
+        return op.fn(u)
+
+    @torch.no_grad()
+    def _update_batch_threshold(self, z: Tensor) -> None:
+        nz = z[z != 0]
+        if nz.numel() == 0:
+            return
+        smallest = nz.abs().min().to(self.threshold.dtype)
+        if torch.isnan(self.threshold).any():
+            self.threshold.fill_(smallest)
+        else:
+            m = self.cfg.batch_threshold_momentum
+            self.threshold.mul_(1 - m).add_(m * smallest)
+
+    # ------------------------------------------------------------------ public API
+    def encode(self, x: Tensor) -> Tensor:
+        """Raw activations x [..., d_in] → dense code z [..., d_sae]."""
+        shape = x.shape
+        out = self.forward(x.reshape(-1, shape[-1]))
+        z = out.z
+        return z.reshape(*shape[:-1], -1)
+
+    def decode(self, z: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Dense code z [..., d_sae] → reconstruction x̂ [..., d_in] in raw space."""
+        return self.denormalize(z.to(self.dtype) @ self.W_dec + self.b_dec, stats)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        dense_code: bool = True,
+        aux_mask: Tensor | None = None,
+        k_aux: int = 0,
+    ) -> SAEOutput:
+        """Encode and decode a batch x [B, d_in] (raw activations).
+
+        Args:
+            dense_code: also return the dense z (set False in training on the sparse path).
+            aux_mask: [d_sae] bool of latents eligible for AuxK (dead); with ``k_aux`` > 0 the
+                output carries the AuxK selection (ranked by |u| for signed operators).
+        """
+        if x.dim() != 2 or x.shape[-1] != self.cfg.d_in:
+            raise ValueError(f"expected x of shape [B, {self.cfg.d_in}], got {tuple(x.shape)}")
+        x_s, stats = self.normalize(x)
+        cfg, op = self.cfg, self.op
+        values = indices = u = aux_v = aux_i = l0 = z = None
+        if self._use_kernels():
+            x_c = x_s - self.b_dec if cfg.apply_b_dec_to_input else x_s
+            values, indices, aux_v, aux_i = kernels.topk_encode(
+                x_c, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux
+            )
+            x_hat_s = kernels.sparse_decode(values, indices, self.W_dec, self.b_dec)
+            if dense_code:
+                z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype, device=values.device)
+                z = z.scatter(1, indices, values)
+        else:
+            u = self.pre_acts(x_s)
+            z = self.activation(u)
+            for _ in range(cfg.n_steps - 1):
+                resid = x_s - (z @ self.W_dec + self.b_dec)
+                z = self.activation(z + cfg.step_size * (resid @ self.W_enc))
+            x_hat_s = z @ self.W_dec + self.b_dec
+            if op.needs_threshold and self.training:
+                cnt = (abs_step if op.signed else step)(u, self.threshold, cfg.jumprelu_bandwidth)
+                l0 = cnt.sum(-1).mean()
+            if aux_mask is not None and k_aux > 0:
+                n_dead = int(aux_mask.sum())
+                ka = min(k_aux, n_dead)
+                if ka > 0:
+                    masked = u.masked_fill(~aux_mask, 0.0)
+                    aux_v, aux_i = topk_select(masked, ka, signed=op.signed)
+        x_hat = self.denormalize(x_hat_s, stats)
+        return SAEOutput(x_hat, z, values, indices, u, aux_v, aux_i, l0, x_s, x_hat_s)
+
+    # ------------------------------------------------------------------ decoder norm
+    @torch.no_grad()
+    def set_decoder_norm_to_unit_norm(self) -> None:
+        """Renormalise each decoder row W_dec[i] to unit ℓ2 norm."""
+        self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_gradient_parallel_to_decoder_directions(self) -> None:
+        """Project out of W_dec.grad the component parallel to each (unit) decoder row."""
+        g = self.W_dec.grad
+        if g is None:
+            return
+        W = self.W_dec
+        n2 = (W * W).sum(1, keepdim=True).clamp_min(1e-12)
+        g.sub_(((g * W).sum(1, keepdim=True) / n2) * W)
+
+    # ------------------------------------------------------------------ save / load
+    def folded_state(self) -> dict[str, Tensor]:
+        """Weights with the scalar input scale folded in (so the SAE works on raw x)."""
+        s = float(self.input_scale) if self.cfg.normalize_activations == "scalar" else 1.0
+        out = {
+            "W_enc": self.W_enc.detach() * s,
+            "b_enc": self.b_enc.detach().clone(),
+            "W_dec": self.W_dec.detach() / s,
+            "b_dec": self.b_dec.detach() / s,
+        }
+        if self.threshold is not None:
+            out["threshold"] = self.threshold.detach().clone()
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``cfg.json`` + ``sae_weights.safetensors`` (atomically) into folder ``path``.
+
+        A scalar input scale is folded into the weights and recorded in cfg.json as
+        ``normalize_activations = "none"`` with ``folded_input_scale`` for reference.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = self.folded_state()
+        cfg = self.cfg.to_dict()
+        if cfg["normalize_activations"] == "scalar":
+            cfg["normalize_activations"] = "none"
+            cfg["folded_input_scale"] = float(self.input_scale)
+        cfg["abstopk_version"] = __version__
+        atomic_save_safetensors(path / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+        atomic_write_json(path / CFG_FILE, cfg)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None,
+             dtype: torch.dtype = torch.float32) -> SAE:
+        """Load a folder written by :meth:`save` (safetensors only; no pickle).
+
+        Raises ``FileNotFoundError`` for a missing file and ``ValueError`` when the tensors
+        disagree with cfg.json (naming the mismatch).
+        """
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        for f in (CFG_FILE, WEIGHTS_FILE):
+            if not (path / f).is_file():
+                raise FileNotFoundError(f"{path / f} not found: not a saved SAE folder")
+        with open(path / CFG_FILE) as f:
+            raw = json.load(f)
+        cfg = SAEConfig.from_dict(raw)
+        tensors = load_file(str(path / WEIGHTS_FILE))
+        expected = {
+            "W_enc": (cfg.d_in, cfg.d_sae),
+            "b_enc": (cfg.d_sae,),
+            "W_dec": (cfg.d_sae, cfg.d_in),
+            "b_dec": (cfg.d_in,),
+        }
+        op = cfg.operator
+        if op.needs_threshold or op.batch_level:
+            expected["threshold"] = (cfg.d_sae,)
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing or extra:
+            raise ValueError(
+                f"{path}: tensors disagree with cfg.json (architecture {cfg.architecture!r}): "
+                f"missing {missing}, unexpected {extra}"
+            )
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != shape:
+                raise ValueError(
+                    f"{path}: tensor {name} has shape {tuple(tensors[name].shape)} but cfg.json "
+                    f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}"
+                )
+        sae = cls(cfg, dtype=dtype)
+        with torch.no_grad():
+            for name in expected:
+                getattr(sae, name).copy_(tensors[name].to(dtype))
+        if device is not None:
+            sae.to(device)
+        return sae

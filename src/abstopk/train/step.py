@@ -1,0 +1,108 @@
+"""One optimisation step of an SAE: forward, loss, AuxK, backward, decoder constraint, Adam.
+
+This is the hot path; the loop around it (data, schedules, logging, checkpoints) lives in
+:mod:`abstopk.train.trainer`. Nothing here synchronises with the device (no ``.item()``):
+the returned :class:`StepResult` holds tensors the caller may read when it logs.
+
+Loss (in the SAE's normalised input space)::
+
+    L = mse(x̂, x) + c_pen · P(z) + c_aux · AuxK
+    mse   = mean over tokens and features of (x̂ − x)²
+    P     = Σ_i |z_i|·‖d_i‖ (relu: ℓ1)  |  Σ_i 1[|u_i| > θ_i] (jumprelu family: ℓ0, pseudo-grad)
+    AuxK  = ‖ê − e‖² / ‖e − ē‖²   (OpenAI), e = (x − x̂) detached, ê decoded from the top
+            k_aux *dead* latents ranked by u (TopK family) or |u| keeping signs (signed ops)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import kernels
+from ..sae import SAE
+
+__all__ = ["StepResult", "make_optimizer", "train_step"]
+
+
+@dataclass
+class StepResult:
+    """Per-step tensors (0-dim unless noted); read them only when logging."""
+
+    loss: Tensor
+    mse: Tensor
+    aux_loss: Tensor
+    penalty: Tensor
+    l0: Tensor            # mean number of non-zero latents per token
+    fired: Tensor         # [d_sae] bool: latent was != 0 for some token of the batch
+
+
+def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                   eps: float = 1e-8) -> torch.optim.Adam:
+    """Adam over the SAE's parameters; the fused implementation where torch offers it."""
+    params = [p for p in sae.parameters() if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+
+
+def _penalty(sae: SAE, out) -> Tensor:
+    kind = sae.op.penalty
+    if kind == "l1":
+        return (out.z.abs() * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    if kind == "l0":
+        return out.l0 if out.l0 is not None else out.z.ne(0).sum(-1).float().mean()
+    return torch.zeros((), device=out.x_s.device)
+
+
+def train_step(
+    sae: SAE,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    *,
+    penalty_coeff: float = 0.0,
+    dead_mask: Tensor | None = None,
+    k_aux: int = 0,
+    aux_coeff: float = 1.0 / 32,
+) -> StepResult:
+    """Run one optimisation step on the batch ``x`` [B, d_in] (raw activations).
+
+    ``dead_mask`` [d_sae] bool marks latents eligible for AuxK; AuxK runs when it has any
+    True entry and ``k_aux > 0``. Decoder rows are kept unit norm: the gradient component
+    parallel to each row is removed before the step and rows are renormalised after it.
+    """
+    sae.train()
+    use_aux = dead_mask is not None and k_aux > 0 and aux_coeff > 0
+    out = sae(x, dense_code=not sae._use_kernels(), aux_mask=dead_mask if use_aux else None,
+              k_aux=k_aux if use_aux else 0)
+    mse = (out.x_hat_s - out.x_s).pow(2).mean()
+    penalty = _penalty(sae, out)
+    loss = mse + penalty_coeff * penalty if sae.op.penalty else mse
+    aux_loss = torch.zeros((), device=x.device)
+    if use_aux and out.aux_values is not None:
+        e = (out.x_s - out.x_hat_s).detach()
+        e_hat = kernels.sparse_decode(out.aux_values, out.aux_indices, sae.W_dec, None)
+        aux_loss = (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
+        aux_loss = torch.nan_to_num(aux_loss, nan=0.0)
+        loss = loss + aux_coeff * aux_loss
+    loss.backward()
+    sae.remove_gradient_parallel_to_decoder_directions()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    sae.set_decoder_norm_to_unit_norm()
+    if sae.op.needs_threshold:
+        with torch.no_grad():
+            sae.threshold.clamp_(min=0.0)
+    with torch.no_grad():
+        if out.indices is not None:
+            nz = out.values != 0
+            fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
+            fired[out.indices[nz]] = True
+            l0 = nz.sum(-1).float().mean()
+        else:
+            nzm = out.z != 0
+            fired = nzm.any(0)
+            l0 = nzm.sum(-1).float().mean()
+    return StepResult(loss.detach(), mse.detach(), aux_loss.detach(), penalty.detach(), l0, fired)
