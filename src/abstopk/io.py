@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_save_safetensors"]
+__all__ = [
+    "MappedTensor",
+    "atomic_save_safetensors",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "mmap_safetensors",
+    "safetensors_header",
+]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -57,3 +65,103 @@ def atomic_save_safetensors(
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+# ----------------------------------------------------------------- memory-mapped reads
+_ST_DTYPES = {
+    "F64": ("<f8", None), "F32": ("<f4", None), "F16": ("<f2", None),
+    "BF16": ("<u2", "bfloat16"), "I64": ("<i8", None), "I32": ("<i4", None),
+    "I16": ("<i2", None), "I8": ("i1", None), "U8": ("u1", None), "BOOL": ("?", None),
+}
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
+    """Parse a safetensors header: returns (header dict, byte offset where data starts).
+
+    Format: 8-byte little-endian header length N, N bytes of JSON, then the raw data; each
+    tensor's ``data_offsets`` are relative to the end of the header.
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise ValueError(f"{path}: not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100_000_000:
+            raise ValueError(f"{path}: not a safetensors file (header length {n})")
+        header = json.loads(f.read(n))
+    return header, 8 + n
+
+
+class MappedTensor:
+    """A tensor of a safetensors file, memory-mapped (nothing is read until sliced).
+
+    ``shape``/``dtype_name`` describe it; ``rows(a, b)`` / ``take(idx)`` return float32 torch
+    tensors of the selected leading-dimension rows (bf16 is converted exactly).
+    """
+
+    def __init__(self, array, st_dtype: str):
+        self.array = array          # numpy memmap (bf16 stored as uint16)
+        self.st_dtype = st_dtype
+        self.shape = tuple(array.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _to_torch(self, a):
+        import numpy as np
+        import torch
+
+        a = np.array(a, copy=True)  # own, writable memory (a memmap slice is read-only)
+        if self.st_dtype == "BF16":
+            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(a)
+        return t
+
+    def rows(self, start: int, stop: int, dtype=None):
+        """Rows [start, stop) as a torch tensor (float32 by default for float data)."""
+        import torch
+
+        t = self._to_torch(self.array[start:stop])
+        if dtype is None:
+            dtype = torch.float32 if t.is_floating_point() else t.dtype
+        return t.to(dtype)
+
+    def take(self, idx, dtype=None):
+        """Rows at integer indices ``idx`` (1-D numpy/torch/list) as a torch tensor."""
+        import numpy as np
+        import torch
+
+        idx = np.asarray(idx)
+        t = self._to_torch(self.array[idx])
+        if dtype is None:
+            dtype = torch.float32 if t.is_floating_point() else t.dtype
+        return t.to(dtype)
+
+
+def mmap_safetensors(path: str | os.PathLike) -> dict[str, MappedTensor]:
+    """Memory-map every tensor of a safetensors file (RAM does not grow with file size)."""
+    import numpy as np
+
+    header, start = safetensors_header(path)
+    out: dict[str, MappedTensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        st = info["dtype"]
+        if st not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {st}")
+        np_dtype = np.dtype(_ST_DTYPES[st][0])
+        a, b = info["data_offsets"]
+        shape = tuple(info["shape"])
+        n = int(np.prod(shape)) if shape else 1
+        if b - a != n * np_dtype.itemsize:
+            raise ValueError(f"{path}: tensor {name} size does not match its shape")
+        if n == 0:
+            arr = np.zeros(shape, dtype=np_dtype)
+        else:
+            arr = np.memmap(path, dtype=np_dtype, mode="r", offset=start + a, shape=shape)
+        out[name] = MappedTensor(arr, st)
+    return out
