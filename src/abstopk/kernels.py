@@ -8,11 +8,39 @@ Interface (stable, used by :mod:`abstopk.sae` and the trainer):
   and ``b_enc`` through the selected entries only.
 * :func:`sparse_decode` — ``x̂ = Σ_j values[:, j] · W_dec[indices[:, j]] + b_dec``.
 
-This first version is the plain-PyTorch reference (dense autograd); the optimised
-versions must keep the same values and gradients.
+Both are single :class:`torch.autograd.Function` s written in plain PyTorch ops, so the same
+code runs on CPU and CUDA. The dense versions (:func:`topk_encode_reference`,
+:func:`sparse_decode_reference`) are kept as the reference the tests compare against.
+
+Notation: B rows, D = d_in, F = d_sae, m = number of selected entries per row
+(k, or k + k_aux when the AuxK selection rides along). The selection is the sparse
+matrix ``S`` [B, F] with m non-zeros per row, given as ``indices`` [B, m] and a weight per
+entry [B, m]; every backward product is a product with ``S`` or ``Sᵀ``:
+
+==========================  ===========================  =========================================
+quantity                    math                         computed as
+==========================  ===========================  =========================================
+encoder ∂x_c  [B, D]        G · W_encᵀ                   ``embedding_bag`` over rows of ``W_encᵀ``
+encoder ∂W_enc [D, F]       x_cᵀ · G                     (Gᵀ · x_c)ᵀ, Gᵀ in CSC order (sort by
+                                                         latent) → ``embedding_bag`` with offsets
+encoder ∂b_enc [F]          Σ_b G[b, :]                  ``index_add_``
+decoder x̂     [B, D]        Z · W_dec                    ``embedding_bag`` (per-sample weights)
+decoder ∂W_dec [F, D]       Zᵀ · ∂x̂                      as ∂W_enc, no transpose (F×D layout)
+decoder ∂values [B, m]      (∂x̂ · W_decᵀ) on the support  sampled dense-dense product (SDDMM)
+==========================  ===========================  =========================================
+
+so nothing of size B×F is kept for backward, and the backward costs O(B·m·D) instead of
+O(B·F·D). The forward never materialises the whole B×F pre-activation on CPU: it runs the
+encoder GEMM over row blocks (``chunk_rows``) into a reused, cache-sized buffer and selects
+in the block while it is hot. ``|u|`` for AbsTopK is written into a second reused block
+buffer (never a fresh B×F tensor) and the signed values are gathered from ``u``.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +48,28 @@ from torch import Tensor
 
 from .sparsity import topk_select
 
+__all__ = [
+    "CPU_CHUNK_ROWS",
+    "onednn_available",
+    "sparse_decode",
+    "sparse_decode_reference",
+    "topk_encode",
+    "topk_encode_reference",
+]
 
-def topk_encode(
+#: Rows of the encoder GEMM computed per block on CPU (block = chunk_rows × d_sae floats,
+#: reused across calls). ``None`` or ``0`` = whole batch in one block.
+CPU_CHUNK_ROWS: int | None = int(os.environ.get("ABSTOPK_CHUNK_ROWS", "256")) or None
+
+#: Encoder GEMM backend on CPU: "addmm" (MKL/OpenBLAS through torch.addmm) or "onednn"
+#: (``torch.ops.mkldnn._linear_pointwise``, private op; falls back to addmm when missing).
+GEMM_BACKEND: str = os.environ.get("ABSTOPK_GEMM", "addmm")
+
+_BUFFERS: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+# =========================================================================== reference
+def topk_encode_reference(
     x_c: Tensor,
     W_enc: Tensor,
     b_enc: Tensor,
@@ -30,24 +78,12 @@ def topk_encode(
     aux_mask: Tensor | None = None,
     k_aux: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """Encode and select.
-
-    Args:
-        x_c: [B, d_in] centred input ``x − b_dec``.
-        W_enc: [d_in, d_sae]; b_enc: [d_sae].
-        k: latents kept per row. ``signed``: rank by |u| and keep signs (AbsTopK).
-        aux_mask: optional [d_sae] bool, the latents eligible for AuxK (dead ones).
-        k_aux: AuxK width; the aux selection keeps ``min(k_aux, aux_mask.sum())`` per row.
-
-    Returns:
-        values [B, k], indices [B, k] (int64), aux_values [B, ka] | None, aux_indices | None.
-    """
+    """Dense-autograd reference of :func:`topk_encode` (same arguments and returns)."""
     u = torch.addmm(b_enc, x_c, W_enc)
     values, indices = topk_select(u, k, signed)
     aux_v = aux_i = None
     if aux_mask is not None and k_aux > 0:
-        n_dead = int(aux_mask.sum())
-        ka = min(k_aux, n_dead)
+        ka = min(k_aux, int(aux_mask.sum()))
         if ka > 0:
             masked = u.masked_fill(~aux_mask, 0.0)
             if signed:
@@ -59,7 +95,323 @@ def topk_encode(
     return values, indices, aux_v, aux_i
 
 
-def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor | None) -> Tensor:
-    """x̂ [B, d_in] = Σ_j values[b, j]·W_dec[indices[b, j]] (+ b_dec), via ``embedding_bag``."""
-    out = F.embedding_bag(indices, W_dec, per_sample_weights=values, mode="sum")
+def sparse_decode_reference(values: Tensor, indices: Tensor, W_dec: Tensor,
+                            b_dec: Tensor | None) -> Tensor:
+    """Dense reference of :func:`sparse_decode`: scatter to a B×F code, then ``z @ W_dec``."""
+    z = torch.zeros(values.shape[0], W_dec.shape[0], dtype=values.dtype, device=values.device)
+    z = z.scatter_add(1, indices, values)
+    out = z @ W_dec
     return out + b_dec if b_dec is not None else out
+
+
+# =========================================================================== helpers
+def onednn_available() -> bool:
+    """True when oneDNN's fused linear op can be called on CPU."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()) and hasattr(
+            torch.ops.mkldnn, "_linear_pointwise"
+        )
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _block_buffers(device: torch.device, dtype: torch.dtype, rows: int, cols: int,
+                   ) -> tuple[Tensor, Tensor]:
+    """Two reused [rows, cols] scratch blocks (u and |u|) per (device, dtype, shape)."""
+    key = (device, dtype, rows, cols)
+    bufs = _BUFFERS.get(key)
+    if bufs is None:
+        if len(_BUFFERS) > 8:  # different shapes over a session: keep memory bounded
+            _BUFFERS.clear()
+        bufs = (torch.empty(rows, cols, device=device, dtype=dtype),
+                torch.empty(rows, cols, device=device, dtype=dtype))
+        _BUFFERS[key] = bufs
+    return bufs
+
+
+_CSC_CACHE: dict[int, tuple] = {}
+
+
+def _csc_order(indices: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Column-major (CSC) order of the support ``indices`` [B, m] of a sparse S [B, n].
+
+    Returns ``order`` [B·m] (entries sorted by latent, stable), ``rows`` [B·m] (the row of
+    each sorted entry) and ``offsets`` [n] (start of each latent's run). The result is
+    cached on the identity (and version) of ``indices``: the decoder's backward and the
+    encoder's backward share one sort of the same selection.
+    """
+    key = id(indices)
+    hit = _CSC_CACHE.get(key)
+    if hit is not None:
+        ref, version, nn, res = hit
+        if ref() is indices and version == indices._version and nn == n:
+            return res
+    m = indices.shape[1]
+    flat = indices.reshape(-1)
+    # int32 keys sort about 2x faster than int64; latent ids always fit
+    key32 = flat.to(torch.int32) if n < 2**31 else flat
+    order = torch.sort(key32, stable=True).indices
+    rows = torch.div(order, m, rounding_mode="floor")
+    counts = torch.bincount(flat, minlength=n)
+    offsets = torch.cumsum(counts, 0) - counts
+    res = (order, rows, offsets)
+    for k_ in [k_ for k_, v in _CSC_CACHE.items() if v[0]() is None]:
+        del _CSC_CACHE[k_]
+    if len(_CSC_CACHE) > 16:
+        _CSC_CACHE.clear()
+    _CSC_CACHE[key] = (weakref.ref(indices), indices._version, n, res)
+    return res
+
+
+def _spmm_t(indices: Tensor, weights: Tensor, X: Tensor, n: int) -> Tensor:
+    """Sᵀ · X for the sparse S [B, n] with ``S[b, indices[b, j]] += weights[b, j]``.
+
+    ``indices``/``weights``: [B, m]; ``X``: [B, D] → [n, D]. The entries are visited in
+    CSC order of S (sorted by latent, :func:`_csc_order`); each output row is then one
+    ``embedding_bag`` bag summing ``weights · X[row]``, so the cost is O(B·m·D) with no
+    B×m×D temporary.
+    """
+    order, rows, offsets = _csc_order(indices, n)
+    return F.embedding_bag(rows, X, offsets, mode="sum",
+                           per_sample_weights=weights.reshape(-1)[order])
+
+
+def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor) -> Tensor:
+    """out[b, j] = ⟨A[b], Bm[indices[b, j]]⟩ for A [B, D], Bm [n, D] → [B, m] (SDDMM)."""
+    nb, m = indices.shape
+    if A.device.type == "cpu" and nb * m > 0:
+        crow = torch.arange(0, nb * m + 1, m, device=A.device, dtype=torch.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pattern = torch.sparse_csr_tensor(
+                crow, indices.reshape(-1), torch.zeros(nb * m, dtype=A.dtype, device=A.device),
+                (nb, Bm.shape[0]),
+            )
+            res = torch.sparse.sampled_addmm(pattern, A, Bm.t(), beta=0.0)
+        return res.values().view(nb, m)
+    # generic path (CUDA etc.): gather in row blocks to bound the B×m×D temporary
+    out = torch.empty(nb, m, dtype=A.dtype, device=A.device)
+    step = max(1, (1 << 22) // max(1, m * Bm.shape[1]))
+    for s in range(0, nb, step):
+        e = min(nb, s + step)
+        Wg = Bm.index_select(0, indices[s:e].reshape(-1)).view(e - s, m, -1)
+        torch.bmm(Wg, A[s:e, :, None], out=out[s:e, :, None])
+    return out
+
+
+def _gemm_block(x: Tensor, W: Tensor, Wt: Tensor | None, b: Tensor, out: Tensor) -> Tensor:
+    """out ← x @ W + b (addmm into ``out``), or oneDNN's linear when ``Wt`` is given."""
+    if Wt is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, Wt, b, "none", [], "")
+    return torch.addmm(b, x, W, out=out)
+
+
+# =========================================================================== encoder
+class _TopKEncode(torch.autograd.Function):
+    """Fused encoder + per-row top-k (+ AuxK) selection with a sparse backward.
+
+    Forward (no autograd graph on the B×F pre-activation)::
+
+        u        = x_c @ W_enc + b_enc                       [B, F], block by block
+        TopK:    idx = topk(u, k);    v = relu(u[idx])
+        AbsTopK: idx = topk(|u|, k);  v = u[idx]             (sign kept)
+        AuxK:    same rule restricted to latents with aux_mask, width ka = min(k_aux, #dead)
+
+    Backward, with g [B, k(+ka)] the incoming gradient of the kept values (masked by
+    ``v > 0`` for TopK, the relu) and S the sparse B×F matrix of g on the selected support::
+
+        ∂x_c = S · W_encᵀ,   ∂W_enc = x_cᵀ · S,   ∂b_enc = Σ_b S[b]
+    """
+
+    @staticmethod
+    def forward(ctx, x_c, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
+                backend):
+        nb, n = x_c.shape[0], W_enc.shape[1]
+        dev, dt = x_c.device, x_c.dtype
+        values = torch.empty(nb, k, device=dev, dtype=dt)
+        indices = torch.empty(nb, k, device=dev, dtype=torch.int64)
+        aux_v = torch.empty(nb, ka, device=dev, dtype=dt)
+        aux_i = torch.empty(nb, ka, device=dev, dtype=torch.int64)
+        rows = nb if not chunk_rows else max(1, min(nb, chunk_rows))
+        use_buf = dev.type == "cpu" and rows < nb
+        Wt = W_enc.t().contiguous() if backend == "onednn" else None
+        if use_buf:
+            buf_u, buf_a = _block_buffers(dev, dt, rows, n)
+        not_dead = None
+        if ka > 0 and dead_idx is None:
+            not_dead = ~aux_mask
+        for s in range(0, nb, rows):
+            e = min(nb, s + rows)
+            c = e - s
+            if use_buf:
+                u = _gemm_block(x_c[s:e], W_enc, Wt, b_enc, buf_u[:c])
+                a_out = buf_a[:c]
+            else:
+                u = _gemm_block(x_c[s:e], W_enc, Wt, b_enc,
+                                torch.empty(c, n, device=dev, dtype=dt))
+                a_out = None
+            a = None
+            if signed:
+                a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
+                torch.topk(a, k, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+                torch.gather(u, 1, indices[s:e], out=values[s:e])
+            else:
+                torch.topk(u, k, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+                values[s:e].clamp_(min=0)
+            if ka == 0:
+                continue
+            if dead_idx is not None:  # few dead latents: select among their columns only
+                ud = u.index_select(1, dead_idx)
+                if signed:
+                    loc = ud.abs().topk(ka, dim=1, sorted=False).indices
+                    torch.gather(ud, 1, loc, out=aux_v[s:e])
+                else:
+                    vals, loc = ud.topk(ka, dim=1, sorted=False)
+                    aux_v[s:e] = vals.clamp_(min=0)
+                aux_i[s:e] = dead_idx[loc]
+            elif signed:
+                a.masked_fill_(not_dead, -1.0)  # |u| ≥ 0 > −1: live latents never win
+                torch.topk(a, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+                torch.gather(u, 1, aux_i[s:e], out=aux_v[s:e])
+            else:
+                u.masked_fill_(not_dead, float("-inf"))  # u is scratch once v is taken
+                torch.topk(u, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+                aux_v[s:e].clamp_(min=0)
+        ctx.signed = signed
+        ctx.n = n
+        ctx.ka = ka
+        ctx.save_for_backward(x_c, W_enc, values, indices, aux_v, aux_i)
+        ctx.mark_non_differentiable(indices, aux_i)
+        return values, indices, aux_v, aux_i
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_v, _gi, g_av, _gai):
+        x_c, W_enc, values, indices, aux_v, aux_i = ctx.saved_tensors
+        n, ka = ctx.n, ctx.ka
+        if g_v is None:
+            g_v = torch.zeros_like(values)
+        if not ctx.signed:
+            g_v = g_v * (values > 0)
+        has_aux = ka > 0 and g_av is not None
+        if has_aux and not ctx.signed:
+            g_av = g_av * (aux_v > 0)
+        if has_aux:
+            g = torch.cat([g_v, g_av], 1)
+            idx = torch.cat([indices, aux_i], 1)
+        else:
+            g, idx = g_v.contiguous(), indices
+        gx = gW = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = F.embedding_bag(idx, W_enc.t().contiguous(), mode="sum", per_sample_weights=g)
+        if ctx.needs_input_grad[1]:
+            gWt = _spmm_t(indices, g_v.contiguous(), x_c, n)  # [F, D]
+            if has_aux:
+                gWt += _spmm_t(aux_i, g_av.contiguous(), x_c, n)
+            gW = gWt.t().contiguous()
+        if ctx.needs_input_grad[2]:
+            gb = torch.zeros(n, device=g.device, dtype=g.dtype).index_add_(
+                0, idx.reshape(-1), g.reshape(-1))
+        return gx, gW, gb, None, None, None, None, None, None, None
+
+
+def topk_encode(
+    x_c: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int,
+    signed: bool,
+    aux_mask: Tensor | None = None,
+    k_aux: int = 0,
+    *,
+    chunk_rows: int | None = -1,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Encode and select (one fused autograd op, sparse backward).
+
+    Args:
+        x_c: [B, d_in] centred input ``x − b_dec``.
+        W_enc: [d_in, d_sae]; b_enc: [d_sae].
+        k: latents kept per row. ``signed``: rank by |u| and keep signs (AbsTopK);
+            otherwise rank by u and clip the kept values at 0 (TopK).
+        aux_mask: optional [d_sae] bool, the latents eligible for AuxK (dead ones).
+        k_aux: AuxK width; the aux selection keeps ``ka = min(k_aux, aux_mask.sum())`` per
+            row, ranked like the main selection (by u and relu'd, or by |u| with sign).
+            Reading ``aux_mask.sum()`` is one host sync on CUDA.
+        chunk_rows: rows per encoder-GEMM block on CPU (−1: :data:`CPU_CHUNK_ROWS`;
+            ``None``/0: the whole batch at once). Ignored on other devices.
+        backend: "addmm" or "onednn" for the CPU GEMM (None: :data:`GEMM_BACKEND`).
+
+    Returns:
+        values [B, k], indices [B, k] (int64), aux_values [B, ka] | None, aux_indices | None.
+        Gradients flow from ``values``/``aux_values`` to ``x_c``, ``W_enc`` and ``b_enc``.
+    """
+    if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
+        raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
+    n = W_enc.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k} must be in [1, d_sae = {n}]")
+    ka, dead_idx = 0, None
+    if aux_mask is not None and k_aux > 0:
+        n_dead = int(aux_mask.sum())
+        ka = min(k_aux, n_dead)
+        if 0 < ka and 4 * n_dead < n:
+            dead_idx = aux_mask.nonzero().view(-1)
+    if chunk_rows == -1:
+        chunk_rows = CPU_CHUNK_ROWS
+    backend = backend or GEMM_BACKEND
+    if backend not in ("addmm", "onednn"):
+        raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
+    if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
+                                    and x_c.dtype == torch.float32):
+        backend = "addmm"
+    x_c = x_c.contiguous()
+    values, indices, aux_v, aux_i = _TopKEncode.apply(
+        x_c, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend)
+    if ka == 0:
+        return values, indices, None, None
+    return values, indices, aux_v, aux_i
+
+
+# =========================================================================== decoder
+class _SparseDecode(torch.autograd.Function):
+    """x̂ = Z · W_dec (+ b_dec) for the sparse code Z given as (values, indices) [B, m].
+
+    Backward: ∂values[b, j] = ⟨∂x̂[b], W_dec[indices[b, j]]⟩ (SDDMM),
+    ∂W_dec = Zᵀ · ∂x̂ (CSC-ordered ``embedding_bag``), ∂b_dec = Σ_b ∂x̂[b].
+    """
+
+    @staticmethod
+    def forward(ctx, values, indices, W_dec, b_dec):
+        out = F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=values)
+        if b_dec is not None:
+            out += b_dec
+        ctx.has_b = b_dec is not None
+        ctx.save_for_backward(values, indices, W_dec)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        values, indices, W_dec = ctx.saved_tensors
+        g = g.contiguous()
+        gv = gW = gb = None
+        if ctx.needs_input_grad[0]:
+            gv = _sddmm(indices, g, W_dec)
+        if ctx.needs_input_grad[2]:
+            gW = _spmm_t(indices, values, g, W_dec.shape[0])
+        if ctx.has_b and ctx.needs_input_grad[3]:
+            gb = g.sum(0)
+        return gv, None, gW, gb
+
+
+def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor | None) -> Tensor:
+    """x̂ [B, d_in] = Σ_j values[b, j]·W_dec[indices[b, j]] (+ b_dec).
+
+    ``values``/``indices``: [B, m]; ``W_dec``: [d_sae, d_in]. Forward is an
+    ``embedding_bag`` with per-sample weights; the backward is sparse (see
+    :class:`_SparseDecode`), O(B·m·d_in).
+    """
+    if values.shape != indices.shape:
+        raise ValueError(f"values {tuple(values.shape)} and indices {tuple(indices.shape)} differ")
+    return _SparseDecode.apply(values.contiguous(), indices.contiguous(), W_dec, b_dec)

@@ -57,6 +57,21 @@ def _penalty(sae: SAE, out) -> Tensor:
     return torch.zeros((), device=out.x_s.device)
 
 
+@torch.no_grad()
+def _remove_parallel_grad(W_dec: Tensor) -> None:
+    """W_dec.grad[i] −= (⟨g_i, d_i⟩ / ‖d_i‖²)·d_i for every decoder row d_i (F×D layout).
+
+    Row-wise reductions over the contiguous [d_sae, d_in] matrix and one in-place
+    ``addcmul_``: no per-row loop, one [d_sae, d_in] temporary (the product g·W).
+    """
+    g = W_dec.grad
+    if g is None:
+        return
+    dots = (g * W_dec).sum(1)
+    n2 = torch.linalg.vector_norm(W_dec, dim=1).square_().clamp_min_(1e-12)
+    g.addcmul_(W_dec, (dots / n2).unsqueeze(1), value=-1.0)
+
+
 def train_step(
     sae: SAE,
     optimizer: torch.optim.Optimizer,
@@ -88,7 +103,7 @@ def train_step(
         aux_loss = torch.nan_to_num(aux_loss, nan=0.0)
         loss = loss + aux_coeff * aux_loss
     loss.backward()
-    sae.remove_gradient_parallel_to_decoder_directions()
+    _remove_parallel_grad(sae.W_dec)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     sae.set_decoder_norm_to_unit_norm()
@@ -97,10 +112,11 @@ def train_step(
             sae.threshold.clamp_(min=0.0)
     with torch.no_grad():
         if out.indices is not None:
-            nz = out.values != 0
-            fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x.device)
-            fired[out.indices[nz]] = True
-            l0 = nz.sum(-1).float().mean()
+            nz = (out.values != 0).to(out.values.dtype)
+            hits = torch.zeros(sae.cfg.d_sae, dtype=nz.dtype, device=x.device)
+            hits.index_add_(0, out.indices.reshape(-1), nz.reshape(-1))  # no host sync
+            fired = hits > 0
+            l0 = nz.sum(-1).mean()
         else:
             nzm = out.z != 0
             fired = nzm.any(0)

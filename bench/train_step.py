@@ -1,0 +1,375 @@
+"""Benchmark W1: one SAE training step, abstopk side by side with the floor and the peers.
+
+Workload W1 (see ../shared/docs/perf-anchors.md §2): d_in 576, d_sae 9216, k 32, batch 4096,
+fp32, Adam, CPU threads = cores. Data X = Z·A + 0.3·ε + μ (Z [N, 64] standard normal, A
+[64, 576] with std 2/8, μ std 0.5), four batches of 4096 rows made with seed 0, used in turn.
+
+Each variant runs in its own subprocess (so peak RSS is its own): build, ``--warmup`` steps,
+then ``--steps`` timed steps; a variant's figure is the median step time. AuxK rows force
+the worst case (every latent dead, k_aux = 288). Each child also records its CPU
+utilisation, process CPU time / (wall × threads) over the timed steps, so contention by
+other jobs on the machine is visible (≈ 1.0 = it had the cores to itself).
+
+Usage::
+
+    python bench/train_step.py                 # full W1 table (~10 min on 2 cores)
+    python bench/train_step.py --quick         # small smoke run (seconds)
+    python bench/train_step.py --only abstopk_abstopk,gemm_matmul --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+# ----------------------------------------------------------------------------- variants
+#: name -> (description, group); groups: gemm, select, plain, abstopk, saelens, sparsify
+VARIANTS: dict[str, tuple[str, str]] = {
+    "gemm_matmul": ("encoder GEMM `x @ W` (MKL, fresh output)", "gemm"),
+    "gemm_addmm_out": ("encoder GEMM `addmm(b, x, W, out=buf)` (MKL, reused output)", "gemm"),
+    "gemm_onednn": ("encoder GEMM `mkldnn._linear_pointwise` (oneDNN)", "gemm"),
+    "abstopk_topk": ("abstopk `topk`", "abstopk"),
+    "abstopk_topk_aux": ("abstopk `topk` + AuxK", "abstopk"),
+    "abstopk_abstopk": ("abstopk `abstopk`", "abstopk"),
+    "abstopk_abstopk_aux": ("abstopk `abstopk` + AuxK", "abstopk"),
+    "sparsify_topk": ("sparsify SparseCoder, Adam (per-step sequence of its Trainer)", "sparsify"),
+    "sparsify_topk_aux": ("sparsify SparseCoder, AuxK forced (auxk_alpha 1/32)", "sparsify"),
+    "saelens_topk": ("SAELens TopKTrainingSAE + SAETrainer.step", "saelens"),
+    "saelens_topk_aux": ("SAELens TopK, AuxK forced (dead_feature_window −1)", "saelens"),
+    "plain_topk_dense": ("plain PyTorch dense TopK step (Adam default)", "plain"),
+    "plain_topk_dense_aux": ("… + AuxK (dense, all dead, k_aux 288)", "plain"),
+    "abstopk_batchabstopk": ("abstopk `batchabstopk` (dense path)", "abstopk"),
+    "abstopk_batchabstopk_aux": ("abstopk `batchabstopk` + AuxK (dense path)", "abstopk"),
+    "select_topk": ("kernels.topk_encode forward only (GEMM + TopK selection)", "select"),
+    "select_abstopk": ("kernels.topk_encode forward only (GEMM + AbsTopK selection)", "select"),
+    "abstopk_abstopk_aux_onednn": ("… + AuxK, encoder GEMM through oneDNN", "abstopk"),
+    "abstopk_abstopk_aux_nochunk": ("… + AuxK, whole-batch GEMM (no row blocks)", "abstopk"),
+}
+
+
+@dataclass
+class Shape:
+    B: int
+    D: int
+    F: int
+    k: int
+    k_aux: int
+
+
+W1 = Shape(B=4096, D=576, F=9216, k=32, k_aux=288)
+QUICK = Shape(B=512, D=96, F=768, k=16, k_aux=48)
+
+
+def make_batches(s: Shape, n_batches: int = 4):
+    """Low-rank + noise data: X = Z·A + 0.3·ε + μ (seed 0), as ``n_batches`` [B, D] tensors."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    n = s.B * n_batches
+    Z = torch.randn(n, 64, generator=g)
+    A = torch.randn(64, s.D, generator=g) * (2 / 8)
+    mu = torch.randn(s.D, generator=g) * 0.5
+    X = Z @ A + 0.3 * torch.randn(n, s.D, generator=g) + mu
+    return [X[i * s.B:(i + 1) * s.B].contiguous() for i in range(n_batches)]
+
+
+# ----------------------------------------------------------------------------- builders
+def build(name: str, s: Shape):
+    """Return a zero-argument callable running one step of variant ``name`` on batch i."""
+    import torch
+
+    batches = make_batches(s)
+    it = {"i": 0}
+
+    def next_batch():
+        x = batches[it["i"] % len(batches)]
+        it["i"] += 1
+        return x
+
+    aux = name.endswith("_aux") or "_aux_" in name
+    if name.startswith("gemm_"):
+        g = torch.Generator().manual_seed(1)
+        W = torch.randn(s.D, s.F, generator=g) / s.D**0.5
+        b = torch.zeros(s.F)
+        if name == "gemm_matmul":
+            return lambda: next_batch() @ W
+        if name == "gemm_addmm_out":
+            out = torch.empty(s.B, s.F)
+            return lambda: torch.addmm(b, next_batch(), W, out=out)
+        from abstopk.kernels import onednn_available
+
+        if not onednn_available():
+            raise RuntimeError("oneDNN linear not available")
+        Wt = W.t().contiguous()
+        return lambda: torch.ops.mkldnn._linear_pointwise(next_batch(), Wt, b, "none", [], "")
+
+    if name.startswith("select_"):
+        from abstopk import kernels
+
+        g = torch.Generator().manual_seed(1)
+        W = torch.randn(s.D, s.F, generator=g) / s.D**0.5
+        b = torch.zeros(s.F)
+        signed = name == "select_abstopk"
+
+        def sel():
+            with torch.no_grad():
+                return kernels.topk_encode(next_batch(), W, b, s.k, signed)
+
+        return sel
+
+    if name.startswith("plain_"):
+        return _plain_dense(s, next_batch, aux)
+
+    if name.startswith("abstopk_"):
+        from abstopk import kernels
+        from abstopk.sae import SAE, SAEConfig
+        from abstopk.train.step import make_optimizer, train_step
+
+        arch = name.split("_")[1]
+        if name.endswith("_onednn"):
+            kernels.GEMM_BACKEND = "onednn"
+        if name.endswith("_nochunk"):
+            kernels.CPU_CHUNK_ROWS = None
+        sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k), seed=0)
+        opt = make_optimizer(sae, lr=1e-4)
+        dead = torch.ones(s.F, dtype=torch.bool) if aux else None
+
+        def step():
+            return train_step(sae, opt, next_batch(), dead_mask=dead,
+                              k_aux=s.k_aux if aux else 0)
+
+        return step
+
+    if name.startswith("saelens_"):
+        return _saelens(s, next_batch, aux)
+    if name.startswith("sparsify_"):
+        return _sparsify(s, next_batch, aux)
+    raise ValueError(f"unknown variant {name!r}")
+
+
+def _plain_dense(s: Shape, next_batch, aux: bool):
+    """Plain PyTorch: Linear → topk → dense scatter → dense decoder → MSE (+AuxK) → Adam."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    W_dec = torch.randn(s.F, s.D, generator=g)
+    W_dec /= W_dec.norm(dim=1, keepdim=True)
+    W_dec.requires_grad_(True)
+    W_enc = W_dec.detach().t().contiguous().requires_grad_(True)
+    b_enc = torch.zeros(s.F, requires_grad=True)
+    b_dec = torch.zeros(s.D, requires_grad=True)
+    opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=1e-4)
+    dead = torch.ones(s.F, dtype=torch.bool)
+
+    def step():
+        x = next_batch()
+        u = (x - b_dec) @ W_enc + b_enc
+        v, i = u.topk(s.k, dim=-1)
+        z = torch.zeros_like(u).scatter(-1, i, torch.relu(v))
+        x_hat = z @ W_dec + b_dec
+        loss = (x_hat - x).pow(2).mean()
+        if aux:
+            e = (x - x_hat).detach()
+            va, ia = u.masked_fill(~dead, 0.0).topk(s.k_aux, dim=-1)
+            za = torch.zeros_like(u).scatter(-1, ia, torch.relu(va))
+            e_hat = za @ W_dec
+            loss = loss + (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum() / 32
+        loss.backward()
+        with torch.no_grad():
+            gW = W_dec.grad
+            gW -= (gW * W_dec).sum(1, keepdim=True) * W_dec
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            W_dec.div_(W_dec.norm(dim=1, keepdim=True))
+        return loss
+
+    return step
+
+
+def _saelens(s: Shape, next_batch, aux: bool):
+    """SAELens TopKTrainingSAE driven by SAETrainer.step (= SAETrainer.fit minus logging)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=s.D, d_sae=s.F, k=s.k))
+    cfg = SAETrainerConfig(total_training_samples=s.B * 10**6, train_batch_size_samples=s.B,
+                           dead_feature_window=-1 if aux else 1000, lr=3e-4, lr_end=3e-4)
+    trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+
+    def step():
+        trainer.maybe_reset_sparsity()
+        out = trainer.step(next_batch())
+        trainer.n_training_steps += 1
+        return out
+
+    return step
+
+
+def _sparsify(s: Shape, next_batch, aux: bool):
+    """sparsify SparseCoder with the per-step sequence of its Trainer (loss_fn 'fvu', Adam)."""
+    import torch
+    from sparsify import SparseCoder, SparseCoderConfig
+    from transformers import get_linear_schedule_with_warmup
+
+    sae = SparseCoder(s.D, SparseCoderConfig(k=s.k, num_latents=s.F))
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    sched = get_linear_schedule_with_warmup(opt, 1000, 10**6)
+    since_fired = torch.zeros(s.F, dtype=torch.long)
+    did_fire = torch.zeros(s.F, dtype=torch.bool)
+    auxk_alpha = 1 / 32 if aux else 0.0
+    threshold = -1 if aux else 10_000_000
+
+    def step():
+        x = next_batch()
+        sae.set_decoder_norm_to_unit_norm()
+        dead_mask = since_fired > threshold if auxk_alpha > 0 else None
+        out = sae(x=x, y=x, dead_mask=dead_mask)
+        did_fire[out.latent_indices.flatten()] = True
+        float(out.fvu.detach())
+        if auxk_alpha > 0:
+            float(out.auxk_loss.detach())
+        (out.fvu + auxk_alpha * out.auxk_loss).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        with torch.no_grad():
+            since_fired.add_(x.shape[0])
+            since_fired[did_fire] = 0
+            did_fire.zero_()
+        return out
+
+    return step
+
+
+# ----------------------------------------------------------------------------- child
+def run_child(name: str, s: Shape, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    step = build(name, s)
+    rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for _ in range(warmup):
+        step()
+    times = []
+    c0, w0 = time.process_time(), time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "name": name,
+        "ms": 1e3 * statistics.median(times),
+        "ms_all": [round(1e3 * t, 1) for t in times],
+        "cpu_util": cpu / (wall * threads),
+        "peak_mib": peak,
+        "delta_mib": peak - rss_built,
+    }
+
+
+# ----------------------------------------------------------------------------- parent
+def available(group: str) -> bool:
+    import importlib.util
+
+    if group == "saelens":
+        return importlib.util.find_spec("sae_lens") is not None
+    if group == "sparsify":
+        return importlib.util.find_spec("sparsify") is not None
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, few steps (smoke run)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant (≥10)")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1, help="round-robin repeats; median")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--only", default="", help="comma-separated variant names")
+    ap.add_argument("--json", default="", help="also write the raw results to this file")
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    s = QUICK if a.quick else W1
+    steps = a.steps or (3 if a.quick else 10)
+    warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
+    if a.child:
+        res = run_child(a.child, s, steps, warmup, a.threads)
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+
+    names = [n for n in (a.only.split(",") if a.only else VARIANTS) if n]
+    for n in names:
+        if n not in VARIANTS:
+            ap.error(f"unknown variant {n!r}; known: {', '.join(VARIANTS)}")
+    skipped = [n for n in names if not available(VARIANTS[n][1])]
+    names = [n for n in names if n not in skipped]
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    failed: dict[str, str] = {}
+    print(f"# shape B={s.B} d_in={s.D} d_sae={s.F} k={s.k} k_aux={s.k_aux} threads={a.threads} "
+          f"steps={steps} warmup={warmup} repeats={a.repeats}", file=sys.stderr)
+    for r in range(a.repeats):
+        for n in names:
+            if n in failed:
+                continue
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", n,
+                   "--steps", str(steps), "--warmup", str(warmup), "--threads", str(a.threads)]
+            if a.quick:
+                cmd.append("--quick")
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+            if p.returncode != 0 or not line:
+                failed[n] = (p.stderr.strip().splitlines() or ["no output"])[-1][:200]
+                print(f"  {n}: FAILED {failed[n]}", file=sys.stderr)
+                continue
+            res = json.loads(line[-1][7:])
+            results[n].append(res)
+            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.1f} ms  util {res['cpu_util']:.2f}  "
+                  f"peak {res['peak_mib']:.0f} MiB  steps {res['ms_all']}",
+                  file=sys.stderr)
+
+    rows = {}
+    for n, rs in results.items():
+        if rs:
+            rows[n] = {
+                "ms": statistics.median(x["ms"] for x in rs),
+                "util": min(x["cpu_util"] for x in rs),
+                "peak": max(x["peak_mib"] for x in rs),
+                "delta": max(x["delta_mib"] for x in rs),
+            }
+    gemms = {n: v["ms"] for n, v in rows.items() if VARIANTS[n][1] == "gemm"}
+    floor_name = min(gemms, key=gemms.get) if gemms else None
+    floor = gemms[floor_name] if floor_name else float("nan")
+    print(f"\nW1-style step, B={s.B}, d_in={s.D}, d_sae={s.F}, k={s.k}, k_aux={s.k_aux}, fp32, "
+          f"{a.threads} threads; ratio to the fastest GEMM ({floor_name}, {floor:.1f} ms)\n")
+    print("| variant | what | ms/step | tokens/s | ÷ fastest GEMM | peak RSS MiB (Δ) | cpu util |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for n, v in rows.items():
+        print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.1f} | {s.B / v['ms'] * 1e3:,.0f} | "
+              f"{v['ms'] / floor:.2f} | {v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} |")
+    for n in skipped:
+        print(f"| `{n}` | {VARIANTS[n][0]} | not installed | | | | |")
+    for n, why in failed.items():
+        print(f"| `{n}` | {VARIANTS[n][0]} | failed: {why} | | | | |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"shape": s.__dict__, "results": results, "failed": failed}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+"""Synthetic ground-truth benchmark: do SAEs recover *bidirectional* features with one latent?
+
+Data model (all sizes from :class:`SyntheticConfig`)::
+
+    F ∈ R^{G×d}, rows f_g unit norm (random Gaussian directions, G = n_features)
+    a_g ~ Bernoulli(p_g)                                  which features are active
+    m_g = magnitude_min + Exp(magnitude_scale)             how strongly
+    s_g = ±1 with prob. ½ each if g is bidirectional, +1 otherwise
+    c_g = a_g · s_g · m_g                                  c ∈ R^G, sparse, signed
+    x   = c F + b + σ ε,   ε ~ N(0, I_d),  ‖b‖ = bias_norm
+
+A *bidirectional* feature is one direction used with both signs (male/female on one axis);
+a *unidirectional* one only appears with a positive coefficient.
+
+One SAE per architecture is trained on the same data, in the same order, from the same seed,
+for the same number of steps, at equal k (TopK family) or at a matched L0 (ReLU / JumpReLU,
+whose penalty coefficient is adapted during training so the L0 lands near k). On held-out
+data we measure (all sparsity counts are ``z != 0``; signs are kept):
+
+* ``nmse`` = Σ‖x − x̂‖² / Σ‖x − x̄‖²;
+* ``recovery`` of feature g = max_j |cos(f_g, d_j)| over decoder rows d_j, averaged over the
+  bidirectional and the unidirectional features separately;
+* for each bidirectional feature, *how* it is captured. Latent j *covers sign s* of g if
+  |cos(f_g, d_j)| ≥ τ and, on held-out samples where g is active with sign s, latent j is
+  non-zero with the matching sign, sign(z_j)·sign(cos(f_g, d_j)) = s, on at least a fraction
+  ``fire_frac`` of them. Then g is captured by
+
+  - **one signed latent**: some latent covers both signs (sign-aware use of one latent);
+  - **± pair**: no single latent does, but one latent covers + and another covers −
+    (the fragmentation the AbsTopK paper describes);
+  - **one side**: only one sign is covered (the other sign is lost or smeared);
+  - **missed**: neither sign is covered.
+
+A non-negative code (ReLU, JumpReLU, TopK) can only ever cover one sign per latent, so for those
+architectures "one signed latent" is 0 by construction and the interesting number is how
+often they pay two latents (a pair) or lose a side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ArchResult",
+    "BenchConfig",
+    "BenchResult",
+    "DEFAULT_ARCHITECTURES",
+    "SyntheticConfig",
+    "SyntheticData",
+    "capture_analysis",
+    "evaluate_sae",
+    "generate",
+    "run_benchmark",
+    "sample",
+    "train_sae",
+]
+
+DEFAULT_ARCHITECTURES = (
+    "topk", "abstopk", "batchtopk", "batchabstopk", "jumprelu", "absjumprelu", "relu",
+)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _doc(text: str, default: Any) -> Any:
+    """A dataclass field whose ``help`` metadata doubles as CLI help."""
+    return field(default=default, metadata={"help": text})
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _pos_int(obj: Any, name: str) -> None:
+    v = getattr(obj, name)
+    _check(not isinstance(v, bool) and isinstance(v, int) and v >= 1,
+           f"{name} must be a positive integer, got {v!r}")
+
+
+def _finite(obj: Any, name: str, lo: float, lo_open: bool = False) -> None:
+    v = getattr(obj, name)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo)
+    _check(ok, f"{name} must be a finite number {'>' if lo_open else '≥'} {lo}, got {v!r}")
+
+
+# =============================================================================== data
+@dataclass
+class SyntheticConfig:
+    """Ground-truth data model. Validated on construction (``ValueError``)."""
+
+    d: int = _doc("Dimension of the data (the 'residual width').", 64)
+    n_features: int = _doc("Number of ground-truth feature directions G.", 128)
+    frac_bidirectional: float = _doc(
+        "Fraction of features that are bidirectional (used with both signs).", 0.5)
+    mean_active: float = _doc("Mean number of active features per sample.", 3.0)
+    magnitude_min: float = _doc("Smallest coefficient magnitude (offset of the exponential).", 1.0)
+    magnitude_scale: float = _doc("Mean of the exponential part of a coefficient magnitude.", 1.0)
+    noise: float = _doc("Standard deviation of the isotropic Gaussian noise per coordinate.", 0.05)
+    bias_norm: float = _doc("Norm of the constant offset b added to every sample.", 1.0)
+    n_train: int = _doc("Number of training samples.", 32768)
+    n_test: int = _doc("Number of held-out samples for evaluation.", 8192)
+    seed: int = _doc("Seed of the data generator (dictionary, probabilities, samples).", 0)
+
+    def __post_init__(self) -> None:
+        for name in ("d", "n_features", "n_train", "n_test"):
+            _pos_int(self, name)
+        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool),
+               f"seed must be an integer, got {self.seed!r}")
+        _check(self.d >= 2, f"d must be ≥ 2, got {self.d}")
+        _finite(self, "frac_bidirectional", 0.0)
+        _check(self.frac_bidirectional <= 1.0,
+               f"frac_bidirectional must be in [0, 1], got {self.frac_bidirectional}")
+        _finite(self, "mean_active", 0.0, lo_open=True)
+        _check(self.mean_active <= self.n_features,
+               f"mean_active ({self.mean_active}) exceeds n_features ({self.n_features})")
+        _finite(self, "magnitude_min", 0.0, lo_open=True)
+        _finite(self, "magnitude_scale", 0.0)
+        _finite(self, "noise", 0.0)
+        _finite(self, "bias_norm", 0.0)
+
+    @property
+    def n_bidirectional(self) -> int:
+        """Number of bidirectional features: round(frac_bidirectional · G)."""
+        return int(round(self.frac_bidirectional * self.n_features))
+
+
+@dataclass
+class SyntheticData:
+    """A generated data set with its ground truth.
+
+    Attributes:
+        cfg: the generating config.
+        dictionary: [G, d] unit-norm feature directions f_g.
+        bidirectional: [G] bool, True where the feature is used with both signs.
+        p_active: [G] activation probabilities p_g (sum = mean_active).
+        bias: [d] constant offset b.
+        x_train: [n_train, d] training samples.
+        x_test: [n_test, d] held-out samples; c_test: [n_test, G] their coefficients.
+    """
+
+    cfg: SyntheticConfig
+    dictionary: Tensor
+    bidirectional: Tensor
+    p_active: Tensor
+    bias: Tensor
+    x_train: Tensor
+    x_test: Tensor
+    c_test: Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Facts about the draw: dictionary coherence and the realised sparsity."""
+        gram = self.dictionary @ self.dictionary.T
+        gram.fill_diagonal_(0.0)
+        return {
+            "max_coherence": float(gram.abs().max()),
+            "mean_abs_coherence": float(gram.abs().sum() / max(1, gram.numel() - gram.shape[0])),
+            "mean_active_test": float((self.c_test != 0).sum(1).float().mean()),
+            "n_bidirectional": int(self.bidirectional.sum()),
+        }
+
+
+def sample(n: int, dictionary: Tensor, bidirectional: Tensor, p_active: Tensor, bias: Tensor,
+           cfg: SyntheticConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Draw ``n`` samples: returns ``(x [n, d], c [n, G])`` with ``x = c F + b + σε``."""
+    G = dictionary.shape[0]
+    active = torch.rand(n, G, generator=gen) < p_active
+    neg = (torch.rand(n, G, generator=gen) < 0.5) & bidirectional
+    sign = 1.0 - 2.0 * neg.float()
+    mag = cfg.magnitude_min + cfg.magnitude_scale * torch.empty(n, G).exponential_(1.0, generator=gen)
+    c = active.float() * sign * mag
+    x = c @ dictionary + bias + cfg.noise * torch.randn(n, dictionary.shape[1], generator=gen)
+    return x, c
+
+
+def generate(cfg: SyntheticConfig) -> SyntheticData:
+    """Generate the dictionary, the feature statistics and train/test samples from ``cfg.seed``.
+
+    Exactly ``cfg.n_bidirectional`` features (a random subset) are bidirectional. Per-feature
+    probabilities are ``p_g = mean_active · w_g / Σw`` with ``w_g ~ U(0.5, 1.5)`` (clipped to 1).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    G, d = cfg.n_features, cfg.d
+    F = torch.randn(G, d, generator=gen)
+    F = F / F.norm(dim=1, keepdim=True)
+    bidirectional = torch.zeros(G, dtype=torch.bool)
+    bidirectional[torch.randperm(G, generator=gen)[: cfg.n_bidirectional]] = True
+    w = 0.5 + torch.rand(G, generator=gen)
+    p_active = (cfg.mean_active * w / w.sum()).clamp(max=1.0)
+    b = torch.randn(d, generator=gen)
+    b = cfg.bias_norm * b / b.norm()
+    x_train, _ = sample(cfg.n_train, F, bidirectional, p_active, b, cfg, gen)
+    x_test, c_test = sample(cfg.n_test, F, bidirectional, p_active, b, cfg, gen)
+    return SyntheticData(cfg, F, bidirectional, p_active, b, x_train, x_test, c_test)
+
+
+# ========================================================================== training
+@dataclass
+class BenchConfig:
+    """How the SAEs are trained and judged. Validated on construction (``ValueError``)."""
+
+    architectures: tuple[str, ...] = _doc(
+        "Architectures to train (comma separated on the command line).", DEFAULT_ARCHITECTURES)
+    k: int = _doc("Latents kept per sample (TopK family); target L0 of ReLU/JumpReLU.", 4)
+    expansion: float = _doc("SAE width as a multiple of the number of ground-truth features.", 2.0)
+    steps: int = _doc("Optimiser steps per SAE.", 1500)
+    batch_size: int = _doc("Samples per step.", 256)
+    lr: float = _doc("Adam learning rate (linear decay to 0 over the last 30 % of steps).", 3e-3)
+    seed: int = _doc("Seed of the SAE initialisation and of the batch order.", 0)
+    tau: float = _doc("|cosine| a decoder row needs with a ground-truth direction to count.", 0.9)
+    fire_frac: float = _doc(
+        "Fraction of a feature's samples of one sign a latent must fire on (with that sign).", 0.5)
+    k_aux: int = _doc("AuxK width (dead-latent revival); 0 disables AuxK.", 16)
+    aux_coeff: float = _doc("AuxK loss coefficient.", 1.0 / 32)
+    dead_steps: int = _doc("A latent is dead after not firing for this many steps.", 50)
+    l0_adapt_rate: float = _doc(
+        "Rate of the multiplicative penalty-coefficient controller (ReLU/JumpReLU L0 target).",
+        0.02)
+
+    def __post_init__(self) -> None:
+        from ..sparsity import get_operator
+
+        if isinstance(self.architectures, str):
+            self.architectures = tuple(a.strip() for a in self.architectures.split(",") if a.strip())
+        self.architectures = tuple(self.architectures)
+        _check(len(self.architectures) > 0, "architectures must not be empty")
+        _check(len(set(self.architectures)) == len(self.architectures),
+               f"architectures has duplicates: {self.architectures}")
+        for a in self.architectures:
+            get_operator(a)  # ValueError naming the known ones
+        for name in ("k", "steps", "batch_size", "dead_steps"):
+            _pos_int(self, name)
+        _finite(self, "expansion", 0.0, lo_open=True)
+        _finite(self, "lr", 0.0, lo_open=True)
+        _finite(self, "tau", 0.0, lo_open=True)
+        _check(self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        _finite(self, "fire_frac", 0.0, lo_open=True)
+        _check(self.fire_frac <= 1.0, f"fire_frac must be in (0, 1], got {self.fire_frac}")
+        _check(isinstance(self.k_aux, int) and self.k_aux >= 0, f"k_aux must be ≥ 0, got {self.k_aux!r}")
+        _finite(self, "aux_coeff", 0.0)
+        _finite(self, "l0_adapt_rate", 0.0)
+
+    def d_sae(self, data_cfg: SyntheticConfig) -> int:
+        """SAE width: round(expansion · n_features), at least k."""
+        return max(self.k, int(round(self.expansion * data_cfg.n_features)))
+
+
+def train_sae(architecture: str, data: SyntheticData, cfg: BenchConfig,
+              progress: ProgressFn | None = None):
+    """Train one SAE on ``data.x_train`` with :func:`abstopk.train.step.train_step`.
+
+    Scalar input normalisation (E‖x‖² = d) is set from the training data, ``b_dec`` starts at
+    the data mean, the batch order comes from ``cfg.seed`` (identical for every architecture).
+    For architectures with a penalty (ReLU: ℓ1, JumpReLU family: ℓ0) the coefficient is adapted
+    multiplicatively, ``c ← c·exp(rate·(L0 − k)/k)``, so the SAE ends near L0 = k.
+    Returns ``(sae, info)`` where info has ``train_seconds`` and ``penalty_coeff``.
+    """
+    from ..sae import SAE, SAEConfig
+    from ..sparsity import get_operator
+    from ..train.step import make_optimizer, train_step
+
+    op = get_operator(architecture)
+    d = data.cfg.d
+    d_sae = cfg.d_sae(data.cfg)
+    scfg = SAEConfig(d_in=d, d_sae=d_sae, architecture=architecture,
+                     k=cfg.k if op.needs_k else None, normalize_activations="scalar")
+    sae = SAE(scfg, seed=cfg.seed)
+    x_train = data.x_train
+    with torch.no_grad():
+        scale = math.sqrt(d / float(x_train.pow(2).sum(1).mean()))
+        sae.input_scale.fill_(scale)
+        sae.b_dec.copy_(x_train.mean(0) * scale)
+    opt = make_optimizer(sae, cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    n = x_train.shape[0]
+    order = torch.randperm(n, generator=gen)
+    pos = 0
+    coeff = {"l1": 1e-2, "l0": 1e-3}.get(op.penalty or "", 0.0)
+    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    decay_start = int(0.7 * cfg.steps)
+    t0 = time.perf_counter()
+    for it in range(cfg.steps):
+        lr = cfg.lr
+        if it >= decay_start:
+            lr = cfg.lr * (cfg.steps - it) / max(1, cfg.steps - decay_start)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if pos + cfg.batch_size > n:
+            order = torch.randperm(n, generator=gen)
+            pos = 0
+        xb = x_train[order[pos: pos + cfg.batch_size]]
+        pos += cfg.batch_size
+        dead = since_fired >= cfg.dead_steps
+        res = train_step(sae, opt, xb, penalty_coeff=coeff,
+                         dead_mask=dead if cfg.k_aux > 0 else None,
+                         k_aux=cfg.k_aux, aux_coeff=cfg.aux_coeff)
+        since_fired = torch.where(res.fired, torch.zeros_like(since_fired), since_fired + 1)
+        if op.penalty and cfg.l0_adapt_rate > 0:
+            rel = (float(res.l0) - cfg.k) / cfg.k
+            coeff *= math.exp(cfg.l0_adapt_rate * max(-1.0, min(1.0, rel)))
+        if progress is not None:
+            progress(architecture, it + 1, cfg.steps)
+    sae.eval()
+    return sae, {"train_seconds": time.perf_counter() - t0, "penalty_coeff": coeff}
+
+
+# ========================================================================= evaluation
+@dataclass
+class ArchResult:
+    """Metrics of one architecture on held-out data (fractions in [0, 1])."""
+
+    architecture: str
+    d_sae: int
+    nmse: float
+    l0: float
+    dead_frac: float
+    recovery_bi: float
+    recovery_uni: float
+    bi_one_latent: float
+    bi_pair: float
+    bi_one_side: float
+    bi_missed: float
+    uni_captured: float
+    latents_per_bi: float
+    train_seconds: float
+    penalty_coeff: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def capture_analysis(codes: Tensor, decoder: Tensor, dictionary: Tensor, coeffs: Tensor,
+                     tau: float, fire_frac: float) -> dict[str, Tensor]:
+    """Which latents cover which sign of each ground-truth feature.
+
+    Args:
+        codes: [N, P] SAE codes z on held-out samples (signed; firing means ``z != 0``).
+        decoder: [P, d] decoder rows (any norm; cosines are computed).
+        dictionary: [G, d] ground-truth directions; coeffs: [N, G] true coefficients.
+        tau: minimum |cos(f_g, d_j)|; fire_frac: minimum matching-sign firing rate.
+
+    Returns dict of tensors:
+        ``cos`` [G, P]; ``recovery`` [G] = max_j |cos|;
+        ``cover_pos``/``cover_neg`` [G, P] bool: latent j covers the +/− sign of g, i.e.
+        |cos_gj| ≥ τ and sign(z_j)·sign(cos_gj) = s on ≥ fire_frac of the samples with
+        sign(c_g) = s (False where g never appears with that sign);
+        ``one_latent`` [G], ``pair`` [G], ``one_side`` [G], ``missed`` [G] bool (disjoint);
+        ``n_latents`` [G] number of latents covering some sign of g.
+    """
+    Dn = decoder / decoder.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    Fn = dictionary / dictionary.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    cos = Fn @ Dn.T                                       # [G, P]
+    near = cos.abs() >= tau
+    sz = torch.sign(codes)                                # [N, P] in {−1, 0, 1}
+    sc = torch.sign(cos)                                  # [G, P]
+    covers = []
+    for s in (1.0, -1.0):
+        on = (torch.sign(coeffs) == s).float()            # [N, G]
+        cnt = on.sum(0)                                   # [G]
+        # samples of g with sign s where latent j fires with the sign that reproduces s·f_g:
+        # sign(z_j) = s·sign(cos_gj)  ⇔  sz_j · sc_gj = s
+        hits = (on.T @ (sz == s).float()) * (sc == 1) + (on.T @ (sz == -s).float()) * (sc == -1)
+        rate = hits / cnt.clamp_min(1).unsqueeze(1)
+        covers.append(near & (rate >= fire_frac) & (cnt > 0).unsqueeze(1))
+    cover_pos, cover_neg = covers
+    one = (cover_pos & cover_neg).any(1)
+    has_pos, has_neg = cover_pos.any(1), cover_neg.any(1)
+    pair = ~one & has_pos & has_neg
+    one_side = ~one & (has_pos ^ has_neg)
+    missed = ~has_pos & ~has_neg
+    return {
+        "cos": cos, "recovery": cos.abs().max(1).values,
+        "cover_pos": cover_pos, "cover_neg": cover_neg,
+        "one_latent": one, "pair": pair, "one_side": one_side, "missed": missed,
+        "n_latents": (cover_pos | cover_neg).sum(1),
+    }
+
+
+@torch.no_grad()
+def evaluate_sae(sae, data: SyntheticData, cfg: BenchConfig, architecture: str,
+                 info: dict[str, float] | None = None) -> ArchResult:
+    """Held-out metrics of a trained SAE (see the module docstring for definitions)."""
+    sae.eval()
+    out = sae(data.x_test)
+    x, x_hat, z = data.x_test, out.x_hat, out.z
+    nmse = float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    fired = z != 0
+    cap = capture_analysis(z, sae.W_dec.detach(), data.dictionary, data.c_test,
+                           cfg.tau, cfg.fire_frac)
+    bi = data.bidirectional
+    uni = ~bi
+
+    def mean(t: Tensor, m: Tensor) -> float:
+        return float(t[m].float().mean()) if m.any() else float("nan")
+
+    n_lat = cap["n_latents"].float()
+    captured_bi = bi & ~cap["missed"]
+    info = info or {}
+    return ArchResult(
+        architecture=architecture,
+        d_sae=sae.cfg.d_sae,
+        nmse=nmse,
+        l0=float(fired.sum(1).float().mean()),
+        dead_frac=float((~fired.any(0)).float().mean()),
+        recovery_bi=mean(cap["recovery"], bi),
+        recovery_uni=mean(cap["recovery"], uni),
+        bi_one_latent=mean(cap["one_latent"], bi),
+        bi_pair=mean(cap["pair"], bi),
+        bi_one_side=mean(cap["one_side"], bi),
+        bi_missed=mean(cap["missed"], bi),
+        uni_captured=mean(cap["cover_pos"].any(1), uni),
+        latents_per_bi=mean(n_lat, captured_bi),
+        train_seconds=float(info.get("train_seconds", 0.0)),
+        penalty_coeff=float(info.get("penalty_coeff", 0.0)),
+    )
+
+
+# ========================================================================== benchmark
+@dataclass
+class BenchResult:
+    """All architectures' results plus the configs and the data summary."""
+
+    data_cfg: SyntheticConfig
+    bench_cfg: BenchConfig
+    data_summary: dict[str, float]
+    results: list[ArchResult]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": dataclasses.asdict(self.data_cfg),
+            "bench": dataclasses.asdict(self.bench_cfg),
+            "data_summary": self.data_summary,
+            "results": [r.to_dict() for r in self.results],
+            "seconds": self.seconds,
+        }
+
+    def by_arch(self) -> dict[str, ArchResult]:
+        return {r.architecture: r for r in self.results}
+
+    def to_markdown(self) -> str:
+        """A Markdown table, one row per architecture (fractions as percentages)."""
+        head = ("| architecture | NMSE | L0 | dead % | recovery bi | recovery uni "
+                "| bi: one signed latent | bi: ± pair | bi: one side | bi: missed "
+                "| latents / bi feature |")
+        lines = [head, "|" + "---|" * 11]
+        for r in self.results:
+            lines.append(
+                f"| `{r.architecture}` | {r.nmse:.3f} | {r.l0:.2f} | {100 * r.dead_frac:.1f} "
+                f"| {r.recovery_bi:.3f} | {r.recovery_uni:.3f} | {100 * r.bi_one_latent:.0f} % "
+                f"| {100 * r.bi_pair:.0f} % | {100 * r.bi_one_side:.0f} % "
+                f"| {100 * r.bi_missed:.0f} % | {r.latents_per_bi:.2f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def run_benchmark(data_cfg: SyntheticConfig | None = None, bench_cfg: BenchConfig | None = None,
+                  progress: ProgressFn | None = None,
+                  on_result: Callable[[ArchResult], None] | None = None) -> BenchResult:
+    """Generate the data once, then train and evaluate each architecture in turn."""
+    data_cfg = data_cfg or SyntheticConfig()
+    bench_cfg = bench_cfg or BenchConfig()
+    t0 = time.perf_counter()
+    data = generate(data_cfg)
+    results = []
+    for arch in bench_cfg.architectures:
+        sae, info = train_sae(arch, data, bench_cfg, progress)
+        r = evaluate_sae(sae, data, bench_cfg, arch, info)
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return BenchResult(data_cfg, bench_cfg, data.summary(), results, time.perf_counter() - t0)
+
+
+def results_table_rows(results: Sequence[ArchResult]) -> list[list[str]]:
+    """Rows of formatted cells (same columns as :meth:`BenchResult.to_markdown`)."""
+    return [
+        [r.architecture, f"{r.nmse:.3f}", f"{r.l0:.2f}", f"{100 * r.dead_frac:.1f}",
+         f"{r.recovery_bi:.3f}", f"{r.recovery_uni:.3f}", f"{100 * r.bi_one_latent:.0f}%",
+         f"{100 * r.bi_pair:.0f}%", f"{100 * r.bi_one_side:.0f}%", f"{100 * r.bi_missed:.0f}%",
+         f"{r.latents_per_bi:.2f}"]
+        for r in results
+    ]
+
+
+TABLE_COLUMNS = ("architecture", "NMSE", "L0", "dead %", "recov. bi", "recov. uni",
+                 "bi: 1 signed", "bi: ± pair", "bi: 1 side", "bi: missed", "latents/bi")

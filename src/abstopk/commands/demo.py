@@ -1,0 +1,121 @@
+"""``abstopk demo``: the guided tour a newcomer runs first (``make demo``).
+
+The demo is a sequence of :class:`Stage` objects in :data:`STAGES`; each stage gets a header,
+runs with its own progress display and may leave results in the shared :class:`DemoContext`
+for later stages. Later features append stages (harvest + train on the embedded model,
+evaluation table, ...) with :func:`add_stage`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from . import UserError
+
+__all__ = ["DemoContext", "STAGES", "Stage", "add_stage", "demo_command", "register", "run_demo"]
+
+
+@dataclass
+class DemoContext:
+    """Shared state of one demo run.
+
+    Attributes:
+        out: output folder (created); stages write their files under it.
+        quick: smaller, faster settings (a smoke run of every stage).
+        console: the rich console stages print to.
+        results: stage name → whatever the stage returned (for later stages and the summary).
+    """
+
+    out: Path
+    quick: bool
+    console: Any
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the demo: ``run(ctx)`` does the work and prints its own output."""
+
+    name: str
+    title: str
+    run: Callable[[DemoContext], Any]
+
+
+STAGES: list[Stage] = []
+
+
+def add_stage(stage: Stage) -> Stage:
+    """Append ``stage`` to the demo (names must be unique)."""
+    if any(s.name == stage.name for s in STAGES):
+        raise ValueError(f"demo stage {stage.name!r} already exists")
+    STAGES.append(stage)
+    return stage
+
+
+# ----------------------------------------------------------------------------- stages
+QUICK_ARCHITECTURES = ("topk", "abstopk", "jumprelu", "absjumprelu")
+QUICK_STEPS = 800
+
+
+def _synthetic_stage(ctx: DemoContext) -> Any:
+    from ..analysis.synthetic import BenchConfig, SyntheticConfig
+    from .bench import EXPLANATION, run_synthetic
+
+    data_cfg = SyntheticConfig()
+    bench_cfg = (BenchConfig(architectures=QUICK_ARCHITECTURES, steps=QUICK_STEPS)
+                 if ctx.quick else BenchConfig())
+    ctx.console.print(
+        f"Data: {data_cfg.n_features} ground-truth directions in R^{data_cfg.d}, "
+        f"{data_cfg.n_bidirectional} of them bidirectional (used with + and − signs). "
+        f"One SAE per architecture, k = {bench_cfg.k}, same data, seed and steps."
+    )
+    result = run_synthetic(data_cfg, bench_cfg, console=ctx.console, threads=1,
+                           json_out=ctx.out / "synthetic.json",
+                           markdown_out=ctx.out / "synthetic.md")
+    ctx.console.print(EXPLANATION)
+    return result
+
+
+add_stage(Stage("synthetic", "Synthetic ground truth: one signed latent or a ± pair?",
+                _synthetic_stage))
+
+
+# ----------------------------------------------------------------------------- runner
+def run_demo(out: Path, quick: bool = False, console: Any = None,
+             stages: list[Stage] | None = None) -> DemoContext:
+    """Run ``stages`` (default: all of :data:`STAGES`) in order with a header each."""
+    from rich.console import Console
+
+    console = console or Console()
+    stages = STAGES if stages is None else stages
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = DemoContext(out=out, quick=quick, console=console)
+    t_all = time.perf_counter()
+    for i, stage in enumerate(stages, 1):
+        console.rule(f"[bold]Stage {i}/{len(stages)}: {stage.title}")
+        t0 = time.perf_counter()
+        ctx.results[stage.name] = stage.run(ctx)
+        console.print(f"[dim]stage {stage.name!r} done in {time.perf_counter() - t0:.0f} s[/dim]")
+    console.rule(f"demo finished in {time.perf_counter() - t_all:.0f} s; outputs in {out}/")
+    return ctx
+
+
+def demo_command(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's outputs."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller, faster settings (smoke run)."),
+) -> None:
+    """Guided tour: shows AbsTopK's point on synthetic data with known bidirectional features."""
+    run_demo(out, quick=quick)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``abstopk demo`` to the app."""
+    app.command("demo")(demo_command)

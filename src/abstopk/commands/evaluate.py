@@ -1,0 +1,124 @@
+"""``abstopk eval``: reconstruction, loss recovered and probing tasks of a saved SAE."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from . import UserError
+
+# (key, label, format) rows of the printed table
+_ROWS = (
+    ("mse", "MSE (per element)", "{:.5g}"),
+    ("nmse", "normalised MSE", "{:.4f}"),
+    ("explained_variance", "explained variance", "{:.4f}"),
+    ("cosine", "cosine(x, x̂)", "{:.4f}"),
+    ("l0", "L0 (z ≠ 0 per token)", "{:.2f}"),
+    ("dead_fraction", "dead latents", "{:.2%}"),
+    ("dense_fraction", "dense latents", "{:.2%}"),
+    ("negative_firing_fraction", "negative firings", "{:.2%}"),
+    ("n_bidirectional", "bidirectional latents", "{:d}"),
+    ("ce_clean", "CE clean", "{:.4f}"),
+    ("ce_spliced", "CE spliced", "{:.4f}"),
+    ("ce_zero_ablated", "CE zero-ablated", "{:.4f}"),
+    ("loss_recovered", "loss recovered", "{:.4f}"),
+    ("kl", "KL(clean ‖ spliced)", "{:.4f}"),
+    ("ce_error_kept", "CE with error term (= clean)", "{:.4f}"),
+)
+
+
+def _fmt(fmt: str, v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return fmt.format(v)
+
+
+def render_table(result: dict):
+    """A rich Table of the main metrics of an :func:`abstopk.eval.run.evaluate_sae` result."""
+    from rich.table import Table
+
+    title = (f"{result.get('architecture')} SAE (d_sae = {result.get('d_sae')}, "
+             f"k = {result.get('k')}) on {result.get('model')} {result.get('hook_name')}")
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label, fmt in _ROWS:
+        if key in result:
+            table.add_row(label, _fmt(fmt, result[key]))
+    if "n_tokens" in result:
+        table.add_row("tokens (reconstruction)", str(result["n_tokens"]))
+    if "lr_contexts" in result:
+        table.add_row("contexts (loss recovered)", str(result["lr_contexts"]))
+    for name, res in (result.get("tasks") or {}).items():
+        if isinstance(res, dict):
+            for k, v in res.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    table.add_row(f"{name}: {k}", _fmt("{:.4g}", float(v)))
+    return table
+
+
+def eval_cmd(
+    sae: Path = typer.Option(..., "--sae", help="Saved SAE folder (cfg.json + sae_weights.safetensors)."),
+    model: str | None = typer.Option(None, help="Model reference (default: the SAE's model_name)."),
+    layer: int | None = typer.Option(None, help="Block index (default: the SAE's hook_layer)."),
+    site: str | None = typer.Option(None, help="Hook site (default: the SAE's hook_site)."),
+    context_size: int | None = typer.Option(None, help="Context length (default: the SAE's)."),
+    cache: Path | None = typer.Option(
+        None, help="Activation cache (or .safetensors/.npy matrix) for the reconstruction "
+        "metrics instead of harvesting held-out text."),
+    tokens: int = typer.Option(8192, help="Tokens (activation rows) for the reconstruction metrics; 0 skips."),
+    contexts: int = typer.Option(32, help="Held-out contexts for loss recovered / KL; 0 skips."),
+    batch_size: int = typer.Option(8, help="Contexts per LM forward."),
+    device: str = typer.Option("cpu", help="Device: cpu, cuda, cuda:1, or auto."),
+    source: str = typer.Option("embedded", help="Text source whose held-out split is used."),
+    tasks: str | None = typer.Option(None, help="Comma-separated probing tasks to run."),
+    task_examples: int | None = typer.Option(
+        None, help="Examples per probing task (default: each task's own)."),
+    splice_bos: bool = typer.Option(
+        False, help="Also splice/evaluate BOS and pad positions (for SAEs trained with them)."),
+    dense_threshold: float = typer.Option(0.1, help="A latent firing on more than this fraction of tokens is dense."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as one JSON object here."),
+) -> None:
+    """Evaluate an SAE: reconstruction (MSE, NMSE, explained variance, L0, dead/dense latents,
+    sign statistics), loss recovered and KL when spliced into the LM, and probing tasks."""
+    from rich.console import Console
+
+    from .. import sae as sae_mod
+    from ..eval.run import evaluate_sae, json_safe
+    from ..io import atomic_write_json
+
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        sae_obj = sae_mod.SAE.load(sae)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if cache is not None and not cache.exists():
+        raise UserError(f"{cache} does not exist")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    try:
+        result = evaluate_sae(
+            sae_obj, model=model, layer=layer, site=site, context_size=context_size,
+            cache=cache, tokens=tokens, contexts=contexts, batch_size=batch_size,
+            device=device, source=source, tasks=task_list, task_examples=task_examples,
+            splice_bos=splice_bos,
+            dense_threshold=dense_threshold, progress=True)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    result["sae"] = str(sae)
+    Console().print(render_table(result))
+    if "warning" in result:
+        Console(stderr=True).print(f"warning: {result['warning']}")
+    if json_out is not None:
+        atomic_write_json(json_out, json_safe(result))
+        Console().print(f"wrote {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

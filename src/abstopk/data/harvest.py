@@ -1,0 +1,311 @@
+"""Harvest a language model's activations into a resumable on-disk cache.
+
+Pipeline: text (``abstopk.data.text``) → packed contexts of ``context_size`` tokens with BOS
+before each document (``abstopk.data.tokens.iter_contexts``, deterministic order) → batches of
+``batch_size`` contexts → truncated forward to the last requested layer
+(``abstopk.lm.run_to_layer``) → rows = positions that are not BOS/pad (``keep_bos`` keeps BOS)
+→ shards of about ``shard_rows`` rows, always made of whole contexts → one cache per layer
+(``abstopk.data.cache``).
+
+Exactly ``tokens`` rows are written: the last shard is cut after the row that reaches the
+count. Resuming: the manifest's ``contexts_consumed`` is the number of contexts already
+turned into shards; a rerun skips that many contexts of the same deterministic stream and
+continues with the same batch size, so the resumed cache is bit-identical to an uninterrupted
+one (shard writes are atomic and the manifest is updated after each shard). Shards are
+serialised, hashed and written by one background thread while the next batches run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..commands import UserError
+
+__all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
+
+#: test/debug aid: seconds to sleep after each batch (lets a test interrupt a harvest)
+_DELAY_ENV = "ABSTOPK_HARVEST_DELAY_S"
+
+
+def _f(default: Any, text: str):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class HarvestConfig:
+    """Settings of ``abstopk harvest`` (the field docs are the CLI help)."""
+
+    model: str = _f("smollm2-135m", "Model: 'smollm2-135m' (embedded default), a hub id "
+                    "(from your HF cache), a local folder or a .gguf file.")
+    layers: list[int] = _f([9], "Decoder block(s) L whose activations are harvested; several "
+                           "(e.g. 3,9) harvest in one pass into OUT/layer_L.")
+    site: str = _f("resid_post", "Hook site: resid_post (output of block L, the paper's), "
+                   "resid_pre, attn_out or mlp_out.")
+    tokens: int = _f(1_000_000, "Rows (token positions) to harvest per layer; the cache holds "
+                     "exactly this many.")
+    context_size: int = _f(128, "Tokens per packed context (the paper uses 128).")
+    batch_size: int = _f(16, "Contexts per forward pass.")
+    dtype: str = _f("float32", "Storage dtype of the activations: float32, float16 or bfloat16.")
+    out: str = _f("", "Cache folder to write (created; resumed when it holds a partial cache).")
+    corpus: str = _f("embedded", "Text: 'embedded' (default corpus), a .txt/.jsonl/.parquet "
+                     "file, a folder of .txt files, or a Hugging Face dataset (owner/name).")
+    split: str = _f("train", "Corpus split: train or heldout (they never share a document).")
+    keep_bos: bool = _f(False, "Keep the BOS positions (excluded by default, like pad).")
+    device: str = _f("cpu", "Device of the model forward: cpu, cuda, cuda:1, ...")
+    model_dtype: str = _f("float32", "Dtype the model runs in (float32, bfloat16, float16).")
+    shard_rows: int = _f(65536, "Approximate rows per shard (shards hold whole contexts).")
+    resume: bool = _f(True, "Continue a partial cache in OUT (--no-resume starts over, "
+                      "deleting its shards).")
+    progress: bool = _f(True, "Show a progress bar with tokens/s.")
+
+    def __post_init__(self) -> None:
+        from ..lm.hooks import SITES
+
+        if isinstance(self.layers, int):
+            self.layers = [self.layers]
+        self.layers = [int(x) for x in self.layers]
+        if not self.layers or len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers must be distinct, got {self.layers}")
+        if self.site not in SITES:
+            raise ValueError(f"site must be one of {', '.join(SITES)}, got {self.site!r}")
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.model_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"model dtype must be float32, float16 or bfloat16, "
+                             f"got {self.model_dtype!r}")
+        for name in ("tokens", "context_size", "batch_size", "shard_rows"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.split not in ("train", "heldout"):
+            raise ValueError(f"split must be train or heldout, got {self.split!r}")
+        if not self.out:
+            raise ValueError("out (the cache folder) is required")
+
+
+@dataclass
+class HarvestResult:
+    """Outcome of :func:`harvest`: the cache folders (one per layer), rows per layer, rows
+    harvested by this call, seconds and tokens/s of this call (rows of one layer / s)."""
+
+    paths: list[Path]
+    total_rows: int
+    new_rows: int
+    seconds: float
+    tokens_per_s: float
+    resumed: bool
+
+
+def parse_layers(text: str | int | list[int]) -> list[int]:
+    """``"3,9"`` -> ``[3, 9]``; also accepts an int or a list."""
+    if isinstance(text, int):
+        return [text]
+    if isinstance(text, list):
+        return [int(x) for x in text]
+    try:
+        return [int(x) for x in str(text).replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise UserError(f"--layer: expected integers separated by commas, got {text!r}") from None
+
+
+def _cache_dirs(cfg: HarvestConfig) -> list[Path]:
+    out = Path(cfg.out)
+    if len(cfg.layers) == 1:
+        return [out]
+    return [out / f"layer_{L}" for L in cfg.layers]
+
+
+def keep_positions(ids, tokenizer, keep_bos: bool):
+    """Bool mask [B, T]: positions whose activations become rows.
+
+    BOS and pad positions (:func:`abstopk.data.tokens.special_position_mask`) are dropped;
+    ``keep_bos`` keeps the BOS ones (pad is still dropped unless it is the BOS id).
+    """
+    from .tokens import bos_token_id, special_position_mask
+
+    special = special_position_mask(ids, tokenizer)
+    if keep_bos:
+        special = special & (ids != bos_token_id(tokenizer))
+    return ~special
+
+
+def _batches(contexts: Iterator, batch_size: int) -> Iterator[list]:
+    while True:
+        batch = list(itertools.islice(contexts, batch_size))
+        if not batch:
+            return
+        yield batch
+
+
+def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
+            log: Callable[[str], None] | None = None) -> HarvestResult:
+    """Run (or resume) a harvest as configured; returns a :class:`HarvestResult`.
+
+    ``model``/``tokenizer``/``info`` may be passed (already loaded with
+    :func:`abstopk.lm.load_model`) to skip loading; they must match ``cfg.model``.
+    """
+    import torch
+
+    from ..lm import hook_name, load_model, run_to_layer
+    from .cache import CacheWriter
+    from .text import describe_source
+    from .tokens import iter_contexts
+
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if model is None:
+        model, tokenizer, info = load_model(cfg.model, device=cfg.device, dtype=cfg.model_dtype)
+    if info.n_layers <= max(cfg.layers) or min(cfg.layers) < 0:
+        raise UserError(f"--layer {','.join(map(str, cfg.layers))}: {cfg.model} has "
+                        f"{info.n_layers} blocks (0..{info.n_layers - 1})")
+    device = next(model.parameters()).device
+    corpus = describe_source(cfg.corpus, cfg.split)
+
+    # d_in from a one-context probe (mlp_out/attn_out of some models may differ from d_model)
+    probe = torch.full((1, 2), int(tokenizer.bos_token_id or 0), dtype=torch.long, device=device)
+    d_in = int(run_to_layer(model, probe, None, cfg.layers[:1], cfg.site)[cfg.layers[0]]
+               .shape[-1])
+
+    writers: list[CacheWriter] = []
+    for L, path in zip(cfg.layers, _cache_dirs(cfg), strict=True):
+        header = {
+            "model": cfg.model, "model_revision": info.revision, "model_kind": info.kind,
+            "model_architecture": info.architecture, "n_layers": info.n_layers,
+            "layer": L, "site": cfg.site, "hook_name": hook_name(L, cfg.site), "d_in": d_in,
+            "dtype": cfg.dtype, "model_dtype": cfg.model_dtype, "context_size": cfg.context_size,
+            "keep_bos": cfg.keep_bos, "prepend_bos": True, "corpus": corpus,
+            "requested_tokens": cfg.tokens, "batch_size": cfg.batch_size,
+            "shard_rows": cfg.shard_rows,
+        }
+        writers.append(CacheWriter(path, header, resume=cfg.resume))
+
+    # bring the per-layer caches in step (a kill may fall between two manifest updates)
+    consumed = min(w.contexts_consumed for w in writers)
+    for w in writers:
+        w.rollback_to(consumed)
+    done = writers[0].total_rows
+    resumed = any(w.resumed for w in writers) and (consumed > 0 or done > 0)
+    batch_size = cfg.batch_size
+    if resumed:
+        prev = int(writers[0].manifest.get("batch_size", batch_size))
+        if prev != batch_size:
+            log(f"resuming with the cache's batch size {prev} (not {batch_size}) so that the "
+                f"rows are bit-identical to an uninterrupted harvest")
+            batch_size = prev
+    if all(w.complete for w in writers):
+        req = int(writers[0].manifest.get("requested_tokens", done))
+        if cfg.tokens == req or (cfg.tokens == done):
+            log(f"{cfg.out}: already complete ({done} rows); nothing to do")
+            return HarvestResult(_cache_dirs(cfg), done, 0, 0.0, 0.0, resumed)
+        raise UserError(f"{cfg.out} is a complete cache of {done} rows; harvest {cfg.tokens} "
+                        f"into another --out (or pass --no-resume to start over)")
+    if done > cfg.tokens:
+        raise UserError(f"{cfg.out} already holds {done} rows, more than --tokens "
+                        f"{cfg.tokens}; use another --out or --no-resume")
+    for w in writers:
+        w.set(requested_tokens=cfg.tokens, batch_size=batch_size, shard_rows=cfg.shard_rows)
+    if resumed:
+        log(f"resuming {cfg.out}: {done} rows from {consumed} contexts already harvested")
+
+    store_dtype = getattr(torch, cfg.dtype)
+    contexts = iter_contexts(tokenizer, cfg.corpus, cfg.split, cfg.context_size,
+                             prepend_bos=True)
+    contexts = itertools.islice(contexts, consumed, None)
+    delay = float(os.environ.get(_DELAY_ENV, "0") or 0)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abstopk-shard-writer")
+    pending: Future | None = None
+    buf_acts: list[list] = [[] for _ in writers]
+    buf_toks: list = []
+    buf_rows = 0
+    buf_ctx = 0
+    target = cfg.tokens
+    pbar = None
+    if cfg.progress:
+        from tqdm import tqdm
+
+        pbar = tqdm(total=target, initial=done, unit="tok", unit_scale=True,
+                    desc=f"harvest L{','.join(map(str, cfg.layers))}", dynamic_ncols=True,
+                    smoothing=0.1)
+
+    def write_all(acts_per_layer, toks, n_ctx):
+        for w, a in zip(writers, acts_per_layer, strict=True):
+            w.write_shard(a, toks, n_ctx)
+
+    def flush(final: bool) -> None:
+        nonlocal pending, buf_acts, buf_toks, buf_rows, buf_ctx
+        if pending is not None:
+            pending.result()
+            pending = None
+        if buf_rows:
+            toks = torch.cat(buf_toks)
+            acts = [torch.cat(b) for b in buf_acts]
+            pending = pool.submit(write_all, acts, toks, buf_ctx)
+        buf_acts, buf_toks, buf_rows, buf_ctx = [[] for _ in writers], [], 0, 0
+        if final and pending is not None:
+            pending.result()
+            pending = None
+
+    new_rows = 0
+    exhausted = True
+    t_start = time.perf_counter()
+    try:
+        for batch in _batches(contexts, batch_size):
+            ids = torch.stack(batch).to(device)
+            acts = run_to_layer(model, ids, None, cfg.layers, cfg.site)
+            keep = keep_positions(ids, tokenizer, cfg.keep_bos)
+            flat = keep.reshape(-1).nonzero().squeeze(1)
+            need = target - done - buf_rows
+            if flat.numel() > need:
+                flat = flat[:need]
+            for j, L in enumerate(cfg.layers):
+                a = acts[L].reshape(-1, d_in).index_select(0, flat)
+                buf_acts[j].append(a.to("cpu", store_dtype))
+            buf_toks.append(ids.reshape(-1).index_select(0, flat).to("cpu"))
+            n = int(flat.numel())
+            buf_rows += n
+            buf_ctx += len(batch)
+            new_rows += n
+            if pbar is not None:
+                pbar.update(n)
+            if done + buf_rows >= target:
+                done += buf_rows
+                flush(final=True)
+                exhausted = False
+                break
+            if buf_rows >= cfg.shard_rows:
+                done += buf_rows
+                flush(final=False)
+            if delay:
+                time.sleep(delay)
+        else:
+            done += buf_rows
+            flush(final=True)
+    finally:
+        if pending is not None and not pending.done():
+            pending.result()
+        pool.shutdown(wait=True)
+        if pbar is not None:
+            pbar.close()
+    if exhausted:
+        log(f"warning: the corpus ran out after {done} of {target} rows")
+    for w in writers:
+        w.set(complete=True, corpus_exhausted=exhausted)
+    secs = time.perf_counter() - t_start
+    rate = new_rows / secs if secs > 0 else 0.0
+    log(f"harvested {new_rows} rows x {len(writers)} layer(s) in {secs:.1f} s "
+        f"({rate:,.0f} tokens/s); cache: {', '.join(str(p) for p in _cache_dirs(cfg))} "
+        f"({done} rows)")
+    return HarvestResult(_cache_dirs(cfg), done, new_rows, secs, rate, resumed)
+
+
+def config_dict(cfg: HarvestConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,343 @@
+"""Streaming, shuffled, resumable fp32 batches from an on-disk activation cache.
+
+The cache (CACHE_FORMAT: ``manifest.json`` + safetensors shards holding ``activations``
+[rows, d_in]) is read lazily through memory maps; RAM holds one shuffle buffer (reused for
+every group) plus the few batches prepared ahead, whatever the cache size.
+
+Order (all of it a function of ``seed``; nothing depends on timing):
+
+* Every shard is cut into *chunks* of ``chunk_rows`` consecutive rows (the last chunk of a
+  shard may be shorter). Let N be the total number of rows.
+* Epoch e draws a permutation of all chunks from ``numpy.random.default_rng([seed, e])``
+  and cuts it into *groups* of ``group_chunks`` consecutive chunks (the shuffle buffer:
+  ``group_chunks ≈ buffer_mb / (chunk_rows · d_in · bytes per value)``). A group's rows are
+  read (chunks of one shard in file order), then served in the order of a permutation drawn
+  from ``default_rng([seed, e, g])``. So a batch mixes rows from up to ``group_chunks`` random
+  places of the whole cache, and every row is served exactly once per epoch.
+* The served row stream is the concatenation epoch 0, epoch 1, …; batches are consecutive
+  slices of B rows of it. The final partial batch of an epoch is completed with the first rows
+  of the next epoch (nothing is dropped), so after ``k·N`` rows exactly k epochs were served.
+
+Position = number of rows of the stream consumed (``state_dict()["position"]``); restoring it
+recomputes the epoch's chunk permutation and the current group and skips to the row, so a
+resumed loader yields bit-identical batches. The chunk table costs 16 bytes per chunk
+(≈ 3e-6 of the cache size for 512-row chunks of d_in 576 fp16) — the only state that grows
+with the cache.
+
+``CacheLoader`` follows the trainer's BatchSource protocol (abstopk.train.data): ``d_in``,
+``__iter__`` (endless fp32 CPU tensors [B, d_in]), ``state_dict()``, ``load_state_dict()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["CacheLoader", "open_cache", "open_activation_cache"]
+
+# prefetch threads still running; stopped at interpreter exit (a daemon thread killed inside a
+# torch op during finalisation aborts the process)
+_LIVE_THREADS: dict[threading.Thread, threading.Event] = {}
+
+
+@atexit.register
+def _stop_prefetch_threads() -> None:
+    for t, stop in list(_LIVE_THREADS.items()):
+        stop.set()
+        t.join(timeout=10.0)
+
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+                 "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+class _ManifestCache:
+    """Minimal reader of a cache folder, used only when abstopk.data.cache is unavailable.
+
+    Same attributes as ``abstopk.data.cache.ActivationCache`` that the loader needs.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.manifest = json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self.path}: not an activation cache ({e})") from None
+        self.d_in = int(self.manifest["d_in"])
+        self.dtype = str(self.manifest["dtype"])
+        self.shards = list(self.manifest["shards"])
+        self.total_rows = sum(int(s["rows"]) for s in self.shards)
+
+    def shard_path(self, i: int) -> Path:
+        return self.path / self.shards[i]["file"]
+
+    def open_shard(self, i: int):
+        from ..io import mmap_safetensors
+
+        return mmap_safetensors(self.shard_path(i))
+
+    def identity(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256("".join(s.get("sha256", "") for s in self.shards).encode())
+        m = self.manifest
+        return f"{m.get('model')}/L{m.get('layer')}/{m.get('site')}@{h.hexdigest()[:12]}"
+
+
+def open_activation_cache(path: str | os.PathLike):
+    """``abstopk.data.cache.ActivationCache(path)`` (helper module), else a minimal reader."""
+    try:
+        from .cache import ActivationCache
+    except ImportError:
+        return _ManifestCache(path)
+    return ActivationCache(path)
+
+
+class CacheLoader:
+    """Endless shuffled batches [batch_size, d_in] (float32, CPU) from an activation cache.
+
+    Args:
+        cache: a cache folder or an opened ``ActivationCache``.
+        batch_size: rows per batch B.
+        seed: defines the whole order (see the module docstring).
+        shuffle: False serves rows in cache order (still epoch-aware and resumable).
+        buffer_mb: memory of the shuffle buffer (one group of chunks) in the cache's dtype.
+        chunk_rows: rows read contiguously from a shard (smaller = better mixing, more reads).
+        skip_nonfinite: rows with NaN/Inf are skipped (batch refilled from the stream);
+            otherwise such a row raises ``abstopk.train.data.NonFiniteError``.
+        prefetch: batches prepared ahead by a background thread (0 = synchronous).
+
+    Attributes: ``d_in``, ``total_rows``, ``batch_size``, ``position`` (rows consumed),
+    ``epoch`` (= position // total_rows).
+    """
+
+    def __init__(self, cache, batch_size: int, seed: int = 0, *, shuffle: bool = True,
+                 buffer_mb: float = 256.0, chunk_rows: int = 512,
+                 skip_nonfinite: bool = False, prefetch: int = 4, progress: bool = False):
+        self.cache = cache if hasattr(cache, "open_shard") else open_activation_cache(cache)
+        self.d_in = int(self.cache.d_in)
+        self.dtype = _TORCH_DTYPES[str(self.cache.dtype)]
+        self.shard_rows = np.array([int(s["rows"]) for s in self.cache.shards], dtype=np.int64)
+        self.total_rows = int(self.shard_rows.sum())
+        if self.total_rows == 0:
+            raise ValueError(f"{getattr(self.cache, 'path', 'cache')}: the cache holds no rows")
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.skip_nonfinite = skip_nonfinite
+        self.prefetch = int(prefetch)
+        self.progress = progress
+        self.identity = str(self.cache.identity())
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        group_chunks = int(buffer_mb * 2**20 // (max(1, chunk_rows) * self.d_in * itemsize))
+        self._configure(int(seed), bool(shuffle), int(chunk_rows), max(1, group_chunks))
+        self.position = 0
+
+    # ------------------------------------------------------------------ layout and order
+    def _configure(self, seed: int, shuffle: bool, chunk_rows: int, group_chunks: int) -> None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.seed, self.shuffle = seed, shuffle
+        self.chunk_rows, self.group_chunks = chunk_rows, group_chunks
+        n_per = (self.shard_rows + chunk_rows - 1) // chunk_rows
+        self._chunk_shard = np.repeat(np.arange(len(self.shard_rows)), n_per).astype(np.int32)
+        first = np.concatenate([[0], np.cumsum(n_per)[:-1]]).astype(np.int64)
+        local = np.arange(int(n_per.sum()), dtype=np.int64) - np.repeat(first, n_per)
+        self._chunk_start = local * chunk_rows
+        self._chunk_len = np.minimum(chunk_rows, self.shard_rows[self._chunk_shard]
+                                     - self._chunk_start).astype(np.int64)
+        self._plan_epoch: int | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunk_start)
+
+    @property
+    def buffer_rows(self) -> int:
+        """Upper bound on the rows of one shuffle group."""
+        return self.group_chunks * self.chunk_rows
+
+    @property
+    def epoch(self) -> int:
+        return self.position // self.total_rows
+
+    def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk order, group start rows incl. the end) of ``epoch``; cached."""
+        if self._plan_epoch != epoch:
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.n_chunks)
+            else:
+                order = np.arange(self.n_chunks)
+            lens = self._chunk_len[order]
+            ends = np.cumsum(lens)
+            idx = np.arange(self.group_chunks - 1, self.n_chunks, self.group_chunks)
+            if len(idx) == 0 or idx[-1] != self.n_chunks - 1:
+                idx = np.append(idx, self.n_chunks - 1)
+            self._plan_cache = (order, np.concatenate([[0], ends[idx]]).astype(np.int64))
+            self._plan_epoch = epoch
+        return self._plan_cache
+
+    def _load_group(self, epoch: int, g: int, out: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor]:
+        """Rows of group g of ``epoch`` [n, d_in] (cache dtype) and their serving order [n].
+
+        The rows are read into ``out[:n]`` when given (the reused shuffle buffer)."""
+        order, _ = self._plan(epoch)
+        ids = order[g * self.group_chunks:(g + 1) * self.group_chunks]
+        ids = ids[np.lexsort((self._chunk_start[ids], self._chunk_shard[ids]))]
+        n = int(self._chunk_len[ids].sum())
+        buf = out[:n] if out is not None and out.shape[0] >= n else \
+            torch.empty(n, self.d_in, dtype=self.dtype)
+        # numpy view of the buffer with the file's element type (bf16 as raw 16-bit words)
+        dst = buf.view(torch.int16).numpy().view(np.uint16) if self.dtype == torch.bfloat16 \
+            else buf.numpy()
+        i = o = 0
+        while i < len(ids):
+            s = int(self._chunk_shard[ids[i]])
+            arr = self.cache.open_shard(s)["activations"].array  # memory map
+            if arr.shape[1:] != (self.d_in,) or arr.dtype.itemsize != buf.element_size():
+                raise ValueError(f"shard {s}: activations {arr.shape} {arr.dtype} do not match "
+                                 f"the manifest (d_in {self.d_in}, {self.cache.dtype})")
+            while i < len(ids) and int(self._chunk_shard[ids[i]]) == s:
+                a, m = int(self._chunk_start[ids[i]]), int(self._chunk_len[ids[i]])
+                dst[o:o + m] = arr[a:a + m]  # one contiguous read into the buffer
+                o += m
+                i += 1
+            del arr  # unmap: the touched pages leave this process's RSS
+        n = buf.shape[0]
+        if self.shuffle:
+            perm = torch.from_numpy(np.random.default_rng([self.seed, epoch, g]).permutation(n))
+        else:
+            perm = torch.arange(n)
+        return buf, perm
+
+    def _segments(self, position: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(group buffer, row indices to serve next) from ``position`` on, endlessly."""
+        epoch, offset = divmod(position, self.total_rows)
+        # one buffer for the whole run: a group is read into it after the previous one was
+        # served (the consumer copies rows out), so RAM holds one group and no allocator churn
+        store = torch.empty(min(self.buffer_rows, self.total_rows), self.d_in, dtype=self.dtype)
+        while True:
+            _, starts = self._plan(epoch)
+            g = int(np.searchsorted(starts, offset, side="right") - 1)
+            while g < len(starts) - 1:
+                buf, perm = self._load_group(epoch, g, store)
+                yield buf, perm[offset - int(starts[g]):]
+                del buf, perm
+                g += 1
+                offset = int(starts[g])
+            epoch, offset = epoch + 1, 0
+
+    def _batches(self, position: int) -> Iterator[tuple[Tensor, int]]:
+        """(batch [B, d_in] float32, stream position after it), endlessly."""
+        B = self.batch_size
+        segs = self._segments(position)
+        buf, idx = next(segs)
+        pending: list[Tensor] = []
+        have = 0
+        while True:
+            need = B - have
+            while idx.numel() == 0:
+                buf = idx = None  # every row of the group was copied out: reuse its buffer
+                buf, idx = next(segs)
+            take, idx = idx[:need], idx[need:]
+            rows = buf.index_select(0, take).to(torch.float32)
+            position += take.numel()
+            # one cheap reduction; the exact per-row test only when it is not finite
+            if not torch.isfinite(rows.sum()) and not torch.isfinite(rows).all():
+                if not self.skip_nonfinite:
+                    from ..train.data import NonFiniteError
+
+                    raise NonFiniteError(
+                        f"{getattr(self.cache, 'path', 'cache')}: NaN/Inf rows near stream "
+                        f"position {position} (pass skip_nonfinite / --skip-nonfinite)")
+                rows = rows[torch.isfinite(rows).all(dim=1)]
+            pending.append(rows)
+            have += rows.shape[0]
+            if have == B:
+                x = pending[0] if len(pending) == 1 else torch.cat(pending)
+                pending, have = [], 0
+                yield x, position
+
+    # ------------------------------------------------------------------ protocol
+    def __iter__(self) -> Iterator[Tensor]:
+        """Endless batches from ``self.position``; ``position`` advances as they are yielded."""
+        if self.prefetch <= 0:
+            for x, pos in self._batches(self.position):
+                self.position = pos
+                yield x
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        start = self.position
+
+        def produce() -> None:
+            try:
+                for item in self._batches(start):
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as e:  # handed to the consumer
+                if not stop.is_set():
+                    q.put(e)
+
+        t = threading.Thread(target=produce, name="abstopk-cache-loader", daemon=True)
+        _LIVE_THREADS[t] = stop
+        t.start()
+        try:
+            while True:
+                item = q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                x, pos = item
+                self.position = pos
+                yield x
+        finally:
+            stop.set()
+            t.join(timeout=10.0)
+            _LIVE_THREADS.pop(t, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position after the last yielded batch, plus what defines the order."""
+        return {"kind": "cache", "position": self.position, "epoch": self.epoch,
+                "seed": self.seed, "shuffle": self.shuffle, "chunk_rows": self.chunk_rows,
+                "group_chunks": self.group_chunks, "total_rows": self.total_rows,
+                "batch_size": self.batch_size, "cache": self.identity}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a position; the order parameters (seed, chunking, group size) are taken
+        from the state so the continuation is identical. A different cache is an error."""
+        if state.get("kind", "cache") != "cache":
+            raise ValueError(f"checkpointed data position is of kind {state.get('kind')!r}, "
+                             "not an activation cache")
+        if int(state["total_rows"]) != self.total_rows or \
+                state.get("cache", self.identity) != self.identity:
+            raise ValueError(
+                f"checkpointed data position belongs to cache {state.get('cache')} with "
+                f"{state['total_rows']} rows; this cache is {self.identity} with "
+                f"{self.total_rows} rows")
+        self._configure(int(state["seed"]), bool(state["shuffle"]), int(state["chunk_rows"]),
+                        int(state["group_chunks"]))
+        self.position = int(state["position"])
+
+
+def open_cache(path, batch_size: int, seed: int = 0, *, skip_nonfinite: bool = False,
+               progress: bool = False, **kwargs) -> CacheLoader:
+    """A :class:`CacheLoader` over the cache folder ``path`` (entry point used by
+    ``abstopk.train.data.open_source``); extra keyword arguments go to the loader."""
+    return CacheLoader(path, batch_size, seed, skip_nonfinite=skip_nonfinite,
+                       progress=progress, **kwargs)

@@ -1,0 +1,212 @@
+"""Loss recovered and KL: splice the SAE's reconstruction into the real language model.
+
+For each held-out context ``t`` [T] (token ids) the LM is run four times (one batch at a
+time), with the activation at the SAE's ``(layer, site)`` replaced by:
+
+=================  ===================================  ====================================
+run                activation at the hook               reported
+=================  ===================================  ====================================
+clean              x (unchanged)                        ``ce_clean``
+spliced            x̂ = SAE(x)                           ``ce_spliced``, ``kl``
+zero-ablated       0                                    ``ce_zero_ablated``
+error kept         x̂ + (x − x̂)  (sanity: = clean)       ``ce_error_kept``, ``kl_error_kept``
+=================  ===================================  ====================================
+
+Cross-entropy is over the predicted tokens: positions 0 … T−2 predict tokens 1 … T−1,
+averaged over all predicted positions of all contexts. With ``p`` the clean and ``q`` the
+spliced next-token distributions::
+
+    loss_recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean)
+    kl             = mean over predicted positions of Σ_v p_v (log p_v − log q_v)
+
+so an SAE that reconstructs exactly scores 1 and one that outputs 0 scores 0.
+
+BOS handling: an SAE trained on a cache harvested without BOS positions (the default,
+``keep_bos = false``: the BOS residual is a huge outlier the SAE never saw) is not asked to
+reconstruct them — positions holding a BOS (or pad) token keep their clean activation in
+the spliced, zero-ablated and error-kept runs alike, so those runs differ from clean only
+where the SAE applies. Set ``splice_bos=True`` to replace every position (for SAEs trained
+with ``keep_bos``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["LossRecoveredAccumulator", "evaluate_loss_recovered", "predicted_token_ce_kl"]
+
+
+def predicted_token_ce_kl(
+    logits: Tensor, tokens: Tensor, ref_logprobs: Tensor | None = None
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Per-position CE and (optionally) KL(ref ‖ this) over predicted tokens.
+
+    logits: [B, T, V]; tokens: [B, T]; ref_logprobs: [B, T−1, V] log-probs of the reference.
+    Returns (ce [B, T−1], kl [B, T−1] or None, logprobs [B, T−1, V]).
+    """
+    lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    ce = -lp.gather(-1, tokens[:, 1:, None].to(lp.device)).squeeze(-1)
+    kl = None
+    if ref_logprobs is not None:
+        kl = (ref_logprobs.exp() * (ref_logprobs - lp)).sum(-1)
+    return ce, kl, lp
+
+
+class LossRecoveredAccumulator:
+    """Sums of per-token CE (and KL) per run; :meth:`result` gives the summary dict."""
+
+    RUNS = ("clean", "spliced", "zero_ablated", "error_kept")
+
+    def __init__(self) -> None:
+        self.n_pred = 0
+        self.n_contexts = 0
+        self.ce = dict.fromkeys(self.RUNS, 0.0)
+        self.kl = {"spliced": 0.0, "zero_ablated": 0.0, "error_kept": 0.0}
+        self.seen: set[str] = set()
+
+    def add(self, run: str, ce: Tensor, kl: Tensor | None = None) -> None:
+        self.ce[run] += float(ce.double().sum())
+        if kl is not None:
+            self.kl[run] += float(kl.double().sum())
+        self.seen.add(run)
+
+    def result(self) -> dict[str, Any]:
+        if self.n_pred == 0:
+            raise ValueError("no predicted tokens were evaluated")
+        n = self.n_pred
+        ce = {r: self.ce[r] / n for r in self.RUNS if r in self.seen}
+        out: dict[str, Any] = {
+            "ce_clean": ce["clean"],
+            "ce_spliced": ce["spliced"],
+            "ce_zero_ablated": ce["zero_ablated"],
+            "kl": self.kl["spliced"] / n,
+            "kl_zero_ablated": self.kl["zero_ablated"] / n,
+            "lr_contexts": self.n_contexts,
+            "lr_predicted_tokens": n,
+        }
+        denom = ce["zero_ablated"] - ce["clean"]
+        out["loss_recovered"] = (
+            (ce["zero_ablated"] - ce["spliced"]) / denom if denom != 0 else float("nan")
+        )
+        if "error_kept" in ce:
+            out["ce_error_kept"] = ce["error_kept"]
+            out["kl_error_kept"] = self.kl["error_kept"] / n
+        return out
+
+
+def _batches(contexts: Iterable[Tensor], batch_size: int, n_contexts: int | None):
+    buf: list[Tensor] = []
+    seen = 0
+    for c in contexts:
+        if n_contexts is not None and seen >= n_contexts:
+            break
+        c = torch.as_tensor(c)
+        rows = c.unsqueeze(0) if c.dim() == 1 else c
+        for r in rows:
+            if n_contexts is not None and seen >= n_contexts:
+                break
+            buf.append(r)
+            seen += 1
+            if len(buf) == batch_size:
+                yield torch.stack(buf)
+                buf = []
+    if buf:
+        yield torch.stack(buf)
+
+
+@torch.no_grad()
+def evaluate_loss_recovered(
+    sae,
+    model,
+    contexts: Iterable[Tensor],
+    *,
+    layer: int,
+    site: str = "resid_post",
+    n_contexts: int | None = None,
+    batch_size: int = 4,
+    skip_token_ids: Iterable[int] | None = None,
+    splice_bos: bool = False,
+    with_error_term: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """CE clean / spliced / zero-ablated, loss recovered and KL over held-out ``contexts``.
+
+    Args:
+        sae: an :class:`abstopk.sae.SAE` (inference rule; batch-level variants use their
+            threshold).
+        model: the LM (``model(input_ids).logits`` [B, T, V]), as loaded by
+            :func:`abstopk.lm.load_model`.
+        contexts: iterable of LongTensor [T] (or [B, T]) token ids, e.g.
+            ``abstopk.data.loader.iter_contexts(tok, split="heldout")``.
+        layer, site: where the SAE reads (and where x̂ is written back).
+        n_contexts: stop after this many contexts (None: all).
+        skip_token_ids: positions holding one of these tokens (BOS, pad: what harvesting
+            drops) keep their clean activation unless ``splice_bos`` (see the module
+            docstring).
+        with_error_term: also run x̂ + (x − x̂) (the sanity run that must equal clean).
+
+    Returns a dict with ``ce_clean, ce_spliced, ce_zero_ablated, loss_recovered, kl``
+    (+ ``kl_zero_ablated``, ``ce_error_kept``, ``kl_error_kept``, counts).
+    """
+    from ..lm.hooks import replace_activation
+    from .metrics import sae_reconstruct
+
+    acc = LossRecoveredAccumulator()
+    skip_ids = None
+    if skip_token_ids is not None:
+        skip_ids = torch.tensor(sorted({int(i) for i in skip_token_ids}), dtype=torch.long)
+    dev = next(model.parameters()).device
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_contexts, desc="loss recovered", unit="ctx", leave=False)
+
+    def run(tokens: Tensor, keep: Tensor, mode: str | None):
+        if mode is None:
+            return model(input_ids=tokens, use_cache=False).logits
+
+        def fn(acts: Tensor) -> Tensor:
+            flat = acts.reshape(-1, acts.shape[-1])
+            if mode == "zero_ablated":
+                new = torch.zeros_like(flat)
+            else:
+                x_hat, _ = sae_reconstruct(sae, flat)
+                x_hat = x_hat.to(device=flat.device, dtype=flat.dtype)
+                new = x_hat + (flat - x_hat) if mode == "error_kept" else x_hat
+            new = new.reshape(acts.shape)
+            return torch.where(keep[..., None], acts, new)
+
+        with replace_activation(model, layer, site, fn):
+            return model(input_ids=tokens, use_cache=False).logits
+
+    was_training = model.training
+    model.eval()
+    try:
+        for tokens in _batches(contexts, batch_size, n_contexts):
+            tokens = tokens.to(dev)
+            if tokens.shape[1] < 2:
+                raise ValueError("contexts need at least 2 tokens to predict one")
+            if skip_ids is not None and not splice_bos:
+                keep = torch.isin(tokens, skip_ids.to(dev))
+            else:
+                keep = torch.zeros_like(tokens, dtype=torch.bool)
+            ce, _, ref = predicted_token_ce_kl(run(tokens, keep, None), tokens)
+            acc.add("clean", ce)
+            modes = ["spliced", "zero_ablated"] + (["error_kept"] if with_error_term else [])
+            for mode in modes:
+                ce_m, kl_m, _ = predicted_token_ce_kl(run(tokens, keep, mode), tokens, ref)
+                acc.add(mode, ce_m, kl_m)
+            acc.n_pred += ce.numel()
+            acc.n_contexts += tokens.shape[0]
+            if bar is not None:
+                bar.update(tokens.shape[0])
+    finally:
+        model.train(was_training)
+        if bar is not None:
+            bar.close()
+    return acc.result()

@@ -1,0 +1,269 @@
+"""Evaluate a saved SAE end to end: reconstruction on held-out activations, loss recovered
+on held-out text, and (optionally) the probing tasks.
+
+Defaults come from the SAE's ``cfg.json`` (``model_name``, ``hook_layer``, ``hook_site``,
+``context_size``). Reconstruction metrics are computed on activations harvested on the fly
+from the corpus's held-out split (truncated forward up to the SAE's layer; BOS/pad positions
+dropped as in harvesting, unless ``splice_bos``), or read from an activation cache when one
+is given. Loss recovered uses the first ``contexts`` held-out contexts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .loss_recovered import evaluate_loss_recovered
+from .metrics import MetricAccumulator, evaluate_reconstruction, sae_reconstruct
+
+__all__ = ["available_tasks", "evaluate_sae", "harvest_reconstruction", "json_safe",
+           "resolve_target"]
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON accepts: NaN/±inf → None, tensors/numpy scalars →
+    Python numbers or lists, tuples → lists."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return json_safe(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item) and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except (TypeError, ValueError):
+            return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
+
+
+def available_tasks() -> dict[str, Any]:
+    """The probing-task registry ``abstopk.eval.probing.TASKS`` ({} when it is not shipped)."""
+    try:
+        from .probing import TASKS
+    except ImportError:
+        return {}
+    return dict(TASKS)
+
+
+def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
+                   site: str | None = None, context_size: int | None = None) -> dict[str, Any]:
+    """Model ref, layer, site and context size: explicit values, else the SAE's cfg.json.
+
+    Raises ``ValueError`` when the layer is known from neither.
+    """
+    from ..lm.load import DEFAULT_MODEL
+
+    cfg = sae.cfg
+    layer = layer if layer is not None else cfg.hook_layer
+    if layer is None:
+        raise ValueError("the SAE's cfg.json records no hook_layer: pass --layer")
+    return {
+        "model": model or cfg.model_name or DEFAULT_MODEL,
+        "layer": int(layer),
+        "site": site or cfg.hook_site or "resid_post",
+        "context_size": int(context_size or cfg.context_size or 128),
+    }
+
+
+def _context_batches(tokenizer, *, source: str, context_size: int, batch_size: int):
+    from ..data.tokens import iter_contexts
+
+    buf = []
+    for c in iter_contexts(tokenizer, source=source, split="heldout", context_size=context_size):
+        buf.append(c)
+        if len(buf) == batch_size:
+            yield torch.stack(buf)
+            buf = []
+    if buf:
+        yield torch.stack(buf)
+
+
+@torch.no_grad()
+def harvest_reconstruction(sae, model, tokenizer, *, layer: int, site: str, n_tokens: int,
+                           context_size: int = 128, source: str = "embedded",
+                           batch_size: int = 8, keep_special: bool = False,
+                           dense_threshold: float = 0.1, progress: bool = False):
+    """Reconstruction metrics on ``n_tokens`` activations harvested from held-out contexts.
+
+    Runs the truncated forward (:func:`abstopk.lm.run_to_layer`) on batches of held-out
+    contexts, drops BOS/pad positions unless ``keep_special``, and streams the rows through
+    a :class:`~abstopk.eval.metrics.MetricAccumulator` (nothing is kept in memory).
+    """
+    from ..data.tokens import special_position_mask
+    from ..lm.hooks import run_to_layer
+
+    acc = MetricAccumulator(sae.cfg.d_in, sae.cfg.d_sae, dense_threshold)
+    dev = next(model.parameters()).device
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_tokens, desc="held-out activations", unit="tok", leave=False)
+    try:
+        for ids in _context_batches(tokenizer, source=source, context_size=context_size,
+                                    batch_size=batch_size):
+            if acc.n >= n_tokens:
+                break
+            acts = run_to_layer(model, ids.to(dev), layers=layer, site=site)[layer]
+            x = acts.reshape(-1, acts.shape[-1])
+            if not keep_special:
+                x = x[~special_position_mask(ids, tokenizer).reshape(-1).to(x.device)]
+            x = x[: n_tokens - acc.n].float()
+            if x.shape[0] == 0:
+                continue
+            x_hat, z = sae_reconstruct(sae, x)
+            acc.update(x, x_hat.to(x.device), z.to(x.device))
+            if bar is not None:
+                bar.update(x.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    return acc.result()
+
+
+def evaluate_sae(
+    sae_or_dir,
+    *,
+    model: str | None = None,
+    layer: int | None = None,
+    site: str | None = None,
+    context_size: int | None = None,
+    cache: str | Path | None = None,
+    tokens: int = 8192,
+    contexts: int = 32,
+    batch_size: int = 8,
+    device: str = "cpu",
+    source: str = "embedded",
+    tasks: list[str] | None = None,
+    task_examples: int | None = None,
+    splice_bos: bool = False,
+    dense_threshold: float = 0.1,
+    loaded: tuple | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate an SAE; returns one JSON-ready dict.
+
+    Keys: target (``model, layer, site, hook_name, context_size``), SAE description
+    (``architecture, d_in, d_sae, k``), the reconstruction metrics of
+    :func:`~abstopk.eval.metrics.evaluate_reconstruction` (``mse, nmse, fvu,
+    explained_variance, cosine, l0, dead_fraction, dense_fraction``, sign statistics), the
+    loss-recovered metrics of :func:`~abstopk.eval.loss_recovered.evaluate_loss_recovered`
+    (``ce_clean, ce_spliced, ce_zero_ablated, loss_recovered, kl``, error-kept sanity run)
+    — skipped when ``contexts`` is 0 — and ``tasks`` {name: result} for each requested task.
+
+    Tasks are called as ``TASKS[name](sae, model, tokenizer, layer=, site=, device=,
+    progress=[, n_examples=task_examples])``.
+
+    ``loaded``: an already loaded ``(model, tokenizer, info)`` to reuse (tests, sweeps).
+    Raises ``ValueError`` / ``FileNotFoundError`` on bad input (the CLI turns them into
+    one-line errors).
+    """
+    from ..lm.hooks import hook_name
+    from ..sae import SAE
+
+    t0 = time.perf_counter()
+    sae = sae_or_dir if isinstance(sae_or_dir, SAE) else SAE.load(sae_or_dir)
+    sae = sae.to(device).eval()
+    target = resolve_target(sae, model=model, layer=layer, site=site, context_size=context_size)
+    task_fns = {}
+    if tasks:
+        reg = available_tasks()
+        unknown = [t for t in tasks if t not in reg]
+        if unknown:
+            known = ", ".join(sorted(reg)) or "none installed"
+            raise ValueError(f"unknown task(s) {', '.join(unknown)}; known: {known}")
+        task_fns = {t: reg[t] for t in tasks}
+    if tokens < 0 or contexts < 0 or batch_size < 1:
+        raise ValueError("tokens and contexts must be ≥ 0 and batch_size ≥ 1")
+
+    need_model = cache is None or contexts > 0 or bool(task_fns)
+    lm = tok = info = None
+    if need_model:
+        if loaded is not None:
+            lm, tok, info = loaded
+        else:
+            from ..lm.load import load_model
+
+            lm, tok, info = load_model(target["model"], device=device)
+        d_model = getattr(info, "d_model", None)
+        if d_model and d_model != sae.cfg.d_in:
+            raise ValueError(f"model {target['model']} has width {d_model} but the SAE expects "
+                             f"d_in = {sae.cfg.d_in}")
+        n_layers = getattr(info, "n_layers", None)
+        if n_layers and not 0 <= target["layer"] < n_layers:
+            raise ValueError(f"layer {target['layer']} out of range: {target['model']} has "
+                             f"{n_layers} layers")
+
+    result: dict[str, Any] = {
+        "sae": str(sae_or_dir) if not isinstance(sae_or_dir, SAE) else None,
+        "architecture": sae.cfg.architecture,
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "k": sae.cfg.k,
+        **target,
+        "hook_name": hook_name(target["layer"], target["site"]),
+        "model_revision": getattr(info, "revision", None),
+    }
+
+    # --- reconstruction
+    if tokens > 0:
+        if cache is not None and Path(cache).is_dir():
+            from ..data.cache import ActivationCache
+
+            c = ActivationCache(cache)
+            if (c.layer, c.site) != (target["layer"], target["site"]) or c.d_in != sae.cfg.d_in:
+                raise ValueError(
+                    f"cache {cache} holds layer {c.layer} {c.site} (d_in {c.d_in}) but the SAE "
+                    f"is evaluated at layer {target['layer']} {target['site']} "
+                    f"(d_in {sae.cfg.d_in})")
+            result["reconstruction_cache"] = c.identity()
+        if cache is not None:
+            rec = evaluate_reconstruction(sae, cache, max_rows=tokens, batch_size=4096,
+                                          dense_threshold=dense_threshold, progress=progress)
+            result["reconstruction_source"] = str(cache)
+        else:
+            rec = harvest_reconstruction(
+                sae, lm, tok, layer=target["layer"], site=target["site"], n_tokens=tokens,
+                context_size=target["context_size"], source=source, batch_size=batch_size,
+                keep_special=splice_bos, dense_threshold=dense_threshold, progress=progress)
+            result["reconstruction_source"] = f"{source}:heldout"
+        result.update(rec.summary)
+
+    # --- loss recovered
+    if contexts > 0:
+        from ..data.tokens import bos_token_id, iter_contexts
+
+        skip = {bos_token_id(tok)}
+        if getattr(tok, "pad_token_id", None) is not None:
+            skip.add(int(tok.pad_token_id))
+        ctx = iter_contexts(tok, source=source, split="heldout",
+                            context_size=target["context_size"])
+        lr = evaluate_loss_recovered(
+            sae, lm, ctx, layer=target["layer"], site=target["site"], n_contexts=contexts,
+            batch_size=min(batch_size, 4), skip_token_ids=skip, splice_bos=splice_bos,
+            progress=progress)
+        if lr["lr_contexts"] < contexts:
+            result["warning"] = (f"only {lr['lr_contexts']} held-out contexts available "
+                                 f"(asked for {contexts})")
+        result.update(lr)
+        result["splice_bos"] = splice_bos
+
+    # --- probing tasks (helper registry)
+    if task_fns:
+        result["tasks"] = {}
+        for name, fn in task_fns.items():
+            kw = {"n_examples": task_examples} if task_examples else {}
+            result["tasks"][name] = fn(sae, lm, tok, layer=target["layer"], site=target["site"],
+                                       device=device, progress=progress, **kw)
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    return result

