@@ -263,18 +263,20 @@ def run_child(name: str, s: Shape, steps: int, warmup: int, threads: int) -> dic
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for _ in range(warmup):
         step()
-    times = []
+    times, cpus = [], []
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - p0)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "name": name,
         "ms": 1e3 * statistics.median(times),
         "ms_all": [round(1e3 * t, 1) for t in times],
+        "cpu_ms": 1e3 * statistics.median(cpus),
         "cpu_util": cpu / (wall * threads),
         "peak_mib": peak,
         "delta_mib": peak - rss_built,
@@ -347,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         if rs:
             rows[n] = {
                 "ms": statistics.median(x["ms"] for x in rs),
+                "cpu_ms": statistics.median(x.get("cpu_ms", float("nan")) for x in rs),
                 "util": min(x["cpu_util"] for x in rs),
                 "peak": max(x["peak_mib"] for x in rs),
                 "delta": max(x["delta_mib"] for x in rs),
@@ -356,11 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     floor = gemms[floor_name] if floor_name else float("nan")
     print(f"\nW1-style step, B={s.B}, d_in={s.D}, d_sae={s.F}, k={s.k}, k_aux={s.k_aux}, fp32, "
           f"{a.threads} threads; ratio to the fastest GEMM ({floor_name}, {floor:.1f} ms)\n")
-    print("| variant | what | ms/step | tokens/s | ÷ fastest GEMM | peak RSS MiB (Δ) | cpu util |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    cfloor = min((rows[n]["cpu_ms"] for n in gemms), default=float("nan"))
+    print("| variant | what | ms/step | tokens/s | ÷ fastest GEMM | peak RSS MiB (Δ) | cpu util "
+          "| CPU ms/step | CPU ÷ fastest GEMM |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for n, v in rows.items():
         print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.1f} | {s.B / v['ms'] * 1e3:,.0f} | "
-              f"{v['ms'] / floor:.2f} | {v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} |")
+              f"{v['ms'] / floor:.2f} | {v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} | "
+              f"{v['cpu_ms']:.0f} | {v['cpu_ms'] / cfloor:.2f} |")
     for n in skipped:
         print(f"| `{n}` | {VARIANTS[n][0]} | not installed | | | | |")
     for n, why in failed.items():

@@ -54,24 +54,36 @@ def _read(path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(acts), torch.cat(toks)
 
 
-def _reference(lm, n_rows: int, layer: int, keep_bos: bool = False):
-    """Rows from a plain full forward with output_hidden_states (hidden_states[L + 1] is the
-    output of block L for a middle layer), same batches, BOS positions dropped."""
+@pytest.fixture(scope="module")
+def hidden(lm):
+    """(ids [2, CTX], hidden_states) of a plain full forward with output_hidden_states, batch
+    by batch over the same packed contexts as the harvest (enough for 160 rows)."""
     model, tok, _ = lm
-    acts, toks, n = [], [], 0
+    out, n = [], 0
     it = iter_contexts(tok, "embedded", "train", CTX, prepend_bos=True)
-    while n < n_rows:
+    while n < 160:
         ids = torch.stack([next(it) for _ in range(BATCH)])
         with torch.no_grad():
             hs = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
-        keep = torch.ones_like(ids, dtype=torch.bool) if keep_bos else ids != tok.bos_token_id
+        out.append((ids, hs))
+        n += int((ids != tok.bos_token_id).sum())
+    return out
+
+
+def _reference(lm, hidden, n_rows: int, layer: int, keep_bos: bool = False):
+    """Expected rows: hidden_states[L + 1] (the output of block L, for a middle layer) at the
+    non-BOS positions (all positions with keep_bos), in stream order, cut at n_rows."""
+    acts, toks = [], []
+    for ids, hs in hidden:
+        keep = torch.ones_like(ids, dtype=torch.bool) if keep_bos else ids != lm[1].bos_token_id
         acts.append(hs[layer + 1][keep])
         toks.append(ids[keep])
-        n += int(keep.sum())
-    return torch.cat(acts)[:n_rows], torch.cat(toks)[:n_rows]
+    acts, toks = torch.cat(acts), torch.cat(toks)
+    assert len(toks) >= n_rows
+    return acts[:n_rows], toks[:n_rows]
 
 
-def test_harvest_equals_full_forward_hidden_states(lm, tmp_path):
+def test_harvest_equals_full_forward_hidden_states(lm, hidden, tmp_path):
     res = _run(lm, tmp_path / "c")
     c = ActivationCache(tmp_path / "c")
     m = c.manifest
@@ -87,29 +99,29 @@ def test_harvest_equals_full_forward_hidden_states(lm, tmp_path):
     assert m["contexts_consumed"] == BATCH * len(c.shards)
     assert sum(s["rows"] for s in c.shards) == 150
     acts, toks = _read(tmp_path / "c")
-    ref_acts, ref_toks = _reference(lm, 150, 3)
+    ref_acts, ref_toks = _reference(lm, hidden, 150, 3)
     assert torch.equal(toks, ref_toks) and (toks != lm[1].bos_token_id).all()
     assert torch.equal(acts, ref_acts)                               # bit for bit in fp32
     assert c.verify() == []
 
 
-def test_float16_and_keep_bos(lm, tmp_path):
+def test_float16_and_keep_bos(lm, hidden, tmp_path):
     _run(lm, tmp_path / "c", dtype="float16", keep_bos=True, tokens=100)
     c = ActivationCache(tmp_path / "c")
     assert c.dtype == "float16" and c.manifest["keep_bos"] is True
     assert c.open_shard(0)["activations"].array.dtype.name == "float16"
     acts, toks = _read(tmp_path / "c")
-    ref_acts, ref_toks = _reference(lm, 100, 3, keep_bos=True)
+    ref_acts, ref_toks = _reference(lm, hidden, 100, 3, keep_bos=True)
     assert toks[0] == lm[1].bos_token_id                 # the stream starts with BOS
     assert torch.equal(toks, ref_toks)
     assert torch.equal(acts, ref_acts.half().float())
 
 
-def test_multi_layer_single_pass_and_resync_after_kill(lm, tmp_path):
+def test_multi_layer_single_pass_and_resync_after_kill(lm, hidden, tmp_path):
     _run(lm, tmp_path / "m", layers=[2, 4], tokens=120)
     for L in (2, 4):
         acts, toks = _read(tmp_path / "m" / f"layer_{L}")
-        ref_acts, ref_toks = _reference(lm, 120, L)
+        ref_acts, ref_toks = _reference(lm, hidden, 120, L)
         assert torch.equal(acts, ref_acts) and torch.equal(toks, ref_toks)
     ident = {L: ActivationCache(tmp_path / "m" / f"layer_{L}").identity() for L in (2, 4)}
     # a kill between the two manifest updates: layer_4 lacks the last shard, neither complete
@@ -242,3 +254,38 @@ def test_layer_out_of_range(lm, tmp_path):
     with pytest.raises(UserError, match="has 30 blocks"):
         _run(lm, tmp_path / "c", layers=[30])
     assert not Path(tmp_path / "c").exists()
+
+
+def test_local_text_file_until_the_corpus_runs_out(lm, tmp_path, capfd):
+    """A local .txt source (documents = paragraphs); asking for more rows than it holds
+    harvests all of it, marks the cache complete + corpus_exhausted, and says so."""
+    text = "\n\n".join(TEXT_PARAGRAPHS * 3)
+    (tmp_path / "t.txt").write_text(text)
+    model, tok, _ = lm
+    n_ctx = len(list(iter_contexts(tok, str(tmp_path / "t.txt"), "all", CTX)))
+    assert n_ctx >= 2
+    rc, _, err = _main(capfd, "harvest", "--corpus", str(tmp_path / "t.txt"), "--split", "train",
+                       "--layer", "1", "--tokens", "100000", "--context-size", str(CTX),
+                       "--batch-size", "3", "--out", str(tmp_path / "c"), "--no-progress")
+    assert rc == 0, err
+    assert "the corpus ran out" in err
+    c = ActivationCache(tmp_path / "c")
+    assert c.complete and c.manifest["corpus_exhausted"] and c.verify() == []
+    assert c.manifest["corpus"]["kind"] == "txt"
+    n_train = len(list(iter_contexts(tok, str(tmp_path / "t.txt"), "train", CTX)))
+    assert c.manifest["contexts_consumed"] == n_train
+    assert c.total_rows == n_train * CTX - int(
+        sum((x == tok.bos_token_id).sum() for x in
+            iter_contexts(tok, str(tmp_path / "t.txt"), "train", CTX)))
+
+
+TEXT_PARAGRAPHS = [
+    "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy "
+    "disposition, seemed to unite some of the best blessings of existence.",
+    "The real evils, indeed, of Emma's situation were the power of having rather too much "
+    "her own way, and a disposition to think a little too well of herself.",
+    "Sorrow came, a gentle sorrow, but not at all in the shape of any disagreeable "
+    "consciousness. Miss Taylor married.",
+    "The event had every promise of happiness for her friend. Mr. Weston was a man of "
+    "unexceptionable character, easy fortune, suitable age, and pleasant manners.",
+]

@@ -141,6 +141,15 @@ def test_sparse_decode_duplicates_and_grads():
     _close(outs[1][0], (vals[0, 0] + vals[0, 1]) * Wd[0] + vals[0, 2] * Wd[3] + bd)
 
 
+def test_sddmm_both_paths():
+    g = torch.Generator().manual_seed(2)
+    idx = torch.randint(0, 11, (9, 4), generator=g)
+    A, Bm = torch.randn(9, 5, generator=g), torch.randn(11, 5, generator=g)
+    expect = (Bm[idx] * A[:, None, :]).sum(-1)
+    for sampled in (True, False):
+        _close(K._sddmm(idx, A, Bm, sampled=sampled), expect)
+
+
 @pytest.mark.skipif(not K.onednn_available(), reason="oneDNN linear op not available")
 def test_onednn_backend_matches_addmm():
     p = _problem(20, 16, 40, seed=7)

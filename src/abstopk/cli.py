@@ -21,10 +21,20 @@ app = typer.Typer(
 )
 
 # modules that add commands to `app`; a missing one (work in progress) is skipped
-COMMAND_MODULES = ("train", "bench", "harvest", "cache", "evaluate", "export", "sweep", "demo")
+COMMAND_MODULES = (
+    "train", "data", "harvest", "cache", "evaluate", "export", "sweep", "bench", "demo",
+)
+
+
+_registered = False
 
 
 def _register() -> None:
+    """Import every command module once and let it add its commands to :data:`app`."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     for name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(f"abstopk.commands.{name}")

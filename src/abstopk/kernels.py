@@ -176,10 +176,16 @@ def _spmm_t(indices: Tensor, weights: Tensor, X: Tensor, n: int) -> Tensor:
                            per_sample_weights=weights.reshape(-1)[order])
 
 
-def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor) -> Tensor:
-    """out[b, j] = ⟨A[b], Bm[indices[b, j]]⟩ for A [B, D], Bm [n, D] → [B, m] (SDDMM)."""
+def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor, sampled: bool | None = None) -> Tensor:
+    """out[b, j] = ⟨A[b], Bm[indices[b, j]]⟩ for A [B, D], Bm [n, D] → [B, m] (SDDMM).
+
+    ``sampled`` (default: on CPU) uses ``torch.sparse.sampled_addmm`` on the CSR pattern;
+    otherwise rows of ``Bm`` are gathered in blocks of ≤ 4M elements and reduced by ``bmm``.
+    """
     nb, m = indices.shape
-    if A.device.type == "cpu" and nb * m > 0:
+    if sampled is None:
+        sampled = A.device.type == "cpu"
+    if sampled and nb * m > 0:
         crow = torch.arange(0, nb * m + 1, m, device=A.device, dtype=torch.int64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -323,6 +323,7 @@ class ArchResult:
     nmse: float
     l0: float
     dead_frac: float
+    recovery: float
     recovery_bi: float
     recovery_uni: float
     bi_one_latent: float
@@ -411,6 +412,7 @@ def evaluate_sae(sae, data: SyntheticData, cfg: BenchConfig, architecture: str,
         nmse=nmse,
         l0=float(fired.sum(1).float().mean()),
         dead_frac=float((~fired.any(0)).float().mean()),
+        recovery=float(cap["recovery"].mean()),
         recovery_bi=mean(cap["recovery"], bi),
         recovery_uni=mean(cap["recovery"], uni),
         bi_one_latent=mean(cap["one_latent"], bi),
@@ -458,7 +460,7 @@ class BenchResult:
                 f"| `{r.architecture}` | {r.nmse:.3f} | {r.l0:.2f} | {100 * r.dead_frac:.1f} "
                 f"| {r.recovery_bi:.3f} | {r.recovery_uni:.3f} | {100 * r.bi_one_latent:.0f} % "
                 f"| {100 * r.bi_pair:.0f} % | {100 * r.bi_one_side:.0f} % "
-                f"| {100 * r.bi_missed:.0f} % | {r.latents_per_bi:.2f} |"
+                f"| {100 * r.bi_missed:.0f} % | {_num(r.latents_per_bi)} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -481,16 +483,21 @@ def run_benchmark(data_cfg: SyntheticConfig | None = None, bench_cfg: BenchConfi
     return BenchResult(data_cfg, bench_cfg, data.summary(), results, time.perf_counter() - t0)
 
 
+def _num(v: float, fmt: str = ".2f") -> str:
+    """Format a number; NaN (e.g. no captured feature to average over) as an en dash."""
+    return "–" if math.isnan(v) else format(v, fmt)
+
+
 def results_table_rows(results: Sequence[ArchResult]) -> list[list[str]]:
     """Rows of formatted cells (same columns as :meth:`BenchResult.to_markdown`)."""
     return [
         [r.architecture, f"{r.nmse:.3f}", f"{r.l0:.2f}", f"{100 * r.dead_frac:.1f}",
          f"{r.recovery_bi:.3f}", f"{r.recovery_uni:.3f}", f"{100 * r.bi_one_latent:.0f}%",
          f"{100 * r.bi_pair:.0f}%", f"{100 * r.bi_one_side:.0f}%", f"{100 * r.bi_missed:.0f}%",
-         f"{r.latents_per_bi:.2f}"]
+         _num(r.latents_per_bi)]
         for r in results
     ]
 
 
-TABLE_COLUMNS = ("architecture", "NMSE", "L0", "dead %", "recov. bi", "recov. uni",
-                 "bi: 1 signed", "bi: ± pair", "bi: 1 side", "bi: missed", "latents/bi")
+TABLE_COLUMNS = ("architecture", "NMSE", "L0", "dead%", "rec.bi", "rec.uni",
+                 "bi:1 signed", "bi:± pair", "bi:1 side", "bi:missed", "lat/bi")

@@ -16,11 +16,11 @@ import typer
 
 from . import UserError, field_help
 
-__all__ = ["register", "render_table", "run_synthetic", "synthetic_command", "torch_threads"]
+__all__ = ["make_console", "register", "render_table", "run_synthetic", "synthetic_command", "torch_threads"]
 
 EXPLANATION = (
-    "What to look at: 'bi: 1 signed' is the share of bidirectional ground-truth features "
-    "captured by ONE latent that fires with both signs; 'bi: ± pair' the share split into two "
+    "What to look at: 'bi:1 signed' is the share of bidirectional ground-truth features "
+    "captured by ONE latent that fires with both signs; 'bi:± pair' the share split into two "
     "one-sided latents (fragmentation). Signed codes (abstopk, batchabstopk, absjumprelu) "
     "should sit near 100 % in the first column, non-negative codes (topk, batchtopk, jumprelu, "
     "relu) are 0 % there by construction and pay about 2 latents per bidirectional feature."
@@ -59,8 +59,19 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def make_console():
+    """A rich Console; 120 columns when stdout is not a terminal (pipes, CI logs, ``make``),
+    where rich would otherwise squeeze the table into 80."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def render_table(result: Any, title: str | None = None):
     """A rich Table with one row per architecture of a :class:`BenchResult`."""
+    from rich import box
     from rich.table import Table
 
     from ..analysis.synthetic import TABLE_COLUMNS, results_table_rows
@@ -68,6 +79,7 @@ def render_table(result: Any, title: str | None = None):
     s = result.data_summary
     dc, bc = result.data_cfg, result.bench_cfg
     table = Table(
+        box=box.SIMPLE_HEAD,
         title=title or "Synthetic ground truth: bidirectional feature recovery",
         caption=(f"d={dc.d}, {dc.n_features} features ({s['n_bidirectional']} bidirectional), "
                  f"~{s['mean_active_test']:.1f} active/sample, k={bc.k}, "
@@ -76,7 +88,8 @@ def render_table(result: Any, title: str | None = None):
     )
     for i, col in enumerate(TABLE_COLUMNS):
         table.add_column(col, justify="left" if i == 0 else "right",
-                         style="bold" if col in ("bi: 1 signed", "bi: ± pair") else None)
+                         no_wrap=True,
+                         style="bold" if col in ("bi:1 signed", "bi:± pair") else None)
     for row in results_table_rows(result.results):
         table.add_row(*row)
     return table
@@ -89,13 +102,12 @@ def run_synthetic(data_cfg: Any, bench_cfg: Any, *, console: Any = None, threads
 
     Returns the :class:`~abstopk.analysis.synthetic.BenchResult`.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..analysis.synthetic import run_benchmark
     from ..io import atomic_write_bytes, atomic_write_json
 
-    console = console or Console()
+    console = console or make_console()
     archs = bench_cfg.architectures
     with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=not show_progress,
@@ -170,8 +182,6 @@ def synthetic_command(
                                 expansion=expansion, tau=tau)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if bench_cfg.k > bench_cfg.d_sae(data_cfg):
-        raise UserError(f"k = {bench_cfg.k} exceeds d_sae = {bench_cfg.d_sae(data_cfg)}")
     run_synthetic(data_cfg, bench_cfg, threads=threads, json_out=json_out,
                   markdown_out=markdown_out, show_progress=progress)
     typer.echo(EXPLANATION)

@@ -90,9 +90,9 @@ add_stage(Stage("synthetic", "Synthetic ground truth: one signed latent or a ± 
 def run_demo(out: Path, quick: bool = False, console: Any = None,
              stages: list[Stage] | None = None) -> DemoContext:
     """Run ``stages`` (default: all of :data:`STAGES`) in order with a header each."""
-    from rich.console import Console
+    from .bench import make_console
 
-    console = console or Console()
+    console = console or make_console()
     stages = STAGES if stages is None else stages
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")

@@ -167,7 +167,7 @@ def iter_activation_batches(
 
     ``source``: a Tensor [N, d_in]; a path to a cache folder (with ``manifest.json``), a
     ``.safetensors`` file with an ``activations`` tensor, or a ``.npy`` matrix; or an
-    iterable of tensors [b, d_in] (re-batched is not needed: yielded as given, trimmed
+    iterable of tensors [b, d_in] (yielded as given, the last one trimmed
     to ``max_rows``). Files are read by memory map, a batch at a time.
     """
     if batch_size < 1:
