@@ -22,11 +22,15 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-test: $(STAMP)
+# the embedded corpus (Debian docs + Austen) and the labelled probing data, into $ABSTOPK_CACHE
+data: $(STAMP)
+	$(BIN)/python -m abstopk.data.corpus fetch
+
+test: $(STAMP) data
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
+demo: $(STAMP) data
 	$(BIN)/abstopk demo $(DEMO_ARGS)
 
 clean:

@@ -227,3 +227,82 @@ def test_first_letter_vocab_filter():
 
     assert first_letter_vocab(Tok()) == [(0, "cat"), (3, "Zebra")]
     assert first_letter_vocab(Tok(), min_len=2) == [(0, "cat"), (3, "Zebra"), (6, "to"), (8, "Ok")]
+
+
+# ------------------------------------------------- SCR / TPP pipelines on synthetic activations
+def _synthetic_sae(d_in: int, d_sae: int) -> SAE:
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, architecture="abstopk", k=2, hook_layer=0))
+    q, _ = torch.linalg.qr(torch.randn(d_in, d_in, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        sae.W_dec.copy_(q[:d_sae])  # orthonormal decoder rows
+    return sae
+
+
+def test_scr_pipeline_recovers_oracle_when_spurious_latent_is_ablated(monkeypatch):
+    """A (weak, latent 1) and B (strong, latent 0) perfectly correlated in the biased train set:
+    the biased probe follows B (accuracy on A ≈ 0.5); ablating the top B latent (n = 1)
+    removes B, so the fixed biased probe now reads A: SCR ≈ 1 (oracle accuracy 1)."""
+    from abstopk.eval.probing import scr_tpp
+    from abstopk.eval.probing.activations import PooledActs
+
+    sae = _synthetic_sae(8, 6)
+    W = sae.W_dec.detach()
+
+    def quadrants(name, pair, n_q, seed, **kw):
+        return {part: {(a, b): [f"{part}:{a}{b}:{i}" for i in range(n)]
+                       for a in (0, 1) for b in (0, 1)}
+                for part, n in (("train", 60), ("test", 40))}
+
+    def pool(sae_, model, tok, texts, desc, **kw):
+        g = torch.Generator().manual_seed(len(texts) + (desc == "scr test"))
+        ab = torch.tensor([[int(t.split(":")[1][0]), int(t.split(":")[1][1])] for t in texts])
+        c = 0.05 * torch.randn(len(texts), 6, generator=g)
+        c[:, 1] = (2 * ab[:, 0] - 1) * 1.0        # A, weak
+        c[:, 0] = (2 * ab[:, 1] - 1) * 3.0        # B, strong
+        x = c @ W + 0.05 * torch.randn(len(texts), 8, generator=g)
+        return PooledActs(x=x, z=c, a=c.abs(), n_tokens=torch.ones(len(texts)))
+
+    monkeypatch.setattr(scr_tpp, "load_quadrants", quadrants)
+    monkeypatch.setattr(scr_tpp, "_pool", pool)
+    r = scr_tpp.run_scr(sae, None, None, n_values=(1, 2), pairs=[("s0", "s1")], progress=False)
+    p = r["pairs"]["s0/s1"]
+    assert p["oracle_acc_A"] == 1.0 and p["oracle_acc_B"] == 1.0
+    assert p["biased_probe_acc_on_B"] == 1.0 and p["biased_probe_acc_on_A"] <= 0.6
+    assert p["latents_B_top_1"] == [0]
+    assert p["latents_B_top_2"][0] == 0
+    assert p["acc_A_after_ablating_B_top_1"] >= 0.95
+    assert r["scr_metric_top_1"] >= 0.9 and r["scr_metric_top_1"] == p["scr_dir1_top_1"]
+
+
+def test_tpp_pipeline_targets_the_ablated_class(monkeypatch):
+    """Class k is carried by latent k (with either sign: class 1's latent fires negatively).
+    Ablating class i's top latent hurts probe i much more than the other probes."""
+    from abstopk.eval.probing import scr_tpp
+    from abstopk.eval.probing.activations import PooledActs
+    from abstopk.eval.probing.datasets import Example, load_task_data
+
+    sae = _synthetic_sae(10, 8)
+    W = sae.W_dec.detach()
+    ex = [Example(f"{k}:{i}", f"class{k}") for k in range(3) for i in range(80)]
+
+    def task(name, n, seed, **kw):
+        return load_task_data(name, n, seed, examples=ex, test_fraction=0.5)
+
+    def pool(sae_, model, tok, texts, desc, **kw):
+        g = torch.Generator().manual_seed(len(texts) + (desc == "tpp test"))
+        k = torch.tensor([int(t.split(":")[0]) for t in texts])
+        c = 0.3 * torch.randn(len(texts), 8, generator=g)
+        sign = torch.tensor([1.0, -1.0, 1.0])
+        c[torch.arange(len(texts)), k] += 3.0 * sign[k]
+        x = c @ W + 0.05 * torch.randn(len(texts), 10, generator=g)
+        return PooledActs(x=x, z=c, a=c.abs(), n_tokens=torch.ones(len(texts)))
+
+    monkeypatch.setattr(scr_tpp, "load_task_data", task)
+    monkeypatch.setattr(scr_tpp, "_pool", pool)
+    r = scr_tpp.run_tpp(sae, None, None, n_examples=240, n_values=(1,), progress=False)
+    assert all(a >= 0.95 for a in r["clean_accuracy"].values())
+    for k in range(3):
+        assert r["per_class"][f"class{k}"]["latents_top_1"] == [k]   # incl. the negative one
+    assert r["tpp_top_1_intended_diff_only"] >= 0.2
+    assert r["tpp_top_1_total_metric"] >= 0.15
+    assert r["tpp_top_1_unintended_diff_only"] < r["tpp_top_1_intended_diff_only"] / 2

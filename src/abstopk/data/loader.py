@@ -115,6 +115,7 @@ class CacheLoader:
         skip_nonfinite: rows with NaN/Inf are skipped (batch refilled from the stream);
             otherwise such a row raises ``abstopk.train.data.NonFiniteError``.
         prefetch: batches prepared ahead by a background thread (0 = synchronous).
+        progress: accepted for ``open_source`` compatibility (opening scans nothing).
 
     Attributes: ``d_in``, ``total_rows``, ``batch_size``, ``position`` (rows consumed),
     ``epoch`` (= position // total_rows).

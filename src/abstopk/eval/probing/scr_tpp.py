@@ -135,14 +135,28 @@ def _pool(sae, model, tokenizer, texts, desc, **kw) -> PooledActs:
 
 
 def run_scr(sae, model, tokenizer, *, device: str = "cpu", n_examples: int = 800, seed: int = 0,
-            dataset: str = "sentiment", pairs: Sequence[tuple[str, str]] = (("movie", "tweets"),),
-            label_values: tuple[str, str] | None = ("negative", "positive"),
+            dataset: str = "sentiment", pairs: Sequence[tuple[str, str]] | None = None,
+            label_values: tuple[str, str] | None = None,
             n_values: Sequence[int] = N_VALUES, layer: int | None = None, site: str | None = None,
             batch_size: int = 32, max_length: int = 128, C: float = 1.0,
             test_fraction: float = 0.25, progress: bool = True, log=print) -> dict:
     """SCR of ``sae`` (module docstring). ``n_examples`` sentences per attribute pair (4 equal
-    quadrants); ``pairs`` are values of the second attribute."""
+    quadrants); ``pairs`` are pairs of values of the second attribute (default: movie/tweets
+    for ``sentiment``, else the two most frequent values); ``label_values`` the two labels
+    (default: sorted)."""
     layer, site = resolve_hook(sae, layer, site)
+    if pairs is None:
+        if dataset == "sentiment":
+            pairs = [("movie", "tweets")]
+        else:
+            from collections import Counter
+
+            from .datasets import load_examples
+
+            common = Counter(e.attr2 for e in load_examples(dataset, log=log)).most_common(2)
+            if len(common) < 2 or common[1][0] is None:
+                raise ValueError(f"SCR needs a second attribute with ≥ 2 values in {dataset!r}")
+            pairs = [(str(common[0][0]), str(common[1][0]))]
     kw = dict(layer=layer, site=site, device=device, batch_size=batch_size,
               max_length=max_length, progress=progress)
     W_dec = _dec(sae)
