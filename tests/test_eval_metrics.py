@@ -194,3 +194,29 @@ def test_json_safe():
     out = json_safe(obj)
     assert out == {"a": None, "b": [1.5, None], "c": 0.25, "d": [1, 2], "e": 3}
     json.dumps(out, allow_nan=False)
+
+
+def test_target_defaults_from_cfg_then_training_cache(tmp_path):
+    from abstopk.data.cache import CacheWriter
+    from abstopk.eval.run import resolve_target
+
+    header = {"model": "smollm2-135m", "model_revision": "0", "layer": 7, "site": "mlp_out",
+              "hook_name": "blocks.7.hook_mlp_out", "d_in": 4, "dtype": "float32",
+              "context_size": 64, "keep_bos": True, "batch_size": 2, "corpus": {},
+              "requested_tokens": 0}
+    CacheWriter(tmp_path / "cache", header).set(complete=True)
+    sae = SAE(SAEConfig(d_in=4, d_sae=8, architecture="abstopk", k=2,
+                        dataset=str(tmp_path / "cache")))
+    t = resolve_target(sae)
+    assert t == {"model": "smollm2-135m", "layer": 7, "site": "mlp_out", "context_size": 64,
+                 "keep_bos": True}
+    sae.cfg.hook_layer, sae.cfg.hook_site = 2, "resid_post"          # cfg.json wins
+    assert resolve_target(sae)["layer"] == 2 and resolve_target(sae)["site"] == "resid_post"
+    assert resolve_target(sae, layer=5, site="attn_out")["layer"] == 5   # explicit wins
+    bare = SAE(SAEConfig(d_in=4, d_sae=8, architecture="abstopk", k=2))
+    with pytest.raises(ValueError, match="hook_layer"):
+        resolve_target(bare)
+    assert resolve_target(bare, cache=tmp_path / "cache")["layer"] == 7
+    assert resolve_target(bare, layer=1) == {"model": "smollm2-135m", "layer": 1,
+                                             "site": "resid_post", "context_size": 128,
+                                             "keep_bos": False}

@@ -78,8 +78,10 @@ def eval_cmd(
     tasks: str | None = typer.Option(None, help="Comma-separated probing tasks to run."),
     task_examples: int | None = typer.Option(
         None, help="Examples per probing task (default: each task's own)."),
-    splice_bos: bool = typer.Option(
-        False, help="Also splice/evaluate BOS and pad positions (for SAEs trained with them)."),
+    splice_bos: bool | None = typer.Option(
+        None, "--splice-bos/--no-splice-bos",
+        help="Also splice/evaluate BOS and pad positions (default: as the SAE's training "
+        "cache did, keep_bos; else no)."),
     dense_threshold: float = typer.Option(0.1, help="A latent firing on more than this fraction of tokens is dense."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as one JSON object here."),
 ) -> None:

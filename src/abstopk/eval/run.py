@@ -55,23 +55,55 @@ def available_tasks() -> dict[str, Any]:
     return dict(TASKS)
 
 
-def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
-                   site: str | None = None, context_size: int | None = None) -> dict[str, Any]:
-    """Model ref, layer, site and context size: explicit values, else the SAE's cfg.json.
+def _manifest_of(path) -> dict[str, Any] | None:
+    """The manifest of activation-cache folder ``path`` (None if it is not one)."""
+    import json
 
-    Raises ``ValueError`` when the layer is known from neither.
+    if not path:
+        return None
+    mp = Path(path) / "manifest.json"
+    try:
+        return json.loads(mp.read_text()) if mp.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
+                   site: str | None = None, context_size: int | None = None,
+                   cache: str | Path | None = None) -> dict[str, Any]:
+    """Model ref, layer, site, context size and keep_bos of the evaluation.
+
+    Each comes from, in order: the explicit argument; the SAE's cfg.json (``model_name``,
+    ``hook_layer``, ``hook_site``, ``context_size``); the manifest of the activation cache
+    the SAE was trained on (``cfg.dataset``, when that folder still exists); the manifest of
+    ``cache``. Raises ``ValueError`` when the layer is known from none of them.
     """
     from ..lm.load import DEFAULT_MODEL
 
     cfg = sae.cfg
-    layer = layer if layer is not None else cfg.hook_layer
+    manifests = [m for m in (_manifest_of(cfg.dataset), _manifest_of(cache)) if m]
+
+    def pick(explicit, own, key):
+        if explicit is not None:
+            return explicit
+        if own is not None:
+            return own
+        for m in manifests:
+            if m.get(key) is not None:
+                return m[key]
+        return None
+
+    layer = pick(layer, cfg.hook_layer, "layer")
     if layer is None:
-        raise ValueError("the SAE's cfg.json records no hook_layer: pass --layer")
+        raise ValueError("the SAE's cfg.json records no hook_layer (nor does a cache it names): "
+                         "pass --layer")
+    keep_bos = next((bool(m["keep_bos"]) for m in manifests if "keep_bos" in m), False)
     return {
-        "model": model or cfg.model_name or DEFAULT_MODEL,
+        "model": pick(model, cfg.model_name, "model") or DEFAULT_MODEL,
         "layer": int(layer),
-        "site": site or cfg.hook_site or "resid_post",
-        "context_size": int(context_size or cfg.context_size or 128),
+        "site": pick(site, cfg.hook_site, "site") or "resid_post",
+        "context_size": int(pick(context_size, cfg.context_size, "context_size") or 128),
+        "keep_bos": keep_bos,
     }
 
 
@@ -146,7 +178,7 @@ def evaluate_sae(
     source: str = "embedded",
     tasks: list[str] | None = None,
     task_examples: int | None = None,
-    splice_bos: bool = False,
+    splice_bos: bool | None = None,
     dense_threshold: float = 0.1,
     loaded: tuple | None = None,
     progress: bool = True,
@@ -164,6 +196,8 @@ def evaluate_sae(
     Tasks are called as ``TASKS[name](sae, model, tokenizer, layer=, site=, device=,
     progress=[, n_examples=task_examples])``.
 
+    ``splice_bos``: None → the ``keep_bos`` of the SAE's training cache (False if unknown).
+
     ``loaded``: an already loaded ``(model, tokenizer, info)`` to reuse (tests, sweeps).
     Raises ``ValueError`` / ``FileNotFoundError`` on bad input (the CLI turns them into
     one-line errors).
@@ -174,7 +208,10 @@ def evaluate_sae(
     t0 = time.perf_counter()
     sae = sae_or_dir if isinstance(sae_or_dir, SAE) else SAE.load(sae_or_dir)
     sae = sae.to(device).eval()
-    target = resolve_target(sae, model=model, layer=layer, site=site, context_size=context_size)
+    target = resolve_target(sae, model=model, layer=layer, site=site, context_size=context_size,
+                            cache=cache)
+    if splice_bos is None:     # default: what the training cache did with BOS positions
+        splice_bos = target["keep_bos"]
     task_fns = {}
     if tasks:
         reg = available_tasks()

@@ -11,7 +11,7 @@ For each binary task (balanced train/test split, :func:`datasets.load_task_data`
    with ``F = ā`` (**abs** variant, the default: a latent that encodes the class with a
    negative sign, or with either sign, is found) or ``F = z̄`` (**signed** variant, SAEBench's
    rule applied to signed codes). Ties break by the lower latent index;
-3. a logistic probe (:class:`.probes.LinearProbe`, standardised, L2 with ``C``) on the k
+3. a logistic probe (:class:`.probes.LinearProbe`, isotropically scaled, L2 with ``C``) on the k
    selected columns of F, accuracy on the test split, for k ∈ ``k_values`` (default 1, 2, 5);
 4. baselines: the same probe on all d_in residual dimensions (``llm_test_accuracy``) and, with
    ``all_latents``, on all d_sae latents of z̄ (``sae_test_accuracy``).
