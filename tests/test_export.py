@@ -189,3 +189,19 @@ def test_sae_lens_loads_export(tmp_path):
         with torch.no_grad():
             d64 = (sl64(x.double()) - sae64(x.double()).x_hat).abs().max().item()
         assert d64 < 1e-10, (arch, d64)
+
+
+def test_metadata_from_training_cache_manifest(tmp_path):
+    from abstopk.data.cache import CacheWriter
+
+    header = {"model": "smollm2-135m", "model_revision": "abc", "layer": 9,
+              "site": "resid_post", "hook_name": "blocks.9.hook_resid_post", "d_in": D_IN,
+              "dtype": "float32", "context_size": 128, "keep_bos": False, "batch_size": 2,
+              "corpus": {}, "requested_tokens": 0}
+    CacheWriter(tmp_path / "cache", header).set(complete=True)
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="abstopk", k=K,
+                        dataset=str(tmp_path / "cache")))
+    md = to_saelens(sae)[0]["metadata"]
+    assert (md["model_name"], md["hook_name"], md["hook_layer"], md["context_size"]) == \
+        ("smollm2-135m", "blocks.9.hook_resid_post", 9, 128)
+    assert md["exclude_special_tokens"] is True and md["abstopk_model_revision"] == "abc"

@@ -52,6 +52,19 @@ def hook_name_for(layer: int | None, site: str | None) -> str | None:
     return f"blocks.{layer}.hook_{site}"
 
 
+def _training_manifest(dataset: str | None) -> dict[str, Any]:
+    """Manifest of the activation cache an SAE was trained on ({} if it is not a cache)."""
+    import json
+
+    if not dataset:
+        return {}
+    try:
+        m = json.loads((Path(dataset) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
 def _double(t: dict[str, Tensor]) -> dict[str, Tensor]:
     """Weights of the twice-as-wide unsigned SAE equal to a signed one (see module doc)."""
     out = {
@@ -106,22 +119,27 @@ def to_saelens(sae, *, model_name: str | None = None,
         t.pop("threshold", None)
     d_sae = t["W_enc"].shape[1]
     norm = cfg.normalize_activations if cfg.normalize_activations == "layer_norm" else "none"
-    hook = hook_name or cfg.hook_name or hook_name_for(cfg.hook_layer, cfg.hook_site)
+    # metadata the cfg lacks: from the manifest of the cache it was trained on, if present
+    man = _training_manifest(cfg.dataset)
+    layer = cfg.hook_layer if cfg.hook_layer is not None else man.get("layer")
+    site = cfg.hook_site or man.get("site")
+    hook = (hook_name or cfg.hook_name or man.get("hook_name")
+            or hook_name_for(layer, site))
     metadata = {
         "sae_lens_version": SAELENS_FORMAT_VERSION,
         "sae_lens_training_version": SAELENS_FORMAT_VERSION,
-        "model_name": model_name or cfg.model_name,
+        "model_name": model_name or cfg.model_name or man.get("model"),
         "hook_name": hook,
-        "hook_layer": cfg.hook_layer,     # SAEBench reads it from the metadata
+        "hook_layer": layer,              # SAEBench reads it from the metadata
         "hook_head_index": None,
-        "context_size": cfg.context_size,
+        "context_size": cfg.context_size or man.get("context_size"),
         "prepend_bos": True,
+        "exclude_special_tokens": not man.get("keep_bos", False),
         "dataset_path": cfg.dataset,
         "exported_by": f"abstopk {__version__}",
         "abstopk_architecture": arch,
         "abstopk_d_sae": cfg.d_sae,
-        "abstopk_hook_layer": cfg.hook_layer,
-        "abstopk_model_revision": cfg.model_revision,
+        "abstopk_model_revision": cfg.model_revision or man.get("model_revision"),
     }
     sl_cfg: dict[str, Any] = {
         "architecture": sl_arch,

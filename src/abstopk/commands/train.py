@@ -99,7 +99,7 @@ def train_command(
         n_bad = getattr(source, "n_nonfinite", 0)
         if n_bad:
             typer.echo(f"skipping {n_bad} rows holding NaN/Inf values", err=True)
-        trainer = Trainer(cfg, source, sae_metadata={"dataset": str(activations)})
+        trainer = Trainer(cfg, source, sae_metadata=_metadata(activations))
         trainer.prepare()
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
@@ -111,6 +111,25 @@ def train_command(
         f"{name} {m[name]:.4g}" for name in ("nmse", "l0", "dead_frac") if name in m)
     typer.echo(f"saved {cfg.architecture} SAE (d_sae {cfg.d_sae}) to {out}"
                + (f" [{summary}]" if summary else ""))
+
+
+def _metadata(activations: Path) -> dict:
+    """SAEConfig metadata for cfg.json: the cache's model, layer, site, context and identity."""
+    if not (Path(activations) / "manifest.json").is_file():
+        return {"dataset": str(activations)}
+    from ..data.cache import ActivationCache
+
+    c = ActivationCache(activations)
+    m = c.manifest
+    return {
+        "dataset": c.identity(),
+        "model_name": m.get("model"),
+        "model_revision": m.get("model_revision"),
+        "hook_layer": m.get("layer"),
+        "hook_site": m.get("site"),
+        "hook_name": m.get("hook_name"),
+        "context_size": m.get("context_size"),
+    }
 
 
 def register(app: typer.Typer) -> None:

@@ -100,6 +100,11 @@ class SweepConfig:
     lr: float = _f(4e-4, "Peak Adam learning rate.")
     seeds: list[int] = _f([0, 1, 2], "Seeds (init and data order); mean ± std over them.")
     dead_tokens: int = _f(1_000_000, "A latent is dead (AuxK) after this many tokens unfired.")
+    jumprelu_init_threshold: float = _f(1.0, "Initial JumpReLU threshold θ (normalised units; "
+                                        "1.0 as in the paper's code, so that short runs start "
+                                        "near a sparse code).")
+    l0_controller_ki: float = _f(0.02, "Integral gain of the target-L0 controller (per step, "
+                                 "log space).")
     eval_tokens: int = _f(16384, "Held-out activations for the reconstruction metrics.")
     eval_contexts: int = _f(16, "Held-out contexts for loss recovered / KL (0: skip).")
     eval_cache: str | None = _f(None, "Held-out activation cache (default: harvest eval_tokens "
@@ -201,7 +206,8 @@ def train_config_for(spec: SweepSpec, cfg: SweepConfig) -> Any:
     return TrainConfig(architecture=spec.architecture, d_sae=cfg.d_sae, steps=cfg.steps,
                        batch_size=cfg.batch_size, lr=cfg.lr, seed=spec.seed,
                        dead_tokens=cfg.dead_tokens, device=cfg.device, progress=False,
-                       prefetch=0, **kw)
+                       jumprelu_init_threshold=cfg.jumprelu_init_threshold,
+                       l0_controller_ki=cfg.l0_controller_ki, prefetch=0, **kw)
 
 
 # ---------------------------------------------------------------------- one-pass training

@@ -43,6 +43,7 @@ and test by ``test_fraction``; so the splits are balanced, stratified and determ
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import hashlib
 import html
@@ -258,13 +259,25 @@ def fetch(fever: bool = False, cache: str | os.PathLike | None = None,
 
 
 # ------------------------------------------------------------------------------- readers
+def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
 def read_vader(sdist: str | os.PathLike, threshold: float = 1.0) -> list[Example]:
     """VADER ground-truth sentences with |mean valence| ≥ ``threshold`` from the sdist.
 
     label ``positive`` (valence ≥ +threshold) or ``negative`` (≤ −threshold); ``attr2`` the
     source (``movie``, ``tweets``, ``amazon``, ``nyt``). Order: source files sorted by name,
     lines in file order. HTML entities (``&amp;``, some escaped twice) are unescaped.
+    Parsed once per (file, size, mtime) and threshold in a process.
     """
+    return list(_read_vader(_file_key(sdist), float(threshold)))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_vader(key: tuple[str, int, int], threshold: float) -> tuple[Example, ...]:
+    sdist = key[0]
     out: list[Example] = []
     with tarfile.open(sdist) as outer:
         member = next((m for m in outer.getmembers()
@@ -297,7 +310,7 @@ def read_vader(sdist: str | os.PathLike, threshold: float = 1.0) -> list[Example
                     out.append(Example(text, "negative", src))
     if not out:
         raise DataUnavailable(f"{sdist}: no ground-truth sentences found")
-    return out
+    return tuple(out)
 
 
 def read_fever(sdist: str | os.PathLike) -> list[Example]:
@@ -360,8 +373,16 @@ def read_language(sources: str | os.PathLike) -> list[Example]:
     """Sentences of linux-doc translations (label = folder, e.g. ``it_IT``) and English
     sentences from the originals of the same pages (label ``en``); deduplicated per label.
 
-    ``sources`` is the ``html/_sources`` folder. Files are read in sorted order.
+    ``sources`` is the ``html/_sources`` folder. Files are read in sorted order; the result is
+    kept per folder (and its translations folder's mtime) for the life of the process.
     """
+    tr = Path(sources) / "translations"
+    return list(_read_language(str(Path(sources).resolve()), tr.stat().st_mtime_ns
+                               if tr.exists() else 0))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_language(sources: str, _mtime: int) -> tuple[Example, ...]:
     from ...data.corpus import clean_rst
 
     root = Path(sources)
@@ -388,7 +409,7 @@ def read_language(sources: str | os.PathLike) -> list[Example]:
         add(root / rel, "en")
     if not out:
         raise DataUnavailable(f"{root}: no translation sentences found")
-    return out
+    return tuple(out)
 
 
 def read_user_file(path: str | os.PathLike) -> list[Example]:
