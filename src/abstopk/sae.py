@@ -77,6 +77,7 @@ class SAEConfig:
     hook_name: str | None = _doc("Full hook name, e.g. blocks.9.hook_resid_post.", None)
     context_size: int | None = _doc("Context length used when harvesting.", None)
     dataset: str | None = _doc("Corpus / activation cache identity the SAE was trained on.", None)
+    keep_bos: bool | None = _doc("Whether BOS positions were in the training activations.", None)
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_sae", "n_steps"):

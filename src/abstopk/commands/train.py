@@ -129,6 +129,7 @@ def _metadata(activations: Path) -> dict:
         "hook_site": m.get("site"),
         "hook_name": m.get("hook_name"),
         "context_size": m.get("context_size"),
+        "keep_bos": m.get("keep_bos"),
     }
 
 

@@ -97,7 +97,9 @@ def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
     if layer is None:
         raise ValueError("the SAE's cfg.json records no hook_layer (nor does a cache it names): "
                          "pass --layer")
-    keep_bos = next((bool(m["keep_bos"]) for m in manifests if "keep_bos" in m), False)
+    keep_bos = getattr(cfg, "keep_bos", None)
+    if keep_bos is None:
+        keep_bos = next((bool(m["keep_bos"]) for m in manifests if "keep_bos" in m), False)
     return {
         "model": pick(model, cfg.model_name, "model") or DEFAULT_MODEL,
         "layer": int(layer),
