@@ -166,6 +166,7 @@ def run_pipeline(
     lr: float = 1e-3,
     console: Any = None,
     progress: bool = True,
+    loaded: tuple | None = None,
 ) -> dict[str, Any]:
     """Run the real-model pipeline (module docstring) into ``out_dir``; return its results.
 
@@ -180,6 +181,7 @@ def run_pipeline(
         eval_tokens / eval_contexts: held-out activations for reconstruction / held-out
             contexts for loss recovered (default 8192 / 8; quick 2048 / 2).
         probe_examples: sentiment sentences for sparse probing (0 skips it).
+        loaded: an already loaded ``(model, tokenizer, info)`` of ``model`` (else loaded here).
 
     Returns ``{"settings", "cache", "sweep" (run_sweep's result), "probing", "files",
     "stage_seconds", "seconds"}``; the same (JSON-safe) in ``out_dir/pipeline.json``.
@@ -217,7 +219,7 @@ def run_pipeline(
     # 2. harvest --------------------------------------------------------------------------
     t0 = _header(console, 2, n, f"harvest {s['tokens']:,} activations of {s['model']} after "
                  f"block {s['layer']} (context 128)")
-    lm = load_model(s["model"])
+    lm = loaded if loaded is not None else load_model(s["model"])
     info = lm[2]
     console.print(f"model: {s['model']} ({getattr(info, 'n_layers', '?')} blocks, "
                   f"d_model {getattr(info, 'd_model', '?')})")

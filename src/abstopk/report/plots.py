@@ -42,6 +42,14 @@ def _curves(rows: list[dict[str, Any]], metric: str, mode: str
             ) -> dict[str, list[tuple[float, float, float, float]]]:
     """{architecture: [(l0_mean, l0_std, metric_mean, metric_std), ...] sorted by L0}."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    if mode == "inference_k":
+        # the dashed curve passes through the SAE at the k it was trained with
+        refs = {(str(r["architecture"]), _num(r.get("sparsity"))) for r in rows
+                if r.get("mode") == "inference_k"}
+        for r in rows:
+            key = (str(r["architecture"]), _num(r.get("sparsity")))
+            if r.get("mode") == "trained" and key in refs:
+                groups.setdefault(key, []).append(r)
     for r in rows:
         if r.get("mode") != mode:
             continue
