@@ -84,8 +84,8 @@ def test_batch_level_needs_threshold_then_uses_it():
         sae(x)
     sae.train()
     z_train = sae(x).z
-    theta = float(sae.threshold[0])
-    assert theta == pytest.approx(float(z_train[z_train != 0].abs().min()))
+    theta = float(sae.threshold[0].detach())
+    assert theta == pytest.approx(float(z_train[z_train != 0].abs().min().detach()))
     sae.eval()
     z_eval = sae(x).z
     # the threshold rule keeps exactly the entries with |u| > θ

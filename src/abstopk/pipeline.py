@@ -41,18 +41,22 @@ class PipelineSettings(dict):
     """The resolved settings of one :func:`run_pipeline` call (a plain dict, JSON-ready)."""
 
 
-def _settings(*, tokens: int, d_sae: int, steps: int, seeds: Sequence[int], quick: bool,
+def _settings(*, tokens: int | None, d_sae: int | None, steps: int | None,
+              seeds: Sequence[int], quick: bool,
               batch_size: int | None, k_values: Sequence[int] | None, layer: int, model: str,
               eval_tokens: int | None, eval_contexts: int | None,
               probe_examples: int | None, lr: float) -> PipelineSettings:
     if quick:
         k_default: Sequence[int] = (MATCHED_K,)
-        defaults = dict(batch_size=256, eval_tokens=2048, eval_contexts=2, probe_examples=64)
+        defaults = dict(tokens=16_384, d_sae=512, steps=60, batch_size=256, eval_tokens=2048,
+                        eval_contexts=2, probe_examples=64)
     else:
         k_default = (16, MATCHED_K, 64)
-        defaults = dict(batch_size=1024, eval_tokens=8192, eval_contexts=8, probe_examples=200)
+        defaults = dict(tokens=100_000, d_sae=2304, steps=200, batch_size=1024,
+                        eval_tokens=8192, eval_contexts=8, probe_examples=200)
     s = PipelineSettings(
-        model=model, layer=int(layer), tokens=int(tokens), d_sae=int(d_sae), steps=int(steps),
+        model=model, layer=int(layer), tokens=int(tokens or defaults["tokens"]),
+        d_sae=int(d_sae or defaults["d_sae"]), steps=int(steps or defaults["steps"]),
         seeds=[int(x) for x in seeds], quick=bool(quick), lr=float(lr),
         k_values=sorted({int(k) for k in (k_values or k_default)}),
         batch_size=int(batch_size or defaults["batch_size"]),
@@ -151,9 +155,9 @@ def _print_probe(probe: dict[str, Any], console: Any) -> None:
 def run_pipeline(
     out_dir: str | Path,
     *,
-    tokens: int = 100_000,
-    d_sae: int = 2304,
-    steps: int = 200,
+    tokens: int | None = None,
+    d_sae: int | None = None,
+    steps: int | None = None,
     seeds: Sequence[int] = (0,),
     quick: bool = False,
     batch_size: int | None = None,
@@ -171,12 +175,14 @@ def run_pipeline(
     """Run the real-model pipeline (module docstring) into ``out_dir``; return its results.
 
     Args:
-        tokens: activations harvested for training (rows of the cache).
-        d_sae: latents per SAE (2304 = 4 × SmolLM2's 576).
-        steps: optimisation steps per SAE (batches of ``batch_size`` tokens; default 1024,
-            256 with ``quick``).
+        tokens: activations harvested for training (rows of the cache; default 100,000,
+            quick 16,384).
+        d_sae: latents per SAE (default 2304 = 4 × SmolLM2's 576; quick 512).
+        steps: optimisation steps per SAE (default 200, quick 60) of ``batch_size`` tokens
+            (default 1024, quick 256).
         seeds: one SAE per seed and (architecture, k); tables show mean ± std over seeds.
-        quick: a smoke run: only k = 32, smaller evaluation and probing sets.
+        quick: a smoke run: smaller defaults, only k = 32, smaller evaluation/probing sets.
+            Explicit arguments override the defaults of either mode.
         k_values: the sparsity grid (default 16, 32, 64; quick: 32).
         eval_tokens / eval_contexts: held-out activations for reconstruction / held-out
             contexts for loss recovered (default 8192 / 8; quick 2048 / 2).

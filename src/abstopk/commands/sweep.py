@@ -32,7 +32,15 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def sweep_command(
-    cache: Path = typer.Option(..., "--cache", help=_h("cache")),
+    cache: Path | None = typer.Option(
+        None, "--cache", help=_h("cache") + " Omitted: harvest --tokens rows of --model at "
+        "--layer from the embedded corpus into OUT/cache_L<layer>_<tokens> first (reused when "
+        "complete)."),
+    model: str = typer.Option("smollm2-135m", "--model",
+                              help="Model to harvest with when --cache is omitted."),
+    layer: int = typer.Option(9, "--layer", help="Block to harvest when --cache is omitted."),
+    tokens: int = typer.Option(200_000, "--tokens",
+                               help="Rows to harvest when --cache is omitted."),
     out: Path = typer.Option(..., "--out", help=_h("out")),
     architectures: str = typer.Option("topk,abstopk,jumprelu", "--architectures",
                                       help=_h("architectures")),
@@ -66,13 +74,13 @@ def sweep_command(
     sweep.json, sweep.png and sweep.md into --out and print mean ± std over seeds."""
     from ..eval.sweep import SweepConfig, run_sweep
 
-    if not (cache / "manifest.json").is_file():
+    if cache is not None and not (cache / "manifest.json").is_file():
         raise UserError(f"{cache}: not an activation cache (no manifest.json)")
     if eval_cache is not None and not (eval_cache / "manifest.json").is_file():
         raise UserError(f"{eval_cache}: not an activation cache (no manifest.json)")
     try:
         cfg = SweepConfig(
-            cache=str(cache), out=str(out),
+            cache=str(cache or out / f"cache_L{layer}_{tokens}"), out=str(out),
             architectures=[a for a in architectures.replace(" ", "").split(",") if a],
             k=_ints(k, "--k"),
             jumprelu_targets=(_floats(jumprelu_targets, "--jumprelu-targets")
@@ -87,8 +95,20 @@ def sweep_command(
         )
     except ValueError as e:
         raise UserError(str(e)) from None
+    loaded = None
+    if cache is None:
+        from ..data.harvest import HarvestConfig, harvest
+        from ..lm.load import load_model
+
+        try:
+            hcfg = HarvestConfig(model=model, layers=[layer], tokens=tokens, out=cfg.cache,
+                                 device=device, progress=progress)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        loaded = load_model(model, device=device)
+        harvest(hcfg, model=loaded[0], tokenizer=loaded[1], info=loaded[2])
     try:
-        res = run_sweep(cfg)
+        res = run_sweep(cfg, loaded=loaded)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     typer.echo(f"sweep done in {res['seconds']:.0f} s: " + ", ".join(

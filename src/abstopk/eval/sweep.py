@@ -607,7 +607,8 @@ def print_table(summary: list[dict[str, Any]], console: Any = None, title: str |
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:  # a pipe gets 80 columns by default: too narrow for 10 columns
+        console = Console(width=None if sys.stdout.isatty() else 160)
     for mode, ttl in (("trained", title or "Sparsity sweep: held-out evaluation (mean ± std "
                        "over seeds)"),
                       ("inference_k", "Inference-time k (no retraining)")):
