@@ -20,14 +20,6 @@ SMALL = ["--k", "4", "--d-sae", "64", "--steps", "40", "--batch-size", "64", "--
          "--no-progress", "--log-every", "20"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture()
 def acts(tmp_path):
     g = np.random.default_rng(0)

@@ -19,25 +19,9 @@ from abstopk.commands import UserError
 from abstopk.data.cache import ActivationCache, CacheError
 from abstopk.data.harvest import HarvestConfig, harvest
 from abstopk.data.tokens import iter_contexts
-from abstopk.lm import load_model
 
 CTX, BATCH = 32, 2
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread (as the CLI subprocesses below): faster on a small shared CPU,
-    and the same thread count everywhere keeps float results comparable bit for bit."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_model("smollm2-135m")
 
 
 def _run(lm, out, **kw):

@@ -38,20 +38,6 @@ TEXTS = [
 T = 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU it is several times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return load_model("smollm2-135m")
-
-
 @pytest.fixture(scope="module")
 def batch(lm):
     """[2, T] token ids of real English text, BOS first (as the harvest packs contexts)."""

@@ -51,18 +51,6 @@ def test_accumulator_formula():
 
 
 # ------------------------------------------------------------------ real embedded model
-@pytest.fixture(scope="module")
-def lm():
-    from abstopk.lm import load_model
-
-    # one intra-op thread: on a loaded 2-core machine, 2 OpenMP threads turn every small op
-    # into a ~10 ms barrier wait (measured: 18 s vs 2 s per forward of 2×32 tokens)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model("smollm2-135m")
-    torch.set_num_threads(n)
-
-
 def _cli(argv) -> int:
     from abstopk.cli import main
 

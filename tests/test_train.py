@@ -14,15 +14,6 @@ from abstopk.train.schedule import L0Controller, lr_at, lr_factor
 from abstopk.train.trainer import RunMismatchError, Trainer, geometric_median
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small problems run fastest (and reproducibly) on one thread of the shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _sparse_data(n=6144, d=32, m=96, active=5, seed=0, offset=0.0):
     """x = z D + noise with a known unit-norm dictionary D [m, d] and `active` signed coefs."""
     g = torch.Generator().manual_seed(seed)
