@@ -74,6 +74,11 @@ def test_pipeline_end_to_end_tiny(tmp_path, lm):
     md = (out / "pipeline.md").read_text()
     assert "## Matched L0 = 16" in md and "| abstopk |" in md and "| jumprelu |" in md
     assert "sweep/sweep.png" in md
+    # every Markdown table row has the same number of cells as its header
+    for block in md.split("\n\n"):
+        lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+        if lines:
+            assert len({ln.count("|") for ln in lines}) == 1, block
     js = json.loads((out / "pipeline.json").read_text())
     assert js["cache_rows"] == 2048
     assert (out / "sweep" / "sweep.png").read_bytes()[:4] == b"\x89PNG"

@@ -52,7 +52,7 @@ def _settings(*, tokens: int | None, d_sae: int | None, steps: int | None,
                         eval_contexts=2, probe_examples=64)
     else:
         k_default = (16, MATCHED_K, 64)
-        defaults = dict(tokens=100_000, d_sae=2304, steps=200, batch_size=1024,
+        defaults = dict(tokens=65_536, d_sae=2304, steps=200, batch_size=512,
                         eval_tokens=8192, eval_contexts=8, probe_examples=200)
     s = PipelineSettings(
         model=model, layer=int(layer), tokens=int(tokens or defaults["tokens"]),
@@ -122,8 +122,8 @@ def _probe_stage(sweep: dict[str, Any], lm: tuple, s: PipelineSettings, console:
 def _probe_markdown(probe: dict[str, Any]) -> str:
     if probe.get("skipped"):
         return f"Probing skipped: {probe['skipped']}\n"
-    cols = [("sae_abs_top_1_test_accuracy", "top-1 (|z|)"),
-            ("sae_abs_top_5_test_accuracy", "top-5 (|z|)"),
+    cols = [("sae_abs_top_1_test_accuracy", "top-1 (abs z)"),
+            ("sae_abs_top_5_test_accuracy", "top-5 (abs z)"),
             ("sae_signed_top_1_test_accuracy", "top-1 (signed z)"),
             ("sae_test_accuracy", "all latents"), ("llm_test_accuracy", "raw residual")]
     lines = ["| architecture | " + " | ".join(c[1] for c in cols) + " |",
@@ -175,11 +175,11 @@ def run_pipeline(
     """Run the real-model pipeline (module docstring) into ``out_dir``; return its results.
 
     Args:
-        tokens: activations harvested for training (rows of the cache; default 100,000,
+        tokens: activations harvested for training (rows of the cache; default 65,536,
             quick 16,384).
         d_sae: latents per SAE (default 2304 = 4 × SmolLM2's 576; quick 512).
         steps: optimisation steps per SAE (default 200, quick 60) of ``batch_size`` tokens
-            (default 1024, quick 256).
+            (default 512, quick 256): 102,400 tokens, ≈ 1.6 epochs of the default cache.
         seeds: one SAE per seed and (architecture, k); tables show mean ± std over seeds.
         quick: a smoke run: smaller defaults, only k = 32, smaller evaluation/probing sets.
             Explicit arguments override the defaults of either mode.

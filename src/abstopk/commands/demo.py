@@ -36,6 +36,10 @@ class DemoContext:
     quick: bool
     console: Any
     results: dict[str, Any] = field(default_factory=dict)
+    tokens: int | None = None
+    d_sae: int | None = None
+    steps: int | None = None
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,21 @@ add_stage(Stage("synthetic", "Synthetic ground truth: one signed latent or a ± 
                 _synthetic_stage))
 
 
+def _pipeline_stage(ctx: DemoContext) -> Any:
+    from ..pipeline import run_pipeline
+
+    return run_pipeline(ctx.out / "pipeline", quick=ctx.quick, console=ctx.console,
+                        tokens=ctx.tokens, d_sae=ctx.d_sae, steps=ctx.steps,
+                        seeds=ctx.seeds or (0,))
+
+
+add_stage(Stage("pipeline", "Real model: harvest, train TopK / AbsTopK / JumpReLU at matched L0, "
+                "evaluate", _pipeline_stage))
+
+
 # ----------------------------------------------------------------------------- runner
 def run_demo(out: Path, quick: bool = False, console: Any = None,
-             stages: list[Stage] | None = None) -> DemoContext:
+             stages: list[Stage] | None = None, **knobs: Any) -> DemoContext:
     """Run ``stages`` (default: all of :data:`STAGES`) in order with a header each."""
     from .bench import make_console
 
@@ -97,7 +113,7 @@ def run_demo(out: Path, quick: bool = False, console: Any = None,
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    ctx = DemoContext(out=out, quick=quick, console=console)
+    ctx = DemoContext(out=out, quick=quick, console=console, **knobs)
     t_all = time.perf_counter()
     for i, stage in enumerate(stages, 1):
         console.rule(f"[bold]Stage {i}/{len(stages)}: {stage.title}")
@@ -111,9 +127,22 @@ def run_demo(out: Path, quick: bool = False, console: Any = None,
 def demo_command(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's outputs."),
     quick: bool = typer.Option(False, "--quick", help="Smaller, faster settings (smoke run)."),
+    tokens: int = typer.Option(None, "--tokens", help="Activations to harvest (default 65,536)."),
+    d_sae: int = typer.Option(None, "--d-sae", help="SAE width (default 2304 = 4 × 576)."),
+    steps: int = typer.Option(None, "--steps", help="Training steps per SAE (default 200)."),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default 0)."),
 ) -> None:
-    """Guided tour: shows AbsTopK's point on synthetic data with known bidirectional features."""
-    run_demo(out, quick=quick)
+    """Guided tour: synthetic ground truth, then harvest → train → evaluate on the embedded LM."""
+    seed_tuple = None
+    if seeds:
+        try:
+            seed_tuple = tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            raise UserError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    for name, v in (("--tokens", tokens), ("--d-sae", d_sae), ("--steps", steps)):
+        if v is not None and v < 1:
+            raise UserError(f"{name} must be ≥ 1, got {v}")
+    run_demo(out, quick=quick, tokens=tokens, d_sae=d_sae, steps=steps, seeds=seed_tuple)
 
 
 def register(app: typer.Typer) -> None:

@@ -349,13 +349,16 @@ def inference_k(sae: Any, k: int) -> Iterator[Any]:
 @torch.no_grad()
 def heldout_activations(model: Any, tokenizer: Any, *, layer: int, site: str, n_tokens: int,
                         context_size: int = 128, source: str = "embedded",
-                        batch_size: int = 8, progress: bool = False) -> Tensor:
-    """``n_tokens`` activations [n, d_in] (float32) of held-out contexts, BOS/pad dropped.
+                        batch_size: int = 8, keep_bos: bool = False,
+                        progress: bool = False) -> Tensor:
+    """``n_tokens`` activations [n, d_in] (float32) of held-out contexts, BOS/pad dropped
+    (``keep_bos``: BOS kept, as in a cache harvested with ``keep_bos``).
 
-    Same rule as harvesting (:func:`abstopk.data.harvest.keep_positions` with keep_bos off):
+    Same rule as harvesting (:func:`abstopk.data.harvest.keep_positions`):
     truncated forward to ``layer`` on packed held-out contexts of ``context_size`` tokens.
     """
-    from ..data.tokens import iter_contexts, special_position_mask
+    from ..data.harvest import keep_positions
+    from ..data.tokens import iter_contexts
     from ..lm.hooks import run_to_layer
 
     dev = next(model.parameters()).device
@@ -371,7 +374,8 @@ def heldout_activations(model: Any, tokenizer: Any, *, layer: int, site: str, n_
     def run(ids: Tensor) -> Tensor:
         acts = run_to_layer(model, ids.to(dev), layers=layer, site=site)[layer]
         x = acts.reshape(-1, acts.shape[-1])
-        return x[~special_position_mask(ids, tokenizer).reshape(-1).to(x.device)].float().cpu()
+        keep = keep_positions(ids, tokenizer, keep_bos).reshape(-1).to(x.device)
+        return x[keep].float().cpu()
 
     try:
         for c in iter_contexts(tokenizer, source=source, split="heldout",
@@ -481,9 +485,10 @@ def multi_loss_recovered(saes: dict[str, Any], model: Any, contexts: Iterable[Te
 def evaluate_saes(saes: dict[str, Any], x_eval: Tensor, *, lm: tuple | None = None,
                   layer: int | None = None, site: str = "resid_post", context_size: int = 128,
                   eval_contexts: int = 0, source: str = "embedded", batch_size: int = 4096,
-                  progress: bool = False) -> dict[str, dict[str, Any]]:
+                  keep_bos: bool = False, progress: bool = False) -> dict[str, dict[str, Any]]:
     """Reconstruction metrics on ``x_eval`` [n, d_in] and (with ``lm`` = (model, tokenizer) and
-    ``eval_contexts`` > 0) loss recovered / KL for each SAE; returns {name: metrics}."""
+    ``eval_contexts`` > 0) loss recovered / KL for each SAE; returns {name: metrics}.
+    ``keep_bos``: the SAEs were trained with BOS positions, so BOS is spliced too."""
     from .metrics import evaluate_reconstruction
 
     out: dict[str, dict[str, Any]] = {}
@@ -508,7 +513,8 @@ def evaluate_saes(saes: dict[str, Any], x_eval: Tensor, *, lm: tuple | None = No
             skip.add(int(tok.pad_token_id))
         ctx = iter_contexts(tok, source=source, split="heldout", context_size=context_size)
         lr = multi_loss_recovered(saes, model, ctx, layer=int(layer), site=site,
-                                  n_contexts=eval_contexts, skip_token_ids=skip,
+                                  n_contexts=eval_contexts,
+                                  skip_token_ids=None if keep_bos else skip,
                                   progress=progress)
         for name in out:
             out[name].update(lr[name])
@@ -639,7 +645,7 @@ def _metadata_from_cache(cache: Any) -> dict[str, Any]:
         "model_name": m.get("model"), "model_revision": m.get("model_revision"),
         "hook_layer": m.get("layer"), "hook_site": m.get("site"),
         "hook_name": m.get("hook_name"), "context_size": m.get("context_size"),
-        "dataset": cache.identity(),
+        "keep_bos": m.get("keep_bos"), "dataset": cache.identity(),
     }
 
 
@@ -683,6 +689,7 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
     specs = sweep_specs(cfg)
     layer, site = int(cache.manifest["layer"]), str(cache.manifest["site"])
     ctx_size = int(cache.manifest.get("context_size") or 128)
+    keep_bos = bool(cache.manifest.get("keep_bos", False))
     corpus = cache.manifest.get("corpus") or {}
     source_name = "embedded" if not isinstance(corpus, dict) else str(
         corpus.get("source") or corpus.get("name") or "embedded")
@@ -711,7 +718,8 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
         log(f"computing {cfg.eval_tokens} held-out activations at layer {layer} ({site})")
         x_eval = heldout_activations(model, tok, layer=layer, site=site,
                                      n_tokens=cfg.eval_tokens, context_size=ctx_size,
-                                     source=source_name, progress=cfg.progress)
+                                     source=source_name, keep_bos=keep_bos,
+                                     progress=cfg.progress)
     if x_eval.shape[1] != cache.d_in:
         raise ValueError(f"held-out activations have width {x_eval.shape[1]}, cache {cache.d_in}")
 
@@ -740,7 +748,7 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
         need_lm = cfg.eval_contexts > 0
         ev = evaluate_saes(saes, x_eval, lm=get_lm()[:2] if need_lm else None, layer=layer,
                            site=site, context_size=ctx_size, eval_contexts=cfg.eval_contexts,
-                           source=source_name, progress=cfg.progress)
+                           source=source_name, keep_bos=keep_bos, progress=cfg.progress)
         for spec, tr in zip(group, mt.trainers, strict=True):
             lm_ = tr.last_metrics or {}
             rows.append(_row(spec, cfg, ev[spec.name], mode="trained",
@@ -763,7 +771,7 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
                             lm=get_lm()[:2] if (need_lm and cfg.inference_k_loss) else None,
                             layer=layer, site=site, context_size=ctx_size,
                             eval_contexts=cfg.eval_contexts if cfg.inference_k_loss else 0,
-                            source=source_name)[spec.name]
+                            source=source_name, keep_bos=keep_bos)[spec.name]
                     rows.append(_row(spec, cfg, ev_k, mode="inference_k", k_eval=int(k),
                                      extra={"sae_dir": str(out / "saes" / spec.name)}))
         write_csv(rows, out / "sweep.csv")  # partial results survive an interruption
