@@ -59,7 +59,7 @@ __all__ = [
 
 #: Rows of the encoder GEMM computed per block on CPU (block = chunk_rows × d_sae floats,
 #: reused across calls). ``None`` or ``0`` = whole batch in one block.
-CPU_CHUNK_ROWS: int | None = int(os.environ.get("ABSTOPK_CHUNK_ROWS", "256")) or None
+CPU_CHUNK_ROWS: int | None = int(os.environ.get("ABSTOPK_CHUNK_ROWS", "1024")) or None
 
 #: Encoder GEMM backend on CPU: "addmm" (MKL/OpenBLAS through torch.addmm) or "onednn"
 #: (``torch.ops.mkldnn._linear_pointwise``, private op; falls back to addmm when missing).
