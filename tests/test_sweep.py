@@ -33,15 +33,6 @@ from abstopk.train.trainer import Trainer
 D_IN = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one intra-op thread is faster (and steadier on a shared 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n: int = 4096, seed: int = 0) -> torch.Tensor:
     """Sparse signed combinations of 48 random unit directions plus noise: [n, D_IN]."""
     g = torch.Generator().manual_seed(seed)
