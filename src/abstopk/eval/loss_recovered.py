@@ -98,7 +98,9 @@ class LossRecoveredAccumulator:
         return out
 
 
-def _batches(contexts: Iterable[Tensor], batch_size: int, n_contexts: int | None):
+def batch_contexts(contexts: Iterable[Tensor], batch_size: int, n_contexts: int | None):
+    """Stack token contexts ([T] each, or [n, T] blocks) into [≤ batch_size, T] batches,
+    stopping after ``n_contexts`` contexts (None: all)."""
     buf: list[Tensor] = []
     seen = 0
     for c in contexts:
@@ -187,7 +189,7 @@ def evaluate_loss_recovered(
     was_training = model.training
     model.eval()
     try:
-        for tokens in _batches(contexts, batch_size, n_contexts):
+        for tokens in batch_contexts(contexts, batch_size, n_contexts):
             tokens = tokens.to(dev)
             if tokens.shape[1] < 2:
                 raise ValueError("contexts need at least 2 tokens to predict one")

@@ -110,16 +110,12 @@ def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
 
 
 def _context_batches(tokenizer, *, source: str, context_size: int, batch_size: int):
+    """Held-out contexts of ``source`` as [≤ batch_size, context_size] token batches."""
     from ..data.tokens import iter_contexts
+    from .loss_recovered import batch_contexts
 
-    buf = []
-    for c in iter_contexts(tokenizer, source=source, split="heldout", context_size=context_size):
-        buf.append(c)
-        if len(buf) == batch_size:
-            yield torch.stack(buf)
-            buf = []
-    if buf:
-        yield torch.stack(buf)
+    contexts = iter_contexts(tokenizer, source=source, split="heldout", context_size=context_size)
+    return batch_contexts(contexts, batch_size, None)
 
 
 @torch.no_grad()

@@ -423,7 +423,7 @@ def multi_loss_recovered(saes: dict[str, Any], model: Any, contexts: Iterable[Te
     Returns {name: result dict of ``LossRecoveredAccumulator.result()``} (no error-kept run).
     """
     from ..lm.hooks import replace_activation
-    from .loss_recovered import LossRecoveredAccumulator, _batches, predicted_token_ce_kl
+    from .loss_recovered import LossRecoveredAccumulator, batch_contexts, predicted_token_ce_kl
     from .metrics import sae_reconstruct
 
     accs = {name: LossRecoveredAccumulator() for name in saes}
@@ -450,7 +450,7 @@ def multi_loss_recovered(saes: dict[str, Any], model: Any, contexts: Iterable[Te
     was_training = model.training
     model.eval()
     try:
-        for tokens in _batches(contexts, batch_size, n_contexts):
+        for tokens in batch_contexts(contexts, batch_size, n_contexts):
             tokens = tokens.to(dev)
             if skip is not None:
                 keep = torch.isin(tokens, skip.to(dev))
