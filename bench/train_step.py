@@ -15,6 +15,10 @@ Usage::
     python bench/train_step.py                 # full W1 table (~10 min on 2 cores)
     python bench/train_step.py --quick         # small smoke run (seconds)
     python bench/train_step.py --only abstopk_abstopk,gemm_matmul --repeats 3
+    python bench/train_step.py --device cuda   # same workload on a GPU (peers skipped)
+
+On CUDA every timed step ends with ``torch.cuda.synchronize()``, the peak column is
+``torch.cuda.max_memory_allocated`` and the oneDNN row is skipped.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ W1 = Shape(B=4096, D=576, F=9216, k=32, k_aux=288)
 QUICK = Shape(B=512, D=96, F=768, k=16, k_aux=48)
 
 
-def make_batches(s: Shape, n_batches: int = 4):
+def make_batches(s: Shape, n_batches: int = 4, device: str = "cpu"):
     """Low-rank + noise data: X = Z·A + 0.3·ε + μ (seed 0), as ``n_batches`` [B, D] tensors."""
     import torch
 
@@ -77,15 +81,15 @@ def make_batches(s: Shape, n_batches: int = 4):
     A = torch.randn(64, s.D, generator=g) * (2 / 8)
     mu = torch.randn(s.D, generator=g) * 0.5
     X = Z @ A + 0.3 * torch.randn(n, s.D, generator=g) + mu
-    return [X[i * s.B:(i + 1) * s.B].contiguous() for i in range(n_batches)]
+    return [X[i * s.B:(i + 1) * s.B].contiguous().to(device) for i in range(n_batches)]
 
 
 # ----------------------------------------------------------------------------- builders
-def build(name: str, s: Shape):
+def build(name: str, s: Shape, device: str = "cpu"):
     """Return a zero-argument callable running one step of variant ``name`` on batch i."""
     import torch
 
-    batches = make_batches(s)
+    batches = make_batches(s, device=device)
     it = {"i": 0}
 
     def next_batch():
@@ -96,16 +100,16 @@ def build(name: str, s: Shape):
     aux = name.endswith("_aux") or "_aux_" in name
     if name.startswith("gemm_"):
         g = torch.Generator().manual_seed(1)
-        W = torch.randn(s.D, s.F, generator=g) / s.D**0.5
-        b = torch.zeros(s.F)
+        W = (torch.randn(s.D, s.F, generator=g) / s.D**0.5).to(device)
+        b = torch.zeros(s.F, device=device)
         if name == "gemm_matmul":
             return lambda: next_batch() @ W
         if name == "gemm_addmm_out":
-            out = torch.empty(s.B, s.F)
+            out = torch.empty(s.B, s.F, device=device)
             return lambda: torch.addmm(b, next_batch(), W, out=out)
         from abstopk.kernels import onednn_available
 
-        if not onednn_available():
+        if device != "cpu" or not onednn_available():
             raise RuntimeError("oneDNN linear not available")
         Wt = W.t().contiguous()
         return lambda: torch.ops.mkldnn._linear_pointwise(next_batch(), Wt, b, "none", [], "")
@@ -114,8 +118,8 @@ def build(name: str, s: Shape):
         from abstopk import kernels
 
         g = torch.Generator().manual_seed(1)
-        W = torch.randn(s.D, s.F, generator=g) / s.D**0.5
-        b = torch.zeros(s.F)
+        W = (torch.randn(s.D, s.F, generator=g) / s.D**0.5).to(device)
+        b = torch.zeros(s.F, device=device)
         signed = name == "select_abstopk"
 
         def sel():
@@ -125,7 +129,7 @@ def build(name: str, s: Shape):
         return sel
 
     if name.startswith("plain_"):
-        return _plain_dense(s, next_batch, aux)
+        return _plain_dense(s, next_batch, aux, device)
 
     if name.startswith("abstopk_"):
         from abstopk import kernels
@@ -137,9 +141,10 @@ def build(name: str, s: Shape):
             kernels.GEMM_BACKEND = "onednn"
         if name.endswith("_nochunk"):
             kernels.CPU_CHUNK_ROWS = None
-        sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k), seed=0)
+        sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k), seed=0,
+                  device=device)
         opt = make_optimizer(sae, lr=1e-4)
-        dead = torch.ones(s.F, dtype=torch.bool) if aux else None
+        dead = torch.ones(s.F, dtype=torch.bool, device=device) if aux else None
 
         def step():
             return train_step(sae, opt, next_batch(), dead_mask=dead,
@@ -147,6 +152,8 @@ def build(name: str, s: Shape):
 
         return step
 
+    if device != "cpu":
+        raise RuntimeError("peers are benchmarked on the CPU only")
     if name.startswith("saelens_"):
         return _saelens(s, next_batch, aux)
     if name.startswith("sparsify_"):
@@ -154,19 +161,19 @@ def build(name: str, s: Shape):
     raise ValueError(f"unknown variant {name!r}")
 
 
-def _plain_dense(s: Shape, next_batch, aux: bool):
+def _plain_dense(s: Shape, next_batch, aux: bool, device: str = "cpu"):
     """Plain PyTorch: Linear → topk → dense scatter → dense decoder → MSE (+AuxK) → Adam."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    W_dec = torch.randn(s.F, s.D, generator=g)
+    W_dec = torch.randn(s.F, s.D, generator=g).to(device)
     W_dec /= W_dec.norm(dim=1, keepdim=True)
     W_dec.requires_grad_(True)
     W_enc = W_dec.detach().t().contiguous().requires_grad_(True)
-    b_enc = torch.zeros(s.F, requires_grad=True)
-    b_dec = torch.zeros(s.D, requires_grad=True)
+    b_enc = torch.zeros(s.F, requires_grad=True, device=device)
+    b_dec = torch.zeros(s.D, requires_grad=True, device=device)
     opt = torch.optim.Adam([W_enc, b_enc, W_dec, b_dec], lr=1e-4)
-    dead = torch.ones(s.F, dtype=torch.bool)
+    dead = torch.ones(s.F, dtype=torch.bool, device=device)
 
     def step():
         x = next_batch()
@@ -255,27 +262,43 @@ def _sparsify(s: Shape, next_batch, aux: bool):
 
 
 # ----------------------------------------------------------------------------- child
-def run_child(name: str, s: Shape, steps: int, warmup: int, threads: int) -> dict:
+def run_child(name: str, s: Shape, steps: int, warmup: int, threads: int,
+              device: str = "cpu") -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    step = build(name, s)
+    cuda = device != "cpu"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    step = build(name, s, device)
+    sync()
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        rss_built = torch.cuda.memory_allocated() / 2**20
     for _ in range(warmup):
         step()
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times, cpus = [], []
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
         t0, p0 = time.perf_counter(), time.process_time()
         step()
+        sync()
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - p0)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
     return {
         "name": name,
         "ms": 1e3 * statistics.median(times),
-        "ms_all": [round(1e3 * t, 1) for t in times],
+        "ms_all": [round(1e3 * t, 3 if cuda else 1) for t in times],
         "cpu_ms": 1e3 * statistics.median(cpus),
         "cpu_util": cpu / (wall * threads),
         "peak_mib": peak,
@@ -303,13 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--json", default="", help="also write the raw results to this file")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (peers: CPU only)")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     s = QUICK if a.quick else W1
     steps = a.steps or (3 if a.quick else 10)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     if a.child:
-        res = run_child(a.child, s, steps, warmup, a.threads)
+        res = run_child(a.child, s, steps, warmup, a.threads, a.device)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
 
@@ -317,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if n not in VARIANTS:
             ap.error(f"unknown variant {n!r}; known: {', '.join(VARIANTS)}")
+    on_gpu = a.device != "cpu"
+    if on_gpu and not a.only:  # peers and the oneDNN row are CPU-only
+        names = [n for n in names if VARIANTS[n][1] not in ("saelens", "sparsify")
+                 and n not in ("gemm_onednn", "abstopk_abstopk_aux_onednn",
+                               "abstopk_abstopk_aux_nochunk")]
     skipped = [n for n in names if not available(VARIANTS[n][1])]
     names = [n for n in names if n not in skipped]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
@@ -329,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             if n in failed:
                 continue
             cmd = [sys.executable, os.path.abspath(__file__), "--child", n,
-                   "--steps", str(steps), "--warmup", str(warmup), "--threads", str(a.threads)]
+                   "--steps", str(steps), "--warmup", str(warmup), "--threads", str(a.threads),
+                   "--device", a.device]
             if a.quick:
                 cmd.append("--quick")
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -340,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res = json.loads(line[-1][7:])
             results[n].append(res)
-            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.1f} ms  util {res['cpu_util']:.2f}  "
+            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.3f} ms  util {res['cpu_util']:.2f}  "
                   f"peak {res['peak_mib']:.0f} MiB  steps {res['ms_all']}",
                   file=sys.stderr)
 
@@ -357,14 +387,17 @@ def main(argv: list[str] | None = None) -> int:
     gemms = {n: v["ms"] for n, v in rows.items() if VARIANTS[n][1] == "gemm"}
     floor_name = min(gemms, key=gemms.get) if gemms else None
     floor = gemms[floor_name] if floor_name else float("nan")
+    where = f"{a.threads} threads" if not on_gpu else a.device
     print(f"\nW1-style step, B={s.B}, d_in={s.D}, d_sae={s.F}, k={s.k}, k_aux={s.k_aux}, fp32, "
-          f"{a.threads} threads; ratio to the fastest GEMM ({floor_name}, {floor:.1f} ms)\n")
+          f"{where}; ratio to the fastest GEMM ({floor_name}, {floor:.3f} ms)\n")
+    mem = "peak GPU MiB (Δ)" if on_gpu else "peak RSS MiB (Δ)"
+    digits = 3 if on_gpu else 1
     cfloor = min((rows[n]["cpu_ms"] for n in gemms), default=float("nan"))
-    print("| variant | what | ms/step | tokens/s | ÷ fastest GEMM | peak RSS MiB (Δ) | cpu util "
+    print(f"| variant | what | ms/step | tokens/s | ÷ fastest GEMM | {mem} | cpu util "
           "| CPU ms/step | CPU ÷ fastest GEMM |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for n, v in rows.items():
-        print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.1f} | {s.B / v['ms'] * 1e3:,.0f} | "
+        print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.{digits}f} | {s.B / v['ms'] * 1e3:,.0f} | "
               f"{v['ms'] / floor:.2f} | {v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} | "
               f"{v['cpu_ms']:.0f} | {v['cpu_ms'] / cfloor:.2f} |")
     for n in skipped:

@@ -81,6 +81,35 @@ def test_topk_encode_matches_reference(signed, aux, case):
         _close(got[3][name], ref[3][name])
 
 
+@pytest.mark.parametrize("x_grad", [False, True], ids=["x_const", "x_grad"])
+@pytest.mark.parametrize("signed", [False, True], ids=["topk", "abstopk"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[5]])
+def test_shift_gradient_matches_subtracting_outside(signed, x_grad, case):
+    """topk_encode(x, …, shift=s) ≡ topk_encode_reference(x − s, …), ∂s = −Σ_b ∂x_c included."""
+    B, D, Fn, k, k_aux, dead_frac, chunk = case
+    p = _problem(B, D, Fn, seed=7 * B + Fn, dead_frac=dead_frac)
+    res = {}
+    for name, fn in (("ref", None), ("got", K.topk_encode)):
+        x = p["x"].clone().requires_grad_(x_grad)
+        s = p["bd"].clone().requires_grad_(True)
+        W = p["W"].clone().requires_grad_(True)
+        b = p["b"].clone().requires_grad_(True)
+        if fn is None:
+            v, i, av, ai = K.topk_encode_reference(x - s, W, b, k, signed, p["mask"], k_aux)
+        else:
+            v, i, av, ai = fn(x, W, b, k, signed, p["mask"], k_aux, chunk_rows=chunk, shift=s)
+        loss = (K.sparse_decode_reference(v, i, p["Wd"], None) * p["w_aux"]).sum()
+        loss = loss + K.sparse_decode_reference(av, ai, p["Wd"], None).pow(2).sum()
+        loss.backward()
+        res[name] = (v.detach(), s.grad, W.grad, b.grad, x.grad)
+    for a, r in zip(res["got"], res["ref"], strict=True):
+        if r is None:
+            assert a is None
+        else:
+            _close(a, r)
+    assert res["got"][1].abs().sum() > 0  # the shift really receives a gradient
+
+
 def test_known_answer_topk_and_abstopk_keep_signs():
     # W = I, b = 0: u = x. Row 0: u = [1, −3, 2, 0.5]; row 1: u = [−1, −2, −0.5, −4].
     x = torch.tensor([[1.0, -3.0, 2.0, 0.5], [-1.0, -2.0, -0.5, -4.0]])
@@ -139,6 +168,15 @@ def test_sparse_decode_duplicates_and_grads():
         _close(a, b)
     # hand check of one row: x̂[0] = (v00 + v01)·W0 + v02·W3 + b
     _close(outs[1][0], (vals[0, 0] + vals[0, 1]) * Wd[0] + vals[0, 2] * Wd[3] + bd)
+
+
+def test_column_sums_both_paths():
+    idx = torch.tensor([[0, 3, 3], [2, 0, 1], [4, 4, 0]])
+    w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    expect = torch.tensor([1.0 + 5.0 + 9.0, 6.0, 4.0, 2.0 + 3.0, 7.0 + 8.0, 0.0])
+    for segment in (False, True):
+        K._CSC_CACHE.clear()
+        assert torch.equal(K._column_sums(idx, w, 6, segment=segment), expect)
 
 
 def test_sddmm_both_paths():

@@ -24,6 +24,7 @@ encoder ∂x_c  [B, D]        G · W_encᵀ                   ``embedding_bag`` 
 encoder ∂W_enc [D, F]       x_cᵀ · G                     (Gᵀ · x_c)ᵀ, Gᵀ in CSC order (sort by
                                                          latent) → ``embedding_bag`` with offsets
 encoder ∂b_enc [F]          Σ_b G[b, :]                  ``index_add_``
+encoder ∂shift [D]          −W_enc · Σ_b G[b, :]         one mat-vec (x_c = x − shift, x constant)
 decoder x̂     [B, D]        Z · W_dec                    ``embedding_bag`` (per-sample weights)
 decoder ∂W_dec [F, D]       Zᵀ · ∂x̂                      as ∂W_enc, no transpose (F×D layout)
 decoder ∂values [B, m]      (∂x̂ · W_decᵀ) on the support  sampled dense-dense product (SDDMM)
@@ -176,15 +177,36 @@ def _spmm_t(indices: Tensor, weights: Tensor, X: Tensor, n: int) -> Tensor:
                            per_sample_weights=weights.reshape(-1)[order])
 
 
+def _column_sums(indices: Tensor, weights: Tensor, n: int,
+                 segment: bool | None = None) -> Tensor:
+    """Σ_b S[b, :] [n] for the sparse S given by ``indices``/``weights`` [B, m].
+
+    ``index_add_`` on CPU (sequential, so deterministic); elsewhere the CSC-ordered
+    ``embedding_bag`` segment sum, because ``index_add_`` there uses float atomics whose
+    order, and so whose rounding, changes from run to run (a resumed run would not be
+    bit-identical). ``segment`` forces one path (default: by device).
+    """
+    if segment is None:
+        segment = indices.device.type != "cpu"
+    if not segment:
+        return torch.zeros(n, device=weights.device, dtype=weights.dtype).index_add_(
+            0, indices.reshape(-1), weights.reshape(-1))
+    order, _, offsets = _csc_order(indices, n)
+    table = weights.reshape(-1, 1)[order]
+    pos = torch.arange(table.shape[0], device=table.device)
+    return F.embedding_bag(pos, table, offsets, mode="sum").view(n)
+
+
 def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor, sampled: bool | None = None) -> Tensor:
     """out[b, j] = ⟨A[b], Bm[indices[b, j]]⟩ for A [B, D], Bm [n, D] → [B, m] (SDDMM).
 
-    ``sampled`` (default: on CPU) uses ``torch.sparse.sampled_addmm`` on the CSR pattern;
-    otherwise rows of ``Bm`` are gathered in blocks of ≤ 4M elements and reduced by ``bmm``.
+    ``sampled`` (default) uses ``torch.sparse.sampled_addmm`` on the CSR pattern (MKL on CPU,
+    cuSPARSE on CUDA: 2–5× faster than gathering there, ``bench/sparse_ops.py``); otherwise
+    rows of ``Bm`` are gathered in row blocks and reduced by ``bmm``.
     """
     nb, m = indices.shape
     if sampled is None:
-        sampled = A.device.type == "cpu"
+        sampled = A.device.type in ("cpu", "cuda")
     if sampled and nb * m > 0:
         crow = torch.arange(0, nb * m + 1, m, device=A.device, dtype=torch.int64)
         with warnings.catch_warnings():
@@ -196,8 +218,10 @@ def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor, sampled: bool | None = None) 
             res = torch.sparse.sampled_addmm(pattern, A, Bm.t(), beta=0.0)
         return res.values().view(nb, m)
     # generic path (CUDA etc.): gather in row blocks to bound the B×m×D temporary
+    # (≤ 4M elements on CPU, ≤ 128M = 512 MiB fp32 on an accelerator: few large launches)
     out = torch.empty(nb, m, dtype=A.dtype, device=A.device)
-    step = max(1, (1 << 22) // max(1, m * Bm.shape[1]))
+    budget = 1 << (22 if A.device.type == "cpu" else 27)
+    step = max(1, budget // max(1, m * Bm.shape[1]))
     for s in range(0, nb, step):
         e = min(nb, s + step)
         Wg = Bm.index_select(0, indices[s:e].reshape(-1)).view(e - s, m, -1)
@@ -226,19 +250,21 @@ class _TopKEncode(torch.autograd.Function):
     Backward, with g [B, k(+ka)] the incoming gradient of the kept values (masked by
     ``v > 0`` for TopK, the relu) and S the sparse B×F matrix of g on the selected support::
 
-        ∂x_c = S · W_encᵀ,   ∂W_enc = x_cᵀ · S,   ∂b_enc = Σ_b S[b]
+        ∂x_c = S · W_encᵀ,   ∂W_enc = x_cᵀ · S,   ∂b_enc = Σ_b S[b],
+        ∂shift = −W_enc · ∂b_enc   (x_c = x − shift; ∂x_c is skipped when x needs none)
     """
 
     @staticmethod
-    def forward(ctx, x_c, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
+    def forward(ctx, x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
                 backend):
+        x_c = x - shift if shift is not None else x
         nb, n = x_c.shape[0], W_enc.shape[1]
         dev, dt = x_c.device, x_c.dtype
         values = torch.empty(nb, k, device=dev, dtype=dt)
         indices = torch.empty(nb, k, device=dev, dtype=torch.int64)
         aux_v = torch.empty(nb, ka, device=dev, dtype=dt)
         aux_i = torch.empty(nb, ka, device=dev, dtype=torch.int64)
-        rows = nb if not chunk_rows else max(1, min(nb, chunk_rows))
+        rows = nb if not chunk_rows or dev.type != "cpu" else max(1, min(nb, chunk_rows))
         use_buf = dev.type == "cpu" and rows < nb
         Wt = W_enc.t().contiguous() if backend == "onednn" else None
         if use_buf:
@@ -286,6 +312,7 @@ class _TopKEncode(torch.autograd.Function):
         ctx.signed = signed
         ctx.n = n
         ctx.ka = ka
+        ctx.has_shift = shift is not None
         ctx.save_for_backward(x_c, W_enc, values, indices, aux_v, aux_i)
         ctx.mark_non_differentiable(indices, aux_i)
         return values, indices, aux_v, aux_i
@@ -307,18 +334,24 @@ class _TopKEncode(torch.autograd.Function):
             idx = torch.cat([indices, aux_i], 1)
         else:
             g, idx = g_v.contiguous(), indices
-        gx = gW = gb = None
-        if ctx.needs_input_grad[0]:
+        gx = gshift = gW = gb = None
+        need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
+        if need_x:
             gx = F.embedding_bag(idx, W_enc.t().contiguous(), mode="sum", per_sample_weights=g)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[2]:
             gWt = _spmm_t(indices, g_v.contiguous(), x_c, n)  # [F, D]
             if has_aux:
                 gWt += _spmm_t(aux_i, g_av.contiguous(), x_c, n)
             gW = gWt.t().contiguous()
-        if ctx.needs_input_grad[2]:
-            gb = torch.zeros(n, device=g.device, dtype=g.dtype).index_add_(
-                0, idx.reshape(-1), g.reshape(-1))
-        return gx, gW, gb, None, None, None, None, None, None, None
+        if ctx.needs_input_grad[3] or need_shift:
+            gb = _column_sums(idx, g, n)
+        if need_shift:
+            # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
+            # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
+            gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
+        if not ctx.needs_input_grad[3]:
+            gb = None
+        return gx, gshift, gW, gb, None, None, None, None, None, None, None
 
 
 def topk_encode(
@@ -332,11 +365,13 @@ def topk_encode(
     *,
     chunk_rows: int | None = -1,
     backend: str | None = None,
+    shift: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Encode and select (one fused autograd op, sparse backward).
 
     Args:
-        x_c: [B, d_in] centred input ``x − b_dec``.
+        x_c: [B, d_in] input; the encoder sees ``x_c − shift`` (``shift`` [d_in], the
+            pre-encoder bias ``b_dec``, or None for none).
         W_enc: [d_in, d_sae]; b_enc: [d_sae].
         k: latents kept per row. ``signed``: rank by |u| and keep signs (AbsTopK);
             otherwise rank by u and clip the kept values at 0 (TopK).
@@ -347,6 +382,9 @@ def topk_encode(
         chunk_rows: rows per encoder-GEMM block on CPU (−1: :data:`CPU_CHUNK_ROWS`;
             ``None``/0: the whole batch at once). Ignored on other devices.
         backend: "addmm" or "onednn" for the CPU GEMM (None: :data:`GEMM_BACKEND`).
+        shift: optional [d_in] subtracted from every row before the GEMM. Passing ``b_dec``
+            here instead of subtracting it outside makes its gradient one [D, F]·[F] product
+            (−W_enc·∂b_enc) rather than a B×m×D pass, when ``x_c`` itself needs no gradient.
 
     Returns:
         values [B, k], indices [B, k] (int64), aux_values [B, ka] | None, aux_indices | None.
@@ -371,9 +409,11 @@ def topk_encode(
     if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
                                     and x_c.dtype == torch.float32):
         backend = "addmm"
+    if shift is not None and shift.shape != (x_c.shape[1],):
+        raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()
     values, indices, aux_v, aux_i = _TopKEncode.apply(
-        x_c, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend)
+        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend)
     if ka == 0:
         return values, indices, None, None
     return values, indices, aux_v, aux_i

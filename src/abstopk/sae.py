@@ -290,9 +290,9 @@ class SAE(nn.Module):
         cfg, op = self.cfg, self.op
         values = indices = u = aux_v = aux_i = l0 = z = None
         if self._use_kernels():
-            x_c = x_s - self.b_dec if cfg.apply_b_dec_to_input else x_s
             values, indices, aux_v, aux_i = kernels.topk_encode(
-                x_c, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux
+                x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
+                shift=self.b_dec if cfg.apply_b_dec_to_input else None,
             )
             x_hat_s = kernels.sparse_decode(values, indices, self.W_dec, self.b_dec)
             if dense_code:
