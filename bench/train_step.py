@@ -43,10 +43,14 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "abstopk_topk_aux": ("abstopk `topk` + AuxK", "abstopk"),
     "abstopk_abstopk": ("abstopk `abstopk`", "abstopk"),
     "abstopk_abstopk_aux": ("abstopk `abstopk` + AuxK", "abstopk"),
+    "abstopk_abstopk_aux10": ("abstopk `abstopk` + AuxK, 10 % of latents dead", "abstopk"),
+    "abstopk_topk_aux10": ("abstopk `topk` + AuxK, 10 % of latents dead", "abstopk"),
     "sparsify_topk": ("sparsify SparseCoder, Adam (per-step sequence of its Trainer)", "sparsify"),
     "sparsify_topk_aux": ("sparsify SparseCoder, AuxK forced (auxk_alpha 1/32)", "sparsify"),
+    "sparsify_topk_aux10": ("sparsify SparseCoder, AuxK, 10 % of latents dead", "sparsify"),
     "saelens_topk": ("SAELens TopKTrainingSAE + SAETrainer.step", "saelens"),
     "saelens_topk_aux": ("SAELens TopK, AuxK forced (dead_feature_window −1)", "saelens"),
+    "saelens_topk_aux10": ("SAELens TopK, AuxK, 10 % of latents dead", "saelens"),
     "plain_topk_dense": ("plain PyTorch dense TopK step (Adam default)", "plain"),
     "plain_topk_dense_aux": ("… + AuxK (dense, all dead, k_aux 288)", "plain"),
     "abstopk_batchabstopk": ("abstopk `batchabstopk` (dense path)", "abstopk"),
@@ -84,6 +88,26 @@ def make_batches(s: Shape, n_batches: int = 4, device: str = "cpu"):
     return [X[i * s.B:(i + 1) * s.B].contiguous().to(device) for i in range(n_batches)]
 
 
+def dead_fraction(name: str) -> float:
+    """Share of latents marked dead for variant ``name``: ``…_aux`` 1.0, ``…_aux10`` 0.1."""
+    tail = name.rsplit("_aux", 1)
+    if len(tail) == 1 or (tail[1] and not tail[1][0].isdigit()):
+        return 1.0 if name.endswith("_aux") or "_aux_" in name else 0.0
+    return int(tail[1]) / 100 if tail[1] else 1.0
+
+
+def dead_mask(s: Shape, frac: float, device: str = "cpu"):
+    """[F] bool: a fixed random ``frac`` of the latents (all of them for 1.0)."""
+    import torch
+
+    if frac >= 1.0:
+        return torch.ones(s.F, dtype=torch.bool, device=device)
+    g = torch.Generator().manual_seed(123)
+    mask = torch.zeros(s.F, dtype=torch.bool)
+    mask[torch.randperm(s.F, generator=g)[:int(round(frac * s.F))]] = True
+    return mask.to(device)
+
+
 # ----------------------------------------------------------------------------- builders
 def build(name: str, s: Shape, device: str = "cpu"):
     """Return a zero-argument callable running one step of variant ``name`` on batch i."""
@@ -97,7 +121,8 @@ def build(name: str, s: Shape, device: str = "cpu"):
         it["i"] += 1
         return x
 
-    aux = name.endswith("_aux") or "_aux_" in name
+    frac = dead_fraction(name)
+    aux = frac > 0
     if name.startswith("gemm_"):
         g = torch.Generator().manual_seed(1)
         W = (torch.randn(s.D, s.F, generator=g) / s.D**0.5).to(device)
@@ -144,7 +169,7 @@ def build(name: str, s: Shape, device: str = "cpu"):
         sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k), seed=0,
                   device=device)
         opt = make_optimizer(sae, lr=1e-4)
-        dead = torch.ones(s.F, dtype=torch.bool, device=device) if aux else None
+        dead = dead_mask(s, frac, device) if aux else None
 
         def step():
             return train_step(sae, opt, next_batch(), dead_mask=dead,
@@ -155,9 +180,9 @@ def build(name: str, s: Shape, device: str = "cpu"):
     if device != "cpu":
         raise RuntimeError("peers are benchmarked on the CPU only")
     if name.startswith("saelens_"):
-        return _saelens(s, next_batch, aux)
+        return _saelens(s, next_batch, frac)
     if name.startswith("sparsify_"):
-        return _sparsify(s, next_batch, aux)
+        return _sparsify(s, next_batch, frac)
     raise ValueError(f"unknown variant {name!r}")
 
 
@@ -201,7 +226,7 @@ def _plain_dense(s: Shape, next_batch, aux: bool, device: str = "cpu"):
     return step
 
 
-def _saelens(s: Shape, next_batch, aux: bool):
+def _saelens(s: Shape, next_batch, frac: float):
     """SAELens TopKTrainingSAE driven by SAETrainer.step (= SAETrainer.fit minus logging)."""
     import warnings
 
@@ -211,12 +236,16 @@ def _saelens(s: Shape, next_batch, aux: bool):
     from sae_lens.training.sae_trainer import SAETrainer
 
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=s.D, d_sae=s.F, k=s.k))
+    window = -1 if frac >= 1.0 else 1000
     cfg = SAETrainerConfig(total_training_samples=s.B * 10**6, train_batch_size_samples=s.B,
-                           dead_feature_window=-1 if aux else 1000, lr=3e-4, lr_end=3e-4)
+                           dead_feature_window=window, lr=3e-4, lr_end=3e-4)
     trainer = SAETrainer(cfg=cfg, sae=sae, data_provider=iter(()))
+    dead = dead_mask(s, frac) if 0 < frac < 1 else None
 
     def step():
         trainer.maybe_reset_sparsity()
+        if dead is not None:  # hold the chosen latents dead (> window passes since firing)
+            trainer.n_forward_passes_since_fired[dead] = 10**6
         out = trainer.step(next_batch())
         trainer.n_training_steps += 1
         return out
@@ -224,7 +253,7 @@ def _saelens(s: Shape, next_batch, aux: bool):
     return step
 
 
-def _sparsify(s: Shape, next_batch, aux: bool):
+def _sparsify(s: Shape, next_batch, frac: float):
     """sparsify SparseCoder with the per-step sequence of its Trainer (loss_fn 'fvu', Adam)."""
     import torch
     from sparsify import SparseCoder, SparseCoderConfig
@@ -235,14 +264,17 @@ def _sparsify(s: Shape, next_batch, aux: bool):
     sched = get_linear_schedule_with_warmup(opt, 1000, 10**6)
     since_fired = torch.zeros(s.F, dtype=torch.long)
     did_fire = torch.zeros(s.F, dtype=torch.bool)
-    auxk_alpha = 1 / 32 if aux else 0.0
-    threshold = -1 if aux else 10_000_000
+    auxk_alpha = 1 / 32 if frac > 0 else 0.0
+    threshold = -1 if frac >= 1.0 else 10_000_000
+    fixed = dead_mask(s, frac) if 0 < frac < 1 else None
 
     def step():
         x = next_batch()
         sae.set_decoder_norm_to_unit_norm()
-        dead_mask = since_fired > threshold if auxk_alpha > 0 else None
-        out = sae(x=x, y=x, dead_mask=dead_mask)
+        dead = since_fired > threshold if auxk_alpha > 0 else None
+        if fixed is not None:
+            dead = fixed
+        out = sae(x=x, y=x, dead_mask=dead)
         did_fire[out.latent_indices.flatten()] = True
         float(out.fvu.detach())
         if auxk_alpha > 0:

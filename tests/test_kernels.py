@@ -184,8 +184,9 @@ def test_sddmm_both_paths():
     idx = torch.randint(0, 11, (9, 4), generator=g)
     A, Bm = torch.randn(9, 5, generator=g), torch.randn(11, 5, generator=g)
     expect = (Bm[idx] * A[:, None, :]).sum(-1)
-    for sampled in (True, False):
-        _close(K._sddmm(idx, A, Bm, sampled=sampled), expect)
+    for sampled, csc in ((True, False), (True, True), (False, False)):
+        K._CSC_CACHE.clear()
+        _close(K._sddmm(idx, A, Bm, sampled=sampled, csc=csc), expect)
 
 
 @pytest.mark.skipif(not K.onednn_available(), reason="oneDNN linear op not available")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from abstopk.sae import SAE, SAEConfig
-from abstopk.train.step import _remove_parallel_grad, make_optimizer, train_step
+from abstopk.sae import SAE, SAEConfig, remove_parallel_grad
+from abstopk.train.step import make_optimizer, train_step
 
 
 def _sparse_data(n, d, n_feat, k, seed):
@@ -91,7 +91,7 @@ def test_remove_parallel_grad():
     W = torch.nn.Parameter(torch.randn(7, 5, generator=g) * 3)
     G = torch.randn(7, 5, generator=g)
     W.grad = G.clone()
-    _remove_parallel_grad(W)
+    remove_parallel_grad(W)
     Wd = W.detach()
     expect = G - ((G * Wd).sum(1, keepdim=True) / (Wd * Wd).sum(1, keepdim=True)) * Wd
     assert torch.allclose(W.grad, expect, atol=1e-6)

@@ -120,6 +120,22 @@ class SAEConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@torch.no_grad()
+def remove_parallel_grad(W_dec: Tensor) -> None:
+    """W_dec.grad[i] −= (⟨g_i, d_i⟩ / ‖d_i‖²)·d_i for every decoder row d_i (F×D layout).
+
+    Keeps the update tangent to the unit sphere of each row (the rows are renormalised after
+    the optimiser step). Row-wise reductions over the contiguous [d_sae, d_in] matrix and one
+    in-place ``addcmul_``: no per-row loop, one [d_sae, d_in] temporary (the product g·W).
+    """
+    g = W_dec.grad
+    if g is None:
+        return
+    dots = (g * W_dec).sum(1)
+    n2 = torch.linalg.vector_norm(W_dec, dim=1).square_().clamp_min_(1e-12)
+    g.addcmul_(W_dec, (dots / n2).unsqueeze(1), value=-1.0)
+
+
 class SAEOutput(NamedTuple):
     """What one forward pass gives the trainer and the user.
 
@@ -323,15 +339,9 @@ class SAE(nn.Module):
         """Renormalise each decoder row W_dec[i] to unit ℓ2 norm."""
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
-    @torch.no_grad()
     def remove_gradient_parallel_to_decoder_directions(self) -> None:
-        """Project out of W_dec.grad the component parallel to each (unit) decoder row."""
-        g = self.W_dec.grad
-        if g is None:
-            return
-        W = self.W_dec
-        n2 = (W * W).sum(1, keepdim=True).clamp_min(1e-12)
-        g.sub_(((g * W).sum(1, keepdim=True) / n2) * W)
+        """Project out of W_dec.grad the component parallel to each decoder row."""
+        remove_parallel_grad(self.W_dec)
 
     # ------------------------------------------------------------------ save / load
     def folded_state(self) -> dict[str, Tensor]:

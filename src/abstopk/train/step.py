@@ -57,21 +57,6 @@ def _penalty(sae: SAE, out) -> Tensor:
     return torch.zeros((), device=out.x_s.device)
 
 
-@torch.no_grad()
-def _remove_parallel_grad(W_dec: Tensor) -> None:
-    """W_dec.grad[i] −= (⟨g_i, d_i⟩ / ‖d_i‖²)·d_i for every decoder row d_i (F×D layout).
-
-    Row-wise reductions over the contiguous [d_sae, d_in] matrix and one in-place
-    ``addcmul_``: no per-row loop, one [d_sae, d_in] temporary (the product g·W).
-    """
-    g = W_dec.grad
-    if g is None:
-        return
-    dots = (g * W_dec).sum(1)
-    n2 = torch.linalg.vector_norm(W_dec, dim=1).square_().clamp_min_(1e-12)
-    g.addcmul_(W_dec, (dots / n2).unsqueeze(1), value=-1.0)
-
-
 def train_step(
     sae: SAE,
     optimizer: torch.optim.Optimizer,
@@ -103,7 +88,7 @@ def train_step(
         aux_loss = torch.nan_to_num(aux_loss, nan=0.0)
         loss = loss + aux_coeff * aux_loss
     loss.backward()
-    _remove_parallel_grad(sae.W_dec)
+    sae.remove_gradient_parallel_to_decoder_directions()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     sae.set_decoder_norm_to_unit_norm()
