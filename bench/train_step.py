@@ -53,8 +53,9 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "saelens_topk_aux10": ("SAELens TopK, AuxK, 10 % of latents dead", "saelens"),
     "plain_topk_dense": ("plain PyTorch dense TopK step (Adam default)", "plain"),
     "plain_topk_dense_aux": ("… + AuxK (dense, all dead, k_aux 288)", "plain"),
-    "abstopk_batchabstopk": ("abstopk `batchabstopk` (dense path)", "abstopk"),
-    "abstopk_batchabstopk_aux": ("abstopk `batchabstopk` + AuxK (dense path)", "abstopk"),
+    "abstopk_batchabstopk": ("abstopk `batchabstopk` (batch kernel)", "abstopk"),
+    "abstopk_batchabstopk_aux": ("abstopk `batchabstopk` + AuxK (batch kernel)", "abstopk"),
+    "abstopk_batchabstopk_dense": ("abstopk `batchabstopk`, dense path (no kernels)", "abstopk"),
     "select_topk": ("kernels.topk_encode forward only (GEMM + TopK selection)", "select"),
     "select_abstopk": ("kernels.topk_encode forward only (GEMM + AbsTopK selection)", "select"),
     "abstopk_abstopk_aux_onednn": ("… + AuxK, encoder GEMM through oneDNN", "abstopk"),
@@ -166,7 +167,8 @@ def build(name: str, s: Shape, device: str = "cpu"):
             kernels.GEMM_BACKEND = "onednn"
         if name.endswith("_nochunk"):
             kernels.CPU_CHUNK_ROWS = None
-        sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k), seed=0,
+        sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k,
+                            use_sparse_kernels=not name.endswith("_dense")), seed=0,
                   device=device)
         opt = make_optimizer(sae, lr=1e-4)
         dead = dead_mask(s, frac, device) if aux else None

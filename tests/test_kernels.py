@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from abstopk import kernels as K
+from abstopk import sparsity as sp
 from abstopk.sae import SAE, SAEConfig
 
 RTOL = 1e-5
@@ -246,3 +247,161 @@ def test_sae_forward_kernels_equal_dense_path(arch, aux):
     _close(ok.z, od.z)
     for n in gd:
         _close(gk[n], gd[n])
+
+
+# ------------------------------------------------------------------ batch-level kernel
+def _run_batch(kernel, p, k, signed, k_aux, x_grad=True, heavy=None, **kw):
+    """Batch selection through the kernel or the dense reference (``sparsity.batch(abs)topk``
+    on u, dense decode), with the shift ``bd`` subtracted before the encoder; a loss using
+    the main and aux selections. Returns x̂, the dense code, the aux code, the grads and
+    the kernel's (values, indices) (None for the reference)."""
+    leaves = {n: p[n].clone().requires_grad_(n != "x" or x_grad)
+              for n in ("x", "W", "b", "Wd", "bd")}
+    x, s = leaves["x"], leaves["bd"]
+    if heavy is not None:  # one row holding far more than its share of the batch's top entries
+        x = x * (1 + 29 * (torch.arange(x.shape[0], device=x.device) == heavy).float()[:, None])
+    mask = p["mask"] if k_aux else None
+    B, Fn = x.shape[0], p["W"].shape[1]
+    if kernel:
+        v, i, av, ai = K.batch_topk_encode(x, leaves["W"], leaves["b"], k, signed, mask, k_aux,
+                                           shift=s, **kw)
+        z = torch.zeros(B, Fn, device=x.device).scatter_add(1, i, v)
+        out = K.sparse_decode(v, i, leaves["Wd"], leaves["bd"])
+        sel = (v.detach(), i)
+    else:
+        u = torch.addmm(leaves["b"], x - s, leaves["W"])
+        z = (sp.batchabstopk if signed else sp.batchtopk)(u, k)
+        out = z @ leaves["Wd"] + leaves["bd"]
+        _, _, av, ai = K.topk_encode_reference(x - s, leaves["W"], leaves["b"], 1, signed,
+                                               mask, k_aux)
+        sel = None
+    loss = (out * out).sum() + (out * p["w_aux"]).sum()
+    za = None
+    if av is not None:
+        loss = loss + (K.sparse_decode_reference(av, ai, leaves["Wd"], None) * p["w_aux"]).sum()
+        za = torch.zeros(B, Fn, device=x.device).scatter(1, ai, av.detach())
+    loss.backward()
+    return out.detach(), z.detach(), za, {n: t.grad for n, t in leaves.items()}, sel
+
+
+BATCH_CASES = [
+    # B, D, F, k, k_aux, dead_frac, chunk_rows, heavy row
+    (7, 13, 37, 5, 6, 0.5, -1, None),     # odd sizes, one block
+    (33, 24, 50, 4, 9, 0.5, 4, None),     # several row blocks, last one partial
+    (33, 24, 50, 4, 9, 0.15, None, None),  # whole batch at once; few dead (aux over columns)
+    (5, 6, 8, 8, 3, 1.0, 2, None),        # k = d_sae: every entry is a candidate
+    (40, 16, 120, 3, 5, 0.5, 16, 5),      # row 5 keeps ≫ 4k entries: the recompute path
+    (40, 16, 120, 3, 5, 0.5, None, 0),    # … with the whole batch in one block
+]
+
+
+@pytest.mark.parametrize("x_grad", [False, True], ids=["x_const", "x_grad"])
+@pytest.mark.parametrize("signed", [False, True], ids=["batchtopk", "batchabstopk"])
+@pytest.mark.parametrize("aux", [False, True], ids=["noaux", "aux"])
+@pytest.mark.parametrize("case", BATCH_CASES)
+def test_batch_topk_encode_matches_dense_reference(signed, aux, x_grad, case):
+    B, D, Fn, k, k_aux, dead_frac, chunk, heavy = case
+    p = _problem(B, D, Fn, seed=B * 1000 + Fn + 1, dead_frac=dead_frac)
+    ka = k_aux if aux else 0
+    ref = _run_batch(False, p, k, signed, ka, x_grad, heavy)
+    got = _run_batch(True, p, k, signed, ka, x_grad, heavy, chunk_rows=chunk)
+    _close(got[0], ref[0])
+    _close(got[1], ref[1])
+    assert torch.equal(got[1] != 0, ref[1] != 0)  # same support
+    if aux and int(p["mask"].sum()) > 0:
+        _close(got[2], ref[2])
+        assert (got[2].ne(0) & ~p["mask"]).sum() == 0
+    for name in ("x", "W", "b", "Wd", "bd"):
+        if name == "x" and not x_grad:
+            assert got[3][name] is None and ref[3][name] is None
+        else:
+            _close(got[3][name], ref[3][name])
+    v, i = got[4]
+    counts = (got[1] != 0).sum(1)
+    if not signed and k == Fn:  # every entry kept, negatives clipped to 0
+        assert v.shape == (B, Fn) and int(counts.sum()) < k * B
+        return
+    assert int(counts.sum()) == k * B  # exactly k·B kept (no kept value is 0 here)
+    # row b's kept entries first, then padding (value 0); m = the widest row
+    assert v.shape[1] == int(counts.max())
+    valid = torch.arange(v.shape[1]) < counts[:, None]
+    assert (v[~valid] == 0).all()
+    assert torch.equal(got[1].gather(1, i)[valid], v[valid])  # each value sits at its index
+    if heavy is not None:
+        assert counts[heavy] > K.BATCH_CANDIDATES * k  # the recompute path really ran
+
+
+def test_known_answer_batch_selection():
+    # W = I, b = 0: u = x. k = 2, B = 2: four entries of the whole batch are kept.
+    x = torch.tensor([[1.0, -3.0, 2.0, 0.5], [-1.0, -2.5, -0.5, -4.0]])
+    W, b = torch.eye(4), torch.zeros(4)
+    # by value: 2, 1, 0.5 (row 0) and −0.5 (row 1, clipped to 0)
+    v, i, _, _ = K.batch_topk_encode(x, W, b, 2, signed=False, chunk_rows=1)
+    z = torch.zeros(2, 4).scatter_add(1, i, v)
+    assert torch.equal(z, torch.tensor([[1.0, 0.0, 2.0, 0.5], [0.0, 0.0, 0.0, 0.0]]))
+    assert v.shape == (2, 3) and torch.equal(v[1], torch.zeros(3))
+    # by |u|: −4, −3, −2.5, 2 with their signs; two per row here
+    v, i, _, _ = K.batch_topk_encode(x, W, b, 2, signed=True)
+    z = torch.zeros(2, 4).scatter_add(1, i, v)
+    assert torch.equal(z, torch.tensor([[0.0, -3.0, 2.0, 0.0], [0.0, -2.5, 0.0, -4.0]]))
+    assert v.shape == (2, 2)
+
+
+def test_batch_padding_gets_no_gradient():
+    """A signed batch selection where one row keeps everything and the other nothing."""
+    x = torch.tensor([[5.0, -6.0, 7.0], [0.1, -0.2, 0.3]])
+    W = torch.eye(3).requires_grad_(True)
+    b = torch.zeros(3, requires_grad=True)
+    v, i, _, _ = K.batch_topk_encode(x, W, b, 1, signed=True)  # k·B = 2 of 6 entries
+    assert v.shape == (2, 2) and torch.equal(v[1], torch.zeros(2))
+    (v * 10.0).sum().backward()  # the padding's ∂values is 10 as well but must be dropped
+    assert torch.equal(b.grad, torch.tensor([0.0, 10.0, 10.0]))
+    # ∂u = 10 at (0, 1) and (0, 2) only; ∂W_enc = xᵀ·∂u
+    assert torch.equal(W.grad, torch.tensor([[0.0, 50.0, 50.0], [0.0, -60.0, -60.0],
+                                             [0.0, 70.0, 70.0]]))
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "batchabstopk"])
+def test_sae_batch_train_step_kernels_equal_dense_path(arch):
+    from abstopk.train.step import make_optimizer, train_step
+
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(96, 12, generator=g)
+    X[7] *= 8  # a token keeping many latents
+    saes = [SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=5, use_sparse_kernels=u),
+                seed=3) for u in (True, False)]
+    opts = [make_optimizer(s, lr=1e-3) for s in saes]
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[5:30] = True
+    results = []
+    for s, o in zip(saes, opts, strict=True):
+        rs = [train_step(s, o, X[i * 32:(i + 1) * 32], dead_mask=dead, k_aux=6) for i in range(3)]
+        results.append(rs)
+    saes[0].train()
+    assert saes[0]._use_kernels() and not saes[1]._use_kernels()
+    assert not saes[0].eval()._use_kernels()  # eval: the threshold rule, dense path
+    for (nk, pk), (nd, pd) in zip(saes[0].named_parameters(), saes[1].named_parameters(),
+                                  strict=True):
+        assert nk == nd
+        _close(pk.detach(), pd.detach())
+    _close(saes[0].threshold, saes[1].threshold)
+    assert not torch.isnan(saes[0].threshold).any()
+    for rk, rd in zip(results[0], results[1], strict=True):
+        _close(rk.loss, rd.loss)
+        _close(rk.aux_loss, rd.aux_loss)
+        assert torch.equal(rk.fired, rd.fired)
+        assert torch.equal(rk.l0, rd.l0)
+    # eval mode on the trained SAEs: the same threshold rule on both
+    _close(saes[0].eval()(X).x_hat, saes[1].eval()(X).x_hat)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("signed", [False, True])
+def test_cuda_batch_matches_reference(signed):
+    p = _problem(40, 16, 120, seed=12, device="cuda")
+    ref = _run_batch(False, p, 3, signed, 5, heavy=5)
+    got = _run_batch(True, p, 3, signed, 5, heavy=5)
+    _close(got[0], ref[0])
+    assert torch.equal(got[1] != 0, ref[1] != 0)
+    for name in ("x", "W", "b", "Wd", "bd"):
+        _close(got[3][name], ref[3][name])

@@ -6,6 +6,10 @@ Interface (stable, used by :mod:`abstopk.sae` and the trainer):
   (by ``u`` or by ``|u|``), optionally also an AuxK selection among masked ("dead")
   latents. Returns the kept values and their indices; gradients reach ``x_c``, ``W_enc``
   and ``b_enc`` through the selected entries only.
+* :func:`batch_topk_encode` — the same for the batch-level operators (BatchTopK,
+  BatchAbsTopK): k·B entries over the whole batch, returned per row padded to the widest
+  row (padding: value 0, no gradient). Exact: per-row candidates, a batch threshold over
+  them, and a recompute of the rows that may hold more (:func:`_batch_from_candidates`).
 * :func:`sparse_decode` — ``x̂ = Σ_j values[:, j] · W_dec[indices[:, j]] + b_dec``.
 
 Both are single :class:`torch.autograd.Function` s written in plain PyTorch ops, so the same
@@ -50,7 +54,9 @@ from torch import Tensor
 from .sparsity import topk_select
 
 __all__ = [
+    "BATCH_CANDIDATES",
     "CPU_CHUNK_ROWS",
+    "batch_topk_encode",
     "onednn_available",
     "sparse_decode",
     "sparse_decode_reference",
@@ -253,18 +259,104 @@ def _gemm_block(x: Tensor, W: Tensor, Wt: Tensor | None, b: Tensor, out: Tensor)
 
 
 # =========================================================================== encoder
+def _u_blocks(x_c: Tensor, W_enc: Tensor, Wt: Tensor | None, b_enc: Tensor, rows: int,
+              use_buf: bool):
+    """Yield ``(s, e, u, a_out)`` for the row blocks ``[s, e)`` of ``u = x_c @ W_enc + b_enc``.
+
+    ``u`` [e − s, F] lives in the reused block buffer when ``use_buf`` (CPU, several blocks),
+    else in a fresh tensor; ``a_out`` is the second reused block (scratch for |u|) or None.
+    Each block is valid only until the next one is produced.
+    """
+    nb, n = x_c.shape[0], W_enc.shape[1]
+    if use_buf:
+        buf_u, buf_a = _block_buffers(x_c.device, x_c.dtype, rows, n)
+    for s in range(0, nb, rows):
+        e = min(nb, s + rows)
+        c = e - s
+        if use_buf:
+            yield s, e, _gemm_block(x_c[s:e], W_enc, Wt, b_enc, buf_u[:c]), buf_a[:c]
+        else:
+            out = torch.empty(c, n, device=x_c.device, dtype=x_c.dtype)
+            yield s, e, _gemm_block(x_c[s:e], W_enc, Wt, b_enc, out), None
+
+
+def _batch_from_candidates(cand_u: Tensor, cand_i: Tensor, k: int, signed: bool,
+                           redo_rows) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact batch-level selection from per-row candidates; padded [B, m] result.
+
+    ``cand_u``/``cand_i`` [B, c]: each row's top-c entries of u by the ranking key (``u``, or
+    ``|u|`` when ``signed``). The batch rule keeps the k·B entries of largest key over the
+    whole B×F matrix. Let t be the (k·B)-th largest candidate key (t ≤ the true one, T*, as
+    the candidates are a subset). A row whose smallest candidate key m_r < t has all of its
+    other entries < t ≤ T*: none of them can be kept. Rows with m_r ≥ t (and c < F) may hold
+    more: ``redo_rows(rows, t)`` recomputes u for them and returns every entry with key ≥ t
+    as flat ``(row, latent, u)``; these replace the rows' candidates. The threshold only
+    rises as candidates are added (t' ≥ t), so afterwards every entry with key ≥ t' is a
+    candidate in every row and the top-k·B of the candidates is the top-k·B of the batch
+    (ties at t' are all candidates: the count is exact, only which tied entry wins may
+    differ from ``torch.topk`` over the flat batch). One recompute pass suffices; at most
+    k·B / c rows (distinct keys) can need it.
+
+    Returns ``values`` [B, m] (relu'd unless ``signed``), ``indices`` [B, m] and ``counts``
+    [B] (kept entries per row), m = max count. Positions ≥ counts[b] are padding: value 0,
+    index 0.
+    """
+    nb, c = cand_u.shape
+    n_keep = k * nb
+    key = cand_u.abs() if signed else cand_u
+    rows = torch.arange(nb, device=cand_u.device).repeat_interleave(c)
+    flat_u, flat_i, flat_k = cand_u.reshape(-1), cand_i.reshape(-1), key.reshape(-1)
+    if redo_rows is not None:
+        t = flat_k.topk(n_keep, sorted=False).values.min()
+        redo = (key.min(1).values >= t).nonzero().view(-1)
+        if redo.numel() > 0:
+            r_rows, r_i, r_u = redo_rows(redo, t)
+            keep = torch.ones(nb, c, dtype=torch.bool, device=cand_u.device)
+            keep[redo] = False
+            keep = keep.view(-1)
+            rows = torch.cat([rows[keep], r_rows])
+            flat_i = torch.cat([flat_i[keep], r_i])
+            flat_u = torch.cat([flat_u[keep], r_u])
+            flat_k = flat_u.abs() if signed else flat_u
+    sel = flat_k.topk(n_keep, sorted=False).indices
+    rows = rows[sel]
+    rows, order = torch.sort(rows, stable=True)
+    sel = sel[order]
+    counts = torch.bincount(rows, minlength=nb)
+    m = int(counts.max())
+    pos = torch.arange(n_keep, device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    at = rows * m + pos
+    vals = flat_u[sel]
+    if not signed:
+        vals = vals.clamp_(min=0)
+    values = torch.zeros(nb * m, device=cand_u.device, dtype=cand_u.dtype)
+    values[at] = vals
+    indices = torch.zeros(nb * m, device=cand_u.device, dtype=torch.int64)
+    indices[at] = flat_i[sel]
+    return values.view(nb, m), indices.view(nb, m), counts
+
+
+#: Candidates kept per row by the batch-level kernel, as a multiple of k (``c = min(F, ·k)``);
+#: rows with more than c entries in the batch selection are recomputed (exact either way).
+BATCH_CANDIDATES: int = 4
+
+
 class _TopKEncode(torch.autograd.Function):
-    """Fused encoder + per-row top-k (+ AuxK) selection with a sparse backward.
+    """Fused encoder + per-row top-k or batch top-k·B (+ AuxK) selection, sparse backward.
 
     Forward (no autograd graph on the B×F pre-activation)::
 
         u        = x_c @ W_enc + b_enc                       [B, F], block by block
         TopK:    idx = topk(u, k);    v = relu(u[idx])
         AbsTopK: idx = topk(|u|, k);  v = u[idx]             (sign kept)
-        AuxK:    same rule restricted to latents with aux_mask, width ka = min(k_aux, #dead)
+        batch:   the same rules over the whole B×F batch, k·B entries in all
+                 (per-row candidates while the block is hot, then
+                 :func:`_batch_from_candidates`); rows padded to the widest, m
+        AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead)
 
-    Backward, with g [B, k(+ka)] the incoming gradient of the kept values (masked by
-    ``v > 0`` for TopK, the relu) and S the sparse B×F matrix of g on the selected support::
+    Backward, with g [B, m(+ka)] the incoming gradient of the kept values (masked by
+    ``v > 0`` for TopK, the relu, and to 0 on batch padding) and S the sparse B×F matrix of g
+    on the selected support::
 
         ∂x_c = S · W_encᵀ,   ∂W_enc = x_cᵀ · S,   ∂b_enc = Σ_b S[b],
         ∂shift = −W_enc · ∂b_enc   (x_c = x − shift; ∂x_c is skipped when x needs none)
@@ -272,40 +364,31 @@ class _TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
-                backend):
+                backend, batch=False):
         x_c = x - shift if shift is not None else x
         nb, n = x_c.shape[0], W_enc.shape[1]
         dev, dt = x_c.device, x_c.dtype
-        values = torch.empty(nb, k, device=dev, dtype=dt)
-        indices = torch.empty(nb, k, device=dev, dtype=torch.int64)
+        width = min(n, BATCH_CANDIDATES * k) if batch else k
+        values = torch.empty(nb, width, device=dev, dtype=dt)
+        indices = torch.empty(nb, width, device=dev, dtype=torch.int64)
         aux_v = torch.empty(nb, ka, device=dev, dtype=dt)
         aux_i = torch.empty(nb, ka, device=dev, dtype=torch.int64)
         rows = nb if not chunk_rows or dev.type != "cpu" else max(1, min(nb, chunk_rows))
         use_buf = dev.type == "cpu" and rows < nb
         Wt = W_enc.t().contiguous() if backend == "onednn" else None
-        if use_buf:
-            buf_u, buf_a = _block_buffers(dev, dt, rows, n)
         not_dead = None
         if ka > 0 and dead_idx is None:
             not_dead = ~aux_mask
-        for s in range(0, nb, rows):
-            e = min(nb, s + rows)
-            c = e - s
-            if use_buf:
-                u = _gemm_block(x_c[s:e], W_enc, Wt, b_enc, buf_u[:c])
-                a_out = buf_a[:c]
-            else:
-                u = _gemm_block(x_c[s:e], W_enc, Wt, b_enc,
-                                torch.empty(c, n, device=dev, dtype=dt))
-                a_out = None
+        for s, e, u, a_out in _u_blocks(x_c, W_enc, Wt, b_enc, rows, use_buf):
             a = None
             if signed:
                 a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
-                torch.topk(a, k, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+                torch.topk(a, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
                 torch.gather(u, 1, indices[s:e], out=values[s:e])
             else:
-                torch.topk(u, k, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
-                values[s:e].clamp_(min=0)
+                torch.topk(u, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+                if not batch:  # batch candidates keep u (the ranking key); relu'd at the end
+                    values[s:e].clamp_(min=0)
             if ka == 0:
                 continue
             if dead_idx is not None:  # few dead latents: select among their columns only
@@ -325,6 +408,24 @@ class _TopKEncode(torch.autograd.Function):
                 u.masked_fill_(not_dead, float("-inf"))  # u is scratch once v is taken
                 torch.topk(u, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
                 aux_v[s:e].clamp_(min=0)
+        ctx.valid = None
+        if batch:
+            def redo_rows(redo: Tensor, t: Tensor):
+                """Every entry with key ≥ t of the rows ``redo``: flat (row, latent, u)."""
+                out_r, out_i, out_u = [], [], []
+                for s, _, u, a_out in _u_blocks(x_c[redo], W_enc, Wt, b_enc, rows, use_buf):
+                    a = u
+                    if signed:
+                        a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
+                    r, j = (a >= t).nonzero(as_tuple=True)
+                    out_r.append(redo[s + r])
+                    out_i.append(j)
+                    out_u.append(u[r, j])
+                return torch.cat(out_r), torch.cat(out_i), torch.cat(out_u)
+
+            values, indices, counts = _batch_from_candidates(
+                values, indices, k, signed, redo_rows if width < n else None)
+            ctx.valid = torch.arange(values.shape[1], device=dev) < counts[:, None]
         ctx.signed = signed
         ctx.n = n
         ctx.ka = ka
@@ -342,6 +443,8 @@ class _TopKEncode(torch.autograd.Function):
             g_v = torch.zeros_like(values)
         if not ctx.signed:
             g_v = g_v * (values > 0)
+        if ctx.valid is not None:  # batch padding: value 0 that was never selected
+            g_v = g_v * ctx.valid
         has_aux = ka > 0 and g_av is not None
         if has_aux and not ctx.signed:
             g_av = g_av * (aux_v > 0)
@@ -367,7 +470,7 @@ class _TopKEncode(torch.autograd.Function):
             gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
         if not ctx.needs_input_grad[3]:
             gb = None
-        return gx, gshift, gW, gb, None, None, None, None, None, None, None
+        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None
 
 
 def topk_encode(
@@ -406,6 +509,47 @@ def topk_encode(
         values [B, k], indices [B, k] (int64), aux_values [B, ka] | None, aux_indices | None.
         Gradients flow from ``values``/``aux_values`` to ``x_c``, ``W_enc`` and ``b_enc``.
     """
+    return _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift,
+                   batch=False)
+
+
+def batch_topk_encode(
+    x_c: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int,
+    signed: bool,
+    aux_mask: Tensor | None = None,
+    k_aux: int = 0,
+    *,
+    chunk_rows: int | None = -1,
+    backend: str | None = None,
+    shift: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Encode and select k·B entries over the whole batch (BatchTopK / BatchAbsTopK).
+
+    The selection is that of :func:`abstopk.sparsity.batchtopk` (the k·B largest ``u`` of the
+    B×F batch, relu'd) or :func:`~abstopk.sparsity.batchabstopk` (the k·B largest ``|u|``,
+    signed), computed without keeping the B×F ``u``: each row block keeps its rows' top
+    ``c = min(F, BATCH_CANDIDATES·k)`` candidates while hot, the batch threshold is taken over
+    the candidates, and rows that may hold more than c kept entries are recomputed
+    (:func:`_batch_from_candidates` has the exactness argument). Arguments, AuxK and the
+    backward are those of :func:`topk_encode`.
+
+    Returns:
+        values [B, m], indices [B, m] (int64), aux_values [B, ka] | None, aux_indices | None,
+        where m is the largest number of entries any row keeps. Row b's kept entries come
+        first; the rest is padding with value 0 and index 0, which adds nothing to a decode
+        (:func:`sparse_decode`) and gets no gradient. Scatter with ``scatter_add`` (padding
+        may repeat an index). Exactly k·B entries are kept (some of them 0 for BatchTopK,
+        when fewer than k·B pre-activations are positive).
+    """
+    return _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift,
+                   batch=True)
+
+
+def _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift, batch):
+    """Argument checks and defaults of :func:`topk_encode` / :func:`batch_topk_encode`."""
     if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
         raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
     n = W_enc.shape[1]
@@ -429,7 +573,7 @@ def topk_encode(
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()
     values, indices, aux_v, aux_i = _TopKEncode.apply(
-        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend)
+        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch)
     if ka == 0:
         return values, indices, None, None
     return values, indices, aux_v, aux_i

@@ -141,7 +141,9 @@ class SAEOutput(NamedTuple):
 
     x_hat: [B, d_in] reconstruction in the raw input space.
     z: [B, d_sae] dense code, or None when the sparse path was asked not to densify.
-    values, indices: [B, k] kept values and their latent indices (fixed-k sparse path), else None.
+    values, indices: [B, m] kept values and their latent indices (fixed-k sparse path), else
+        None. m = k per row for TopK/AbsTopK; for the batch-level operators (training) m is the
+        widest row's count and shorter rows are padded with value 0 (index 0).
     pre_acts: [B, d_sae] pre-activations u (dense path only), else None.
     aux_values, aux_indices: [B, k_aux] AuxK selection among dead latents, else None.
     l0: scalar differentiable L0 surrogate (JumpReLU family, training), else None.
@@ -198,10 +200,12 @@ class SAE(nn.Module):
         return self.W_enc.dtype
 
     def _use_kernels(self) -> bool:
+        """Sparse encode/decode: fixed-k family, one step; batch-level ones in training only
+        (eval mode applies their threshold rule on the dense path)."""
         return (
             self.cfg.use_sparse_kernels
             and self.op.k_sparse
-            and not self.op.batch_level
+            and (not self.op.batch_level or self.training)
             and self.cfg.n_steps == 1
         )
 
@@ -263,6 +267,7 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def _update_batch_threshold(self, z: Tensor) -> None:
+        """θ ← EMA of the smallest kept non-zero |value|; ``z`` dense [B, F] or kept values."""
         nz = z[z != 0]
         if nz.numel() == 0:
             return
@@ -306,14 +311,17 @@ class SAE(nn.Module):
         cfg, op = self.cfg, self.op
         values = indices = u = aux_v = aux_i = l0 = z = None
         if self._use_kernels():
-            values, indices, aux_v, aux_i = kernels.topk_encode(
+            encode = kernels.batch_topk_encode if op.batch_level else kernels.topk_encode
+            values, indices, aux_v, aux_i = encode(
                 x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
                 shift=self.b_dec if cfg.apply_b_dec_to_input else None,
             )
+            if op.batch_level:  # training (eval uses the threshold rule, dense path)
+                self._update_batch_threshold(values)
             x_hat_s = kernels.sparse_decode(values, indices, self.W_dec, self.b_dec)
-            if dense_code:
+            if dense_code:  # scatter_add: batch padding (value 0) may repeat an index
                 z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype, device=values.device)
-                z = z.scatter(1, indices, values)
+                z = z.scatter_add(1, indices, values)
         else:
             u = self.pre_acts(x_s)
             z = self.activation(u)
