@@ -281,7 +281,7 @@ def _u_blocks(x_c: Tensor, W_enc: Tensor, Wt: Tensor | None, b_enc: Tensor, rows
 
 
 def _batch_from_candidates(cand_u: Tensor, cand_i: Tensor, k: int, signed: bool,
-                           redo_rows) -> tuple[Tensor, Tensor, Tensor]:
+                           redo_rows, n: int) -> tuple[Tensor, Tensor, Tensor]:
     """Exact batch-level selection from per-row candidates; padded [B, m] result.
 
     ``cand_u``/``cand_i`` [B, c]: each row's top-c entries of u by the ranking key (``u``, or
@@ -299,7 +299,9 @@ def _batch_from_candidates(cand_u: Tensor, cand_i: Tensor, k: int, signed: bool,
 
     Returns ``values`` [B, m] (relu'd unless ``signed``), ``indices`` [B, m] and ``counts``
     [B] (kept entries per row), m = max count. Positions ≥ counts[b] are padding: value 0,
-    index 0.
+    index ``(b·m + j) mod n`` (spread over the n latents, so no latent's CSC bag in the
+    backward grows by the whole padding: one latent holding it all made a CUDA step 35×
+    slower).
     """
     nb, c = cand_u.shape
     n_keep = k * nb
@@ -331,7 +333,7 @@ def _batch_from_candidates(cand_u: Tensor, cand_i: Tensor, k: int, signed: bool,
         vals = vals.clamp_(min=0)
     values = torch.zeros(nb * m, device=cand_u.device, dtype=cand_u.dtype)
     values[at] = vals
-    indices = torch.zeros(nb * m, device=cand_u.device, dtype=torch.int64)
+    indices = torch.arange(nb * m, device=cand_u.device) % n
     indices[at] = flat_i[sel]
     return values.view(nb, m), indices.view(nb, m), counts
 
@@ -424,7 +426,7 @@ class _TopKEncode(torch.autograd.Function):
                 return torch.cat(out_r), torch.cat(out_i), torch.cat(out_u)
 
             values, indices, counts = _batch_from_candidates(
-                values, indices, k, signed, redo_rows if width < n else None)
+                values, indices, k, signed, redo_rows if width < n else None, n)
             ctx.valid = torch.arange(values.shape[1], device=dev) < counts[:, None]
         ctx.signed = signed
         ctx.n = n
@@ -539,9 +541,9 @@ def batch_topk_encode(
     Returns:
         values [B, m], indices [B, m] (int64), aux_values [B, ka] | None, aux_indices | None,
         where m is the largest number of entries any row keeps. Row b's kept entries come
-        first; the rest is padding with value 0 and index 0, which adds nothing to a decode
-        (:func:`sparse_decode`) and gets no gradient. Scatter with ``scatter_add`` (padding
-        may repeat an index). Exactly k·B entries are kept (some of them 0 for BatchTopK,
+        first; the rest is padding with value 0 (indices spread over the latents), which adds
+        nothing to a decode (:func:`sparse_decode`) and gets no gradient. Scatter with
+        ``scatter_add`` (padding may repeat an index). Exactly k·B entries are kept (some of them 0 for BatchTopK,
         when fewer than k·B pre-activations are positive).
     """
     return _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift,

@@ -143,7 +143,7 @@ class SAEOutput(NamedTuple):
     z: [B, d_sae] dense code, or None when the sparse path was asked not to densify.
     values, indices: [B, m] kept values and their latent indices (fixed-k sparse path), else
         None. m = k per row for TopK/AbsTopK; for the batch-level operators (training) m is the
-        widest row's count and shorter rows are padded with value 0 (index 0).
+        widest row's count and shorter rows are padded with value 0.
     pre_acts: [B, d_sae] pre-activations u (dense path only), else None.
     aux_values, aux_indices: [B, k_aux] AuxK selection among dead latents, else None.
     l0: scalar differentiable L0 surrogate (JumpReLU family, training), else None.
