@@ -250,11 +250,12 @@ def test_sae_forward_kernels_equal_dense_path(arch, aux):
 
 
 # ------------------------------------------------------------------ batch-level kernel
-def _run_batch(kernel, p, k, signed, k_aux, x_grad=True, heavy=None, **kw):
+def _run_batch(kernel, p, k, signed, k_aux, x_grad=True, heavy=None, counts=True, **kw):
     """Batch selection through the kernel or the dense reference (``sparsity.batch(abs)topk``
     on u, dense decode), with the shift ``bd`` subtracted before the encoder; a loss using
     the main and aux selections. Returns x̂, the dense code, the aux code, the grads and
-    the kernel's (values, indices) (None for the reference)."""
+    the kernel's (values, indices) (None for the reference). ``counts``: the kernel's decode
+    gets the per-row counts (padding skipped), else it runs on the padded [B, m]."""
     leaves = {n: p[n].clone().requires_grad_(n != "x" or x_grad)
               for n in ("x", "W", "b", "Wd", "bd")}
     x, s = leaves["x"], leaves["bd"]
@@ -263,10 +264,11 @@ def _run_batch(kernel, p, k, signed, k_aux, x_grad=True, heavy=None, **kw):
     mask = p["mask"] if k_aux else None
     B, Fn = x.shape[0], p["W"].shape[1]
     if kernel:
-        v, i, av, ai = K.batch_topk_encode(x, leaves["W"], leaves["b"], k, signed, mask, k_aux,
-                                           shift=s, **kw)
+        v, i, av, ai, c = K.batch_topk_encode(x, leaves["W"], leaves["b"], k, signed, mask,
+                                              k_aux, shift=s, with_counts=True, **kw)
+        assert int(c.sum()) == k * B and c.shape == (B,) and v.shape[1] == int(c.max())
         z = torch.zeros(B, Fn, device=x.device).scatter_add(1, i, v)
-        out = K.sparse_decode(v, i, leaves["Wd"], leaves["bd"])
+        out = K.sparse_decode(v, i, leaves["Wd"], leaves["bd"], c if counts else None)
         sel = (v.detach(), i)
     else:
         u = torch.addmm(leaves["b"], x - s, leaves["W"])
@@ -295,16 +297,17 @@ BATCH_CASES = [
 ]
 
 
+@pytest.mark.parametrize("counts", [True, False], ids=["csr", "padded"])
 @pytest.mark.parametrize("x_grad", [False, True], ids=["x_const", "x_grad"])
 @pytest.mark.parametrize("signed", [False, True], ids=["batchtopk", "batchabstopk"])
 @pytest.mark.parametrize("aux", [False, True], ids=["noaux", "aux"])
 @pytest.mark.parametrize("case", BATCH_CASES)
-def test_batch_topk_encode_matches_dense_reference(signed, aux, x_grad, case):
+def test_batch_topk_encode_matches_dense_reference(signed, aux, x_grad, case, counts):
     B, D, Fn, k, k_aux, dead_frac, chunk, heavy = case
     p = _problem(B, D, Fn, seed=B * 1000 + Fn + 1, dead_frac=dead_frac)
     ka = k_aux if aux else 0
     ref = _run_batch(False, p, k, signed, ka, x_grad, heavy)
-    got = _run_batch(True, p, k, signed, ka, x_grad, heavy, chunk_rows=chunk)
+    got = _run_batch(True, p, k, signed, ka, x_grad, heavy, counts, chunk_rows=chunk)
     _close(got[0], ref[0])
     _close(got[1], ref[1])
     assert torch.equal(got[1] != 0, ref[1] != 0)  # same support
@@ -359,6 +362,105 @@ def test_batch_padding_gets_no_gradient():
     # ∂u = 10 at (0, 1) and (0, 2) only; ∂W_enc = xᵀ·∂u
     assert torch.equal(W.grad, torch.tensor([[0.0, 50.0, 50.0], [0.0, -60.0, -60.0],
                                              [0.0, 70.0, 70.0]]))
+
+
+def _padded_selection(counts, Fn, gen):
+    """A padded selection as :func:`K.batch_topk_encode` returns it: row b's first counts[b]
+    entries real (distinct latents, random weights), the rest value 0 at ``(b·m + j) mod F``."""
+    B, m = len(counts), max(counts)
+    idx = (torch.arange(B * m) % Fn).view(B, m)
+    w = torch.zeros(B, m)
+    for b, c in enumerate(counts):
+        idx[b, :c] = torch.randperm(Fn, generator=gen)[:c]
+        w[b, :c] = torch.randn(c, generator=gen)
+    return idx, w, torch.tensor(counts)
+
+
+def _products(idx, w, counts, A, X, Wd, **sddmm_kw):
+    """Every sparse product of the kernels on one selection, fresh caches."""
+    K._CSC_CACHE.clear()
+    Fn = Wd.shape[0]
+    return {"spmm": K._spmm(idx, w, Wd, counts),
+            "spmm_t": K._spmm_t(idx, w, X, Fn, counts),
+            "colsum": K._column_sums(idx, w, Fn, segment=False, counts=counts),
+            "colsum_seg": K._column_sums(idx, w, Fn, segment=True, counts=counts),
+            "sddmm": K._sddmm(idx, A, Wd, counts=counts, **sddmm_kw)}
+
+
+@pytest.mark.parametrize("sddmm_kw", [{}, {"csc": False}, {"sampled": False}],
+                         ids=["csc", "csr", "gather"])
+def test_padding_free_products_hand_case(sddmm_kw):
+    # S [3, 5]: row 0 = 1·e0 + 2·e3 + 3·e4, row 1 = 4·e2, row 2 empty; m = 3, padded
+    idx = torch.tensor([[0, 3, 4], [2, 4, 0], [1, 2, 3]])
+    w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    counts = torch.tensor([3, 1, 0])
+    Wd = torch.arange(10.0).view(5, 2)       # row j = (2j, 2j + 1)
+    X = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    A = torch.tensor([[1.0, 1.0], [1.0, -1.0], [2.0, 0.0]])
+    got = _products(idx, w, counts, A, X, Wd, **sddmm_kw)
+    assert torch.equal(got["spmm"], torch.tensor([[36.0, 42.0], [16.0, 20.0], [0.0, 0.0]]))
+    assert torch.equal(got["spmm_t"], torch.tensor(
+        [[1.0, 0.0], [0.0, 0.0], [0.0, 4.0], [2.0, 0.0], [3.0, 0.0]]))
+    expect_cs = torch.tensor([1.0, 0.0, 4.0, 2.0, 3.0])
+    assert torch.equal(got["colsum"], expect_cs) and torch.equal(got["colsum_seg"], expect_cs)
+    # ⟨A[b], Wd[idx]⟩ on the real entries, 0 on the padding
+    assert torch.equal(got["sddmm"], torch.tensor(
+        [[1.0, 13.0, 17.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    # the padded path (no counts) gives the same on the real entries
+    ref = _products(idx, w, None, A, X, Wd, **sddmm_kw)
+    valid = torch.arange(3) < counts[:, None]
+    for name in got:
+        if name == "sddmm":
+            assert torch.equal(got[name][valid], ref[name][valid])
+        else:
+            assert torch.equal(got[name], ref[name]), name
+
+
+@pytest.mark.parametrize("sddmm_kw", [{}, {"csc": False}, {"sampled": False}],
+                         ids=["csc", "csr", "gather"])
+def test_padding_free_products_equal_padded_random(sddmm_kw):
+    gen = torch.Generator().manual_seed(11)
+    B, D, Fn = 23, 7, 29
+    counts = [int(c) for c in torch.randint(0, 9, (B,), generator=gen)]
+    counts[4] = 27  # one row far wider than the rest (m = 27)
+    idx, w, c = _padded_selection(counts, Fn, gen)
+    A, X = torch.randn(B, D, generator=gen), torch.randn(B, D, generator=gen)
+    Wd = torch.randn(Fn, D, generator=gen)
+    got = _products(idx, w, c, A, X, Wd, **sddmm_kw)
+    ref = _products(idx, w, None, A, X, Wd, **sddmm_kw)
+    valid = torch.arange(idx.shape[1]) < c[:, None]
+    for name in got:
+        if name == "sddmm":
+            assert torch.equal(got[name][valid], ref[name][valid])
+            assert (got[name][~valid] == 0).all()
+        else:
+            assert torch.equal(got[name], ref[name]), name
+    # and through the autograd op: x̂ and every gradient, padded vs counts
+    res = []
+    for cc in (None, c):
+        vv, WW, bb = (t.clone().requires_grad_(True) for t in (w, Wd, A[0]))
+        out = K.sparse_decode(vv, idx, WW, bb, cc)
+        (out * X).sum().backward()
+        res.append((out.detach(), vv.grad * valid, WW.grad, bb.grad))
+    for a, b in zip(*res, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_sae_forward_passes_batch_counts():
+    """SAE.forward gives the batch selection's counts to the decode (and to SAEOutput)."""
+    g = torch.Generator().manual_seed(9)
+    X = torch.randn(24, 10, generator=g)
+    X[3] *= 10  # one wide row: padding in every other row
+    sae = SAE(SAEConfig(d_in=10, d_sae=30, architecture="batchabstopk", k=3,
+                        use_sparse_kernels=True), seed=1).train()
+    out = sae(X, dense_code=True)
+    assert out.counts is not None and int(out.counts.sum()) == 3 * 24
+    assert out.values.shape[1] == int(out.counts.max()) > 3
+    padded = K.sparse_decode(out.values, out.indices, sae.W_dec, sae.b_dec)
+    assert torch.equal(out.x_hat_s, padded)
+    _close(out.x_hat_s, out.z @ sae.W_dec + sae.b_dec)
+    assert SAE(SAEConfig(d_in=10, d_sae=30, architecture="abstopk", k=3,
+                         use_sparse_kernels=True), seed=1)(X).counts is None
 
 
 @pytest.mark.parametrize("arch", ["batchtopk", "batchabstopk"])

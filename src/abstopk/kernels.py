@@ -35,7 +35,10 @@ decoder ∂values [B, m]      (∂x̂ · W_decᵀ) on the support  sampled dense
 ==========================  ===========================  =========================================
 
 so nothing of size B×F is kept for backward, and the backward costs O(B·m·D) instead of
-O(B·F·D). The forward never materialises the whole B×F pre-activation on CPU: it runs the
+O(B·F·D). A batch-level selection has a different width per row; it is returned padded to
+the widest row together with ``counts`` [B], and every product above then runs over the
+N = Σ_b counts[b] = k·B real entries only (CSR row offsets ``cumsum(counts)``,
+:func:`_compact`), not the B·m padded ones (m ≈ 8k on skewed data). The forward never materialises the whole B×F pre-activation on CPU: it runs the
 encoder GEMM over row blocks (``chunk_rows``) into a reused, cache-sized buffer and selects
 in the block while it is hot. ``|u|`` for AbsTopK is written into a second reused block
 buffer (never a fresh B×F tensor) and the signed values are gathered from ``u``.
@@ -136,75 +139,148 @@ def _block_buffers(device: torch.device, dtype: torch.dtype, rows: int, cols: in
     return bufs
 
 
-_CSC_CACHE: dict[int, tuple] = {}
+_CSC_CACHE: dict[tuple, tuple] = {}
 
 
-def _csc_order(indices: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Column-major (CSC) order of the support ``indices`` [B, m] of a sparse S [B, n].
+def _memo(tag: str, indices: Tensor, counts: Tensor | None, n: int, fn):
+    """``fn()`` cached on the identity (and version) of ``indices`` and ``counts``.
 
-    Returns ``order`` [B·m] (entries sorted by latent, stable), ``rows`` [B·m] (the row of
-    each sorted entry) and ``offsets`` [n] (start of each latent's run). The result is
-    cached on the identity (and version) of ``indices``: the decoder's backward and the
-    encoder's backward share one sort of the same selection.
+    The sparse products of one selection (decoder forward/backward, encoder backward) get the
+    same ``indices``/``counts`` tensors, so they share one compaction and one CSC sort.
     """
-    key = id(indices)
+    keyed = (indices,) if counts is None else (indices, counts)
+    key = (tag, n, *map(id, keyed))
     hit = _CSC_CACHE.get(key)
+    versions = tuple(t._version for t in keyed)
     if hit is not None:
-        ref, version, nn, res = hit
-        if ref() is indices and version == indices._version and nn == n:
+        refs, vers, res = hit
+        if all(r() is t for r, t in zip(refs, keyed, strict=True)) and vers == versions:
             return res
-    m = indices.shape[1]
-    flat = indices.reshape(-1)
-    # int32 keys sort about 2x faster than int64; latent ids always fit
-    key32 = flat.to(torch.int32) if n < 2**31 else flat
-    order = torch.sort(key32, stable=True).indices
-    rows = torch.div(order, m, rounding_mode="floor")
-    counts = torch.bincount(flat, minlength=n)
-    offsets = torch.cumsum(counts, 0) - counts
-    res = (order, rows, offsets)
-    for k_ in [k_ for k_, v in _CSC_CACHE.items() if v[0]() is None]:
+    res = fn()
+    for k_ in [k_ for k_, v in _CSC_CACHE.items() if any(r() is None for r in v[0])]:
         del _CSC_CACHE[k_]
     if len(_CSC_CACHE) > 16:
         _CSC_CACHE.clear()
-    _CSC_CACHE[key] = (weakref.ref(indices), indices._version, n, res)
+    _CSC_CACHE[key] = (tuple(weakref.ref(t) for t in keyed), versions, res)
     return res
 
 
-def _spmm_t(indices: Tensor, weights: Tensor, X: Tensor, n: int) -> Tensor:
+def _compact(indices: Tensor, counts: Tensor | None) -> tuple[Tensor | None, Tensor, Tensor]:
+    """CSR form of the selection ``indices`` [B, m] whose row b holds its first counts[b].
+
+    Returns ``pos`` [N] (flat positions ``b·m + j`` of the N = Σ_b counts[b] real entries,
+    row-major), ``col`` [N] (their latents, ``indices.view(-1)[pos]``) and ``crow`` [B + 1]
+    (row offsets, ``cumsum`` of ``counts``). ``counts`` None (no padding): ``pos`` None,
+    ``col`` = all B·m indices, ``crow`` = 0, m, 2m, …. Cached like :func:`_csc_order`.
+    """
+    nb, m = indices.shape
+    if counts is None:
+        return None, indices.reshape(-1), torch.arange(
+            0, nb * m + 1, m, device=indices.device, dtype=torch.int64)
+
+    def build():
+        valid = torch.arange(m, device=indices.device) < counts[:, None]
+        pos = valid.view(-1).nonzero().view(-1)
+        crow = torch.zeros(nb + 1, device=indices.device, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=crow[1:])
+        return pos, indices.reshape(-1)[pos], crow
+
+    return _memo("csr", indices, counts, m, build)
+
+
+def _unpad(weights: Tensor, pos: Tensor | None) -> Tensor:
+    """The real entries of padded ``weights`` [B, m] ([N] at ``pos``; all of them if None)."""
+    return weights.reshape(-1) if pos is None else weights.reshape(-1)[pos]
+
+
+def _pad(flat: Tensor, at: Tensor | None, shape: torch.Size) -> Tensor:
+    """[B, m] with ``flat`` [N] written at the flat positions ``at`` and 0 elsewhere
+    (``at`` None: ``flat`` already holds all B·m entries in order)."""
+    if at is None:
+        return flat.view(shape)
+    out = flat.new_zeros(shape.numel())
+    out[at] = flat
+    return out.view(shape)
+
+
+def _csc_order(indices: Tensor, n: int, counts: Tensor | None = None,
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Column-major (CSC) order of the support ``indices`` [B, m] of a sparse S [B, n].
+
+    Returns ``order`` [N] (flat positions ``b·m + j`` of the entries sorted by latent,
+    stable), ``rows`` [N] (the row ``order // m`` of each sorted entry) and ``offsets`` [n]
+    (start of each latent's run). With ``counts`` [B] only row b's first counts[b] entries
+    are real (the rest is padding, :func:`batch_topk_encode`): N = Σ_b counts[b] and the
+    padding is in none of the three; else N = B·m. The result is cached on the identity
+    (and version) of ``indices`` and ``counts``: the decoder's backward and the encoder's
+    backward share one sort of the same selection.
+    """
+    def build():
+        m = indices.shape[1]
+        pos, flat, _ = _compact(indices, counts)
+        # int32 keys sort about 2x faster than int64; latent ids always fit
+        key32 = flat.to(torch.int32) if n < 2**31 else flat
+        order = torch.sort(key32, stable=True).indices
+        if pos is not None:
+            order = pos[order]
+        rows = torch.div(order, m, rounding_mode="floor")
+        nnz = torch.bincount(flat, minlength=n)
+        return order, rows, torch.cumsum(nnz, 0) - nnz
+
+    return _memo("csc", indices, counts, n, build)
+
+
+def _spmm(indices: Tensor, weights: Tensor, X: Tensor, counts: Tensor | None = None) -> Tensor:
+    """S · X for the sparse S [B, n] with ``S[b, indices[b, j]] += weights[b, j]``.
+
+    ``indices``/``weights``: [B, m]; ``X``: [n, D] → [B, D]; one ``embedding_bag`` with
+    per-sample weights, O(B·m·D). ``counts`` [B]: row b has counts[b] real entries, the rest
+    is padding and skipped (bags over the CSR form, :func:`_compact`), O(N·D).
+    """
+    if counts is None:
+        return F.embedding_bag(indices, X, mode="sum", per_sample_weights=weights)
+    pos, col, crow = _compact(indices, counts)
+    return F.embedding_bag(col, X, crow[:-1], mode="sum", per_sample_weights=_unpad(weights, pos))
+
+
+def _spmm_t(indices: Tensor, weights: Tensor, X: Tensor, n: int,
+            counts: Tensor | None = None) -> Tensor:
     """Sᵀ · X for the sparse S [B, n] with ``S[b, indices[b, j]] += weights[b, j]``.
 
     ``indices``/``weights``: [B, m]; ``X``: [B, D] → [n, D]. The entries are visited in
     CSC order of S (sorted by latent, :func:`_csc_order`); each output row is then one
     ``embedding_bag`` bag summing ``weights · X[row]``, so the cost is O(B·m·D) with no
-    B×m×D temporary.
+    B×m×D temporary (O(N·D) with ``counts``: padding skipped).
     """
-    order, rows, offsets = _csc_order(indices, n)
+    order, rows, offsets = _csc_order(indices, n, counts)
     return F.embedding_bag(rows, X, offsets, mode="sum",
                            per_sample_weights=weights.reshape(-1)[order])
 
 
 def _column_sums(indices: Tensor, weights: Tensor, n: int,
-                 segment: bool | None = None) -> Tensor:
+                 segment: bool | None = None, counts: Tensor | None = None) -> Tensor:
     """Σ_b S[b, :] [n] for the sparse S given by ``indices``/``weights`` [B, m].
 
     ``index_add_`` on CPU (sequential, so deterministic); elsewhere the CSC-ordered
     ``embedding_bag`` segment sum, because ``index_add_`` there uses float atomics whose
     order, and so whose rounding, changes from run to run (a resumed run would not be
-    bit-identical). ``segment`` forces one path (default: by device).
+    bit-identical). ``segment`` forces one path (default: by device). ``counts``: as in
+    :func:`_spmm` (padding skipped).
     """
     if segment is None:
         segment = indices.device.type != "cpu"
     if not segment:
+        pos, col, _ = _compact(indices, counts)
         return torch.zeros(n, device=weights.device, dtype=weights.dtype).index_add_(
-            0, indices.reshape(-1), weights.reshape(-1))
-    order, _, offsets = _csc_order(indices, n)
+            0, col, _unpad(weights, pos))
+    order, _, offsets = _csc_order(indices, n, counts)
     table = weights.reshape(-1, 1)[order]
     pos = torch.arange(table.shape[0], device=table.device)
     return F.embedding_bag(pos, table, offsets, mode="sum").view(n)
 
 
 def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor, sampled: bool | None = None,
-           csc: bool | None = None) -> Tensor:
+           csc: bool | None = None, counts: Tensor | None = None) -> Tensor:
     """out[b, j] = ⟨A[b], Bm[indices[b, j]]⟩ for A [B, D], Bm [n, D] → [B, m] (SDDMM).
 
     ``sampled`` (default) uses ``torch.sparse.sampled_addmm`` (MKL on CPU, cuSPARSE on CUDA:
@@ -213,6 +289,8 @@ def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor, sampled: bool | None = None,
     transposed product ``Bm · Aᵀ`` on the pattern of Sᵀ instead, i.e. visits the entries
     latent by latent (the CSC order the backward already sorted for ``_spmm_t``): each
     ``Bm`` row is then read once and the smaller ``A`` stays in cache (≈ 25 % faster on CPU).
+    ``counts`` [B]: only row b's first counts[b] entries are computed (N of them, on the
+    CSR/CSC pattern without the padding); out is 0 at the padding.
     """
     nb, m = indices.shape
     dev = A.device
@@ -223,26 +301,31 @@ def _sddmm(indices: Tensor, A: Tensor, Bm: Tensor, sampled: bool | None = None,
     if sampled and nb * m > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sparse CSR is a beta API
-            if csc:
-                order, rows, offsets = _csc_order(indices, Bm.shape[0])
-                crow = torch.cat([offsets, offsets.new_full((1,), nb * m)])
-                pattern = torch.sparse_csr_tensor(
-                    crow, rows, torch.zeros(nb * m, dtype=A.dtype, device=dev),
-                    (Bm.shape[0], nb))
-                res = torch.sparse.sampled_addmm(pattern, Bm, A.t(), beta=0.0)
-                out = torch.empty(nb * m, dtype=A.dtype, device=dev)
-                out[order] = res.values()
-                return out.view(nb, m)
-            crow = torch.arange(0, nb * m + 1, m, device=dev, dtype=torch.int64)
+            if csc:  # Sᵀ [n, B] in CSR = S in CSC
+                at, col, crow = _csc_order(indices, Bm.shape[0], counts)
+                crow = torch.cat([crow, crow.new_full((1,), at.numel())])
+                left, right, shape = Bm, A.t(), (Bm.shape[0], nb)
+            else:
+                at, col, crow = _compact(indices, counts)
+                left, right, shape = A, Bm.t(), (nb, Bm.shape[0])
             pattern = torch.sparse_csr_tensor(
-                crow, indices.reshape(-1), torch.zeros(nb * m, dtype=A.dtype, device=dev),
-                (nb, Bm.shape[0]))
-            res = torch.sparse.sampled_addmm(pattern, A, Bm.t(), beta=0.0)
-        return res.values().view(nb, m)
+                crow, col, torch.zeros(col.numel(), dtype=A.dtype, device=dev), shape)
+            res = torch.sparse.sampled_addmm(pattern, left, right, beta=0.0).values()
+        return _pad(res, at, indices.shape)
     # generic path (CUDA etc.): gather in row blocks to bound the B×m×D temporary
     # (≤ 4M elements on CPU, ≤ 128M = 512 MiB fp32 on an accelerator: few large launches)
-    out = torch.empty(nb, m, dtype=A.dtype, device=A.device)
     budget = 1 << (22 if A.device.type == "cpu" else 27)
+    if counts is not None:  # real entries only: gather both operands entry by entry
+        at, col, _ = _compact(indices, counts)
+        rows = torch.div(at, m, rounding_mode="floor")
+        flat = torch.empty(col.numel(), dtype=A.dtype, device=dev)
+        step = max(1, budget // max(1, Bm.shape[1]))
+        for s in range(0, col.numel(), step):
+            e = min(col.numel(), s + step)
+            torch.bmm(Bm.index_select(0, col[s:e])[:, None, :],
+                      A.index_select(0, rows[s:e])[:, :, None], out=flat[s:e, None, None])
+        return _pad(flat, at, indices.shape)
+    out = torch.empty(nb, m, dtype=A.dtype, device=A.device)
     step = max(1, budget // max(1, m * Bm.shape[1]))
     for s in range(0, nb, step):
         e = min(nb, s + step)
@@ -357,8 +440,8 @@ class _TopKEncode(torch.autograd.Function):
         AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead)
 
     Backward, with g [B, m(+ka)] the incoming gradient of the kept values (masked by
-    ``v > 0`` for TopK, the relu, and to 0 on batch padding) and S the sparse B×F matrix of g
-    on the selected support::
+    ``v > 0`` for TopK, the relu) and S the sparse B×F matrix of g on the selected support
+    (batch: the counts[b] real entries of each row only, padding skipped)::
 
         ∂x_c = S · W_encᵀ,   ∂W_enc = x_cᵀ · S,   ∂b_enc = Σ_b S[b],
         ∂shift = −W_enc · ∂b_enc   (x_c = x − shift; ∂x_c is skipped when x needs none)
@@ -410,7 +493,7 @@ class _TopKEncode(torch.autograd.Function):
                 u.masked_fill_(not_dead, float("-inf"))  # u is scratch once v is taken
                 torch.topk(u, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
                 aux_v[s:e].clamp_(min=0)
-        ctx.valid = None
+        counts = None  # per-row widths of a padded (batch) selection
         if batch:
             def redo_rows(redo: Tensor, t: Tensor):
                 """Every entry with key ≥ t of the rows ``redo``: flat (row, latent, u)."""
@@ -427,45 +510,42 @@ class _TopKEncode(torch.autograd.Function):
 
             values, indices, counts = _batch_from_candidates(
                 values, indices, k, signed, redo_rows if width < n else None, n)
-            ctx.valid = torch.arange(values.shape[1], device=dev) < counts[:, None]
         ctx.signed = signed
         ctx.n = n
         ctx.ka = ka
         ctx.has_shift = shift is not None
-        ctx.save_for_backward(x_c, W_enc, values, indices, aux_v, aux_i)
-        ctx.mark_non_differentiable(indices, aux_i)
-        return values, indices, aux_v, aux_i
+        ctx.save_for_backward(x_c, W_enc, values, indices, aux_v, aux_i, counts)
+        ctx.mark_non_differentiable(indices, aux_i, *([] if counts is None else [counts]))
+        return values, indices, aux_v, aux_i, counts
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g_v, _gi, g_av, _gai):
-        x_c, W_enc, values, indices, aux_v, aux_i = ctx.saved_tensors
+    def backward(ctx, g_v, _gi, g_av, _gai, _gc):
+        x_c, W_enc, values, indices, aux_v, aux_i, counts = ctx.saved_tensors
         n, ka = ctx.n, ctx.ka
         if g_v is None:
             g_v = torch.zeros_like(values)
         if not ctx.signed:
             g_v = g_v * (values > 0)
-        if ctx.valid is not None:  # batch padding: value 0 that was never selected
-            g_v = g_v * ctx.valid
         has_aux = ka > 0 and g_av is not None
         if has_aux and not ctx.signed:
             g_av = g_av * (aux_v > 0)
+        # the selection(s) as (indices, g, counts); batch padding (counts) is skipped
+        sels = [(indices, g_v.contiguous(), counts)]
         if has_aux:
-            g = torch.cat([g_v, g_av], 1)
-            idx = torch.cat([indices, aux_i], 1)
-        else:
-            g, idx = g_v.contiguous(), indices
+            sels.append((aux_i, g_av.contiguous(), None))
+        joint = sels
+        if has_aux and counts is None:  # fixed width + AuxK: one pass over [B, k + ka]
+            joint = [(torch.cat([indices, aux_i], 1), torch.cat([g_v, g_av], 1), None)]
         gx = gshift = gW = gb = None
         need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
         if need_x:
-            gx = F.embedding_bag(idx, W_enc.t().contiguous(), mode="sum", per_sample_weights=g)
+            W_t = W_enc.t().contiguous()
+            gx = _total(_spmm(i, g, W_t, c) for i, g, c in joint)
         if ctx.needs_input_grad[2]:
-            gWt = _spmm_t(indices, g_v.contiguous(), x_c, n)  # [F, D]
-            if has_aux:
-                gWt += _spmm_t(aux_i, g_av.contiguous(), x_c, n)
-            gW = gWt.t().contiguous()
+            gW = _total(_spmm_t(i, g, x_c, n, c) for i, g, c in sels).t().contiguous()
         if ctx.needs_input_grad[3] or need_shift:
-            gb = _column_sums(idx, g, n)
+            gb = _total(_column_sums(i, g, n, counts=c) for i, g, c in joint)
         if need_shift:
             # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
             # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
@@ -473,6 +553,15 @@ class _TopKEncode(torch.autograd.Function):
         if not ctx.needs_input_grad[3]:
             gb = None
         return gx, gshift, gW, gb, None, None, None, None, None, None, None, None
+
+
+def _total(parts) -> Tensor:
+    """Sum of the fresh tensors ``parts`` (in place into the first)."""
+    it = iter(parts)
+    out = next(it)
+    for p in it:
+        out += p
+    return out
 
 
 def topk_encode(
@@ -512,7 +601,7 @@ def topk_encode(
         Gradients flow from ``values``/``aux_values`` to ``x_c``, ``W_enc`` and ``b_enc``.
     """
     return _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift,
-                   batch=False)
+                   batch=False)[:4]
 
 
 def batch_topk_encode(
@@ -527,7 +616,8 @@ def batch_topk_encode(
     chunk_rows: int | None = -1,
     backend: str | None = None,
     shift: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    with_counts: bool = False,
+) -> tuple[Tensor, ...]:
     """Encode and select k·B entries over the whole batch (BatchTopK / BatchAbsTopK).
 
     The selection is that of :func:`abstopk.sparsity.batchtopk` (the k·B largest ``u`` of the
@@ -543,15 +633,20 @@ def batch_topk_encode(
         where m is the largest number of entries any row keeps. Row b's kept entries come
         first; the rest is padding with value 0 (indices spread over the latents), which adds
         nothing to a decode (:func:`sparse_decode`) and gets no gradient. Scatter with
-        ``scatter_add`` (padding may repeat an index). Exactly k·B entries are kept (some of them 0 for BatchTopK,
-        when fewer than k·B pre-activations are positive).
+        ``scatter_add`` (padding may repeat an index). Exactly k·B entries are kept (some of
+        them 0 for BatchTopK, when fewer than k·B pre-activations are positive).
+        ``with_counts``: a fifth return, ``counts`` [B] int64 (row b keeps its first
+        counts[b] entries, Σ_b counts[b] = k·B); give it to :func:`sparse_decode` so that the
+        decode and both backwards skip the padding (O(k·B·D) instead of O(B·m·D)).
     """
-    return _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift,
-                   batch=True)
+    out = _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift,
+                  batch=True)
+    return out if with_counts else out[:4]
 
 
 def _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, shift, batch):
-    """Argument checks and defaults of :func:`topk_encode` / :func:`batch_topk_encode`."""
+    """Argument checks and defaults of :func:`topk_encode` / :func:`batch_topk_encode`;
+    returns values, indices, aux_values, aux_indices, counts (None unless ``batch``)."""
     if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
         raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
     n = W_enc.shape[1]
@@ -574,11 +669,11 @@ def _encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, chunk_rows, backend, 
     if shift is not None and shift.shape != (x_c.shape[1],):
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()
-    values, indices, aux_v, aux_i = _TopKEncode.apply(
+    values, indices, aux_v, aux_i, counts = _TopKEncode.apply(
         x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch)
     if ka == 0:
-        return values, indices, None, None
-    return values, indices, aux_v, aux_i
+        aux_v = aux_i = None
+    return values, indices, aux_v, aux_i, counts
 
 
 # =========================================================================== decoder
@@ -587,39 +682,48 @@ class _SparseDecode(torch.autograd.Function):
 
     Backward: ∂values[b, j] = ⟨∂x̂[b], W_dec[indices[b, j]]⟩ (SDDMM),
     ∂W_dec = Zᵀ · ∂x̂ (CSC-ordered ``embedding_bag``), ∂b_dec = Σ_b ∂x̂[b].
+    With ``counts`` [B] (padded batch selection) all three products run on the N = Σ counts
+    real entries only, and ∂values is 0 at the padding.
     """
 
     @staticmethod
-    def forward(ctx, values, indices, W_dec, b_dec):
-        out = F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=values)
+    def forward(ctx, values, indices, W_dec, b_dec, counts=None):
+        out = _spmm(indices, values, W_dec, counts)
         if b_dec is not None:
             out += b_dec
         ctx.has_b = b_dec is not None
-        ctx.save_for_backward(values, indices, W_dec)
+        ctx.save_for_backward(values, indices, W_dec, counts)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        values, indices, W_dec = ctx.saved_tensors
+        values, indices, W_dec, counts = ctx.saved_tensors
         g = g.contiguous()
         gv = gW = gb = None
         if ctx.needs_input_grad[0]:
-            gv = _sddmm(indices, g, W_dec)
+            gv = _sddmm(indices, g, W_dec, counts=counts)
         if ctx.needs_input_grad[2]:
-            gW = _spmm_t(indices, values, g, W_dec.shape[0])
+            gW = _spmm_t(indices, values, g, W_dec.shape[0], counts)
         if ctx.has_b and ctx.needs_input_grad[3]:
             gb = g.sum(0)
-        return gv, None, gW, gb
+        return gv, None, gW, gb, None
 
 
-def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor | None) -> Tensor:
+def sparse_decode(values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor | None,
+                  counts: Tensor | None = None) -> Tensor:
     """x̂ [B, d_in] = Σ_j values[b, j]·W_dec[indices[b, j]] (+ b_dec).
 
     ``values``/``indices``: [B, m]; ``W_dec``: [d_sae, d_in]. Forward is an
     ``embedding_bag`` with per-sample weights; the backward is sparse (see
-    :class:`_SparseDecode`), O(B·m·d_in).
+    :class:`_SparseDecode`), O(B·m·d_in). ``counts`` [B] (int64, from
+    :func:`batch_topk_encode` with ``with_counts``): row b's entries j ≥ counts[b] are
+    padding and skipped, so forward and backward cost O(N·d_in), N = Σ_b counts[b]; the
+    padding's ∂values is 0. Pass the same ``indices``/``counts`` tensors as the encoder
+    returned: the compaction and CSC sort are then shared with its backward.
     """
     if values.shape != indices.shape:
         raise ValueError(f"values {tuple(values.shape)} and indices {tuple(indices.shape)} differ")
-    return _SparseDecode.apply(values.contiguous(), indices.contiguous(), W_dec, b_dec)
+    if counts is not None and counts.shape != values.shape[:1]:
+        raise ValueError(f"counts must have shape [{values.shape[0]}], got {tuple(counts.shape)}")
+    return _SparseDecode.apply(values.contiguous(), indices.contiguous(), W_dec, b_dec, counts)

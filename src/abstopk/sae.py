@@ -149,6 +149,8 @@ class SAEOutput(NamedTuple):
     l0: scalar differentiable L0 surrogate (JumpReLU family, training), else None.
     x_s: [B, d_in] the normalised input the loss is computed in.
     x_hat_s: [B, d_in] the reconstruction in normalised space.
+    counts: [B] int64 real entries per row of a padded (batch-level) values/indices: row b's
+        first counts[b] entries are kept, the rest is padding; None when there is no padding.
     """
 
     x_hat: Tensor
@@ -161,6 +163,7 @@ class SAEOutput(NamedTuple):
     l0: Tensor | None
     x_s: Tensor
     x_hat_s: Tensor
+    counts: Tensor | None = None
 
 
 class SAE(nn.Module):
@@ -309,16 +312,20 @@ class SAE(nn.Module):
             raise ValueError(f"expected x of shape [B, {self.cfg.d_in}], got {tuple(x.shape)}")
         x_s, stats = self.normalize(x)
         cfg, op = self.cfg, self.op
-        values = indices = u = aux_v = aux_i = l0 = z = None
+        values = indices = counts = u = aux_v = aux_i = l0 = z = None
         if self._use_kernels():
-            encode = kernels.batch_topk_encode if op.batch_level else kernels.topk_encode
-            values, indices, aux_v, aux_i = encode(
-                x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
-                shift=self.b_dec if cfg.apply_b_dec_to_input else None,
-            )
+            shift = self.b_dec if cfg.apply_b_dec_to_input else None
             if op.batch_level:  # training (eval uses the threshold rule, dense path)
+                values, indices, aux_v, aux_i, counts = kernels.batch_topk_encode(
+                    x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
+                    shift=shift, with_counts=True)
                 self._update_batch_threshold(values)
-            x_hat_s = kernels.sparse_decode(values, indices, self.W_dec, self.b_dec)
+            else:
+                values, indices, aux_v, aux_i = kernels.topk_encode(
+                    x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux, shift=shift)
+            # counts: the decode skips the batch padding (and shares its compaction with
+            # the encoder's backward)
+            x_hat_s = kernels.sparse_decode(values, indices, self.W_dec, self.b_dec, counts)
             if dense_code:  # scatter_add: batch padding (value 0) may repeat an index
                 z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype, device=values.device)
                 z = z.scatter_add(1, indices, values)
@@ -339,7 +346,7 @@ class SAE(nn.Module):
                     masked = u.masked_fill(~aux_mask, 0.0)
                     aux_v, aux_i = topk_select(masked, ka, signed=op.signed)
         x_hat = self.denormalize(x_hat_s, stats)
-        return SAEOutput(x_hat, z, values, indices, u, aux_v, aux_i, l0, x_s, x_hat_s)
+        return SAEOutput(x_hat, z, values, indices, u, aux_v, aux_i, l0, x_s, x_hat_s, counts)
 
     # ------------------------------------------------------------------ decoder norm
     @torch.no_grad()
