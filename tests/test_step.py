@@ -108,3 +108,22 @@ def test_step_result_fired_and_l0():
     r = train_step(sae, make_optimizer(sae, lr=1e-3), x)
     assert torch.equal(r.fired, fired_expect)
     assert float(r.l0) == pytest.approx(float(l0_expect))
+
+
+def test_threshold_has_its_own_learning_rate():
+    """θ's Adam group runs at threshold_lr_factor·lr, and set_lr keeps the ratio."""
+    from abstopk.train.step import set_lr
+
+    sae = SAE(SAEConfig(d_in=4, d_sae=6, architecture="jumprelu"), seed=0)
+    opt = make_optimizer(sae, lr=1e-3, threshold_lr_factor=30.0)
+    (theta_group,) = [g for g in opt.param_groups if any(p is sae.threshold for p in g["params"])]
+    assert theta_group["lr"] == pytest.approx(3e-2)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(sae.parameters()))
+    set_lr(opt, 2e-4)
+    assert theta_group["lr"] == pytest.approx(6e-3)
+    assert [g["lr"] for g in opt.param_groups if g is not theta_group] == [pytest.approx(2e-4)]
+    # one Adam step moves θ by ≈ its group's lr (Adam's first step is lr·sign(g))
+    before = sae.threshold.detach().clone()
+    sae.threshold.grad = torch.ones_like(sae.threshold)
+    opt.step()
+    assert torch.allclose(before - sae.threshold.detach(), torch.full((6,), 6e-3), rtol=1e-3)

@@ -266,7 +266,7 @@ def train_sae(architecture: str, data: SyntheticData, cfg: BenchConfig,
     """
     from ..sae import SAE, SAEConfig
     from ..sparsity import get_operator
-    from ..train.step import make_optimizer, train_step
+    from ..train.step import make_optimizer, set_lr, train_step
 
     op = get_operator(architecture)
     d = data.cfg.d
@@ -292,8 +292,7 @@ def train_sae(architecture: str, data: SyntheticData, cfg: BenchConfig,
         lr = cfg.lr
         if it >= decay_start:
             lr = cfg.lr * (cfg.steps - it) / max(1, cfg.steps - decay_start)
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, lr)
         if pos + cfg.batch_size > n:
             order = torch.randperm(n, generator=gen)
             pos = 0

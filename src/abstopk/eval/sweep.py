@@ -256,7 +256,7 @@ class MultiTrainer:
         from tqdm.auto import tqdm
 
         from ..train.schedule import lr_at
-        from ..train.step import train_step
+        from ..train.step import set_lr, train_step
 
         c0 = self.cfgs[0]
         it = iter(self.source)
@@ -289,8 +289,7 @@ class MultiTrainer:
                     cfg = t.cfg
                     xd = x.to(t.device, torch.float32)
                     lr = lr_at(t.step, cfg)
-                    for g in t.optimizer.param_groups:
-                        g["lr"] = lr
+                    set_lr(t.optimizer, lr)
                     coeff: float | Tensor = 0.0
                     if t.sae.op.penalty is not None:
                         coeff = (t.controller.coeff if t.controller is not None

@@ -98,6 +98,13 @@ class TrainConfig:
         "coefficient so that the trained SAE lands at this many active latents per token.",
         None,
     )
+    threshold_lr_factor: float = _doc(
+        "Learning rate of the JumpReLU threshold θ as a multiple of lr. θ lives on the scale "
+        "of the pre-activations while Adam moves a parameter by at most ≈ lr per step, so "
+        "with the weights' lr θ can hardly follow the target-L0 controller in a short run "
+        "(docs/results.md).",
+        30.0,
+    )
     l0_controller_ki: float = _doc(
         "Integral gain of the target-L0 controller (per step, in log space).", 0.01
     )
@@ -194,6 +201,9 @@ class TrainConfig:
             raise ValueError(f"penalty_coeff must be ≥ 0, got {self.penalty_coeff!r}")
         if not 0 < self.penalty_coeff_min < self.penalty_coeff_max:
             raise ValueError("need 0 < penalty_coeff_min < penalty_coeff_max")
+        if not (self.threshold_lr_factor > 0 and math.isfinite(self.threshold_lr_factor)):
+            raise ValueError(
+                f"threshold_lr_factor must be positive, got {self.threshold_lr_factor!r}")
         if self.l0_controller_ki < 0 or self.l0_controller_kp < 0:
             raise ValueError("controller gains must be ≥ 0")
         if self.aux_k is not None and (isinstance(self.aux_k, bool) or self.aux_k < 0):

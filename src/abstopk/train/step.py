@@ -23,7 +23,7 @@ from torch import Tensor
 from .. import kernels
 from ..sae import SAE
 
-__all__ = ["StepResult", "make_optimizer", "train_step"]
+__all__ = ["StepResult", "make_optimizer", "set_lr", "train_step"]
 
 
 @dataclass
@@ -39,13 +39,28 @@ class StepResult:
 
 
 def make_optimizer(sae: SAE, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                   eps: float = 1e-8) -> torch.optim.Adam:
-    """Adam over the SAE's parameters; the fused implementation where torch offers it."""
-    params = [p for p in sae.parameters() if p.requires_grad]
+                   eps: float = 1e-8, threshold_lr_factor: float = 1.0) -> torch.optim.Adam:
+    """Adam over the SAE's parameters; the fused implementation where torch offers it.
+
+    A learned JumpReLU threshold θ gets its own group with learning rate
+    ``threshold_lr_factor · lr`` (the group's ``lr_factor``; :func:`set_lr` keeps it).
+    """
+    theta = [p for n, p in sae.named_parameters() if n == "threshold" and p.requires_grad]
+    rest = [p for n, p in sae.named_parameters() if n != "threshold" and p.requires_grad]
+    groups: list[dict] = [{"params": rest, "lr_factor": 1.0}]
+    if theta:
+        groups.append({"params": theta, "lr_factor": float(threshold_lr_factor),
+                       "lr": lr * threshold_lr_factor})
     try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of every group to ``lr`` × the group's ``lr_factor`` (default 1)."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_factor", 1.0)
 
 
 def _penalty(sae: SAE, out) -> Tensor:

@@ -46,7 +46,7 @@ from ..sae import SAE
 from .config import TrainConfig
 from .data import BatchSource, MatrixSource, PrefetchSource, open_source
 from .schedule import L0Controller, lr_at
-from .step import make_optimizer, train_step
+from .step import make_optimizer, set_lr, train_step
 
 __all__ = ["RunMismatchError", "Trainer", "geometric_median", "train"]
 
@@ -107,7 +107,8 @@ class Trainer:
         self.sae_cfg = cfg.sae_config(d_in, **(sae_metadata or {}))
         self.sae = SAE(self.sae_cfg, seed=cfg.seed, device=self.device)
         self.optimizer = make_optimizer(self.sae, cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                        eps=cfg.adam_eps)
+                                        eps=cfg.adam_eps,
+                                        threshold_lr_factor=cfg.threshold_lr_factor)
         self.k_aux = cfg.resolved_aux_k(d_in) if cfg.aux_coeff > 0 else 0
         self.step = 0
         self.tokens = 0
@@ -227,8 +228,7 @@ class Trainer:
                     break
                 x = x.to(self.device, torch.float32, non_blocking=True)
                 lr = lr_at(self.step, cfg)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                set_lr(self.optimizer, lr)
                 coeff: float | Tensor = 0.0
                 if penalised:
                     coeff = (self.controller.coeff if self.controller is not None
