@@ -463,40 +463,6 @@ def test_sae_forward_passes_batch_counts():
                          use_sparse_kernels=True), seed=1)(X).counts is None
 
 
-@pytest.mark.parametrize("arch", ["batchtopk", "batchabstopk"])
-def test_sae_batch_train_step_kernels_equal_dense_path(arch):
-    from abstopk.train.step import make_optimizer, train_step
-
-    g = torch.Generator().manual_seed(5)
-    X = torch.randn(96, 12, generator=g)
-    X[7] *= 8  # a token keeping many latents
-    saes = [SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=5, use_sparse_kernels=u),
-                seed=3) for u in (True, False)]
-    opts = [make_optimizer(s, lr=1e-3) for s in saes]
-    dead = torch.zeros(40, dtype=torch.bool)
-    dead[5:30] = True
-    results = []
-    for s, o in zip(saes, opts, strict=True):
-        rs = [train_step(s, o, X[i * 32:(i + 1) * 32], dead_mask=dead, k_aux=6) for i in range(3)]
-        results.append(rs)
-    saes[0].train()
-    assert saes[0]._use_kernels() and not saes[1]._use_kernels()
-    assert not saes[0].eval()._use_kernels()  # eval: the threshold rule, dense path
-    for (nk, pk), (nd, pd) in zip(saes[0].named_parameters(), saes[1].named_parameters(),
-                                  strict=True):
-        assert nk == nd
-        _close(pk.detach(), pd.detach())
-    _close(saes[0].threshold, saes[1].threshold)
-    assert not torch.isnan(saes[0].threshold).any()
-    for rk, rd in zip(results[0], results[1], strict=True):
-        _close(rk.loss, rd.loss)
-        _close(rk.aux_loss, rd.aux_loss)
-        assert torch.equal(rk.fired, rd.fired)
-        assert torch.equal(rk.l0, rd.l0)
-    # eval mode on the trained SAEs: the same threshold rule on both
-    _close(saes[0].eval()(X).x_hat, saes[1].eval()(X).x_hat)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("signed", [False, True])
 def test_cuda_batch_matches_reference(signed):

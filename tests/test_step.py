@@ -42,9 +42,12 @@ def test_loss_decreases_and_decoder_rows_stay_unit_norm(arch):
     assert float(r.l0) == pytest.approx(4.0, abs=0.5)
 
 
-def test_kernel_step_equals_dense_step():
+@pytest.mark.parametrize("arch", ["topk", "abstopk", "batchtopk", "batchabstopk"])
+def test_kernel_step_equals_dense_step(arch):
+    """Three AuxK steps on the sparse kernels equal the dense path: weights, losses, stats."""
     X = _sparse_data(96, 12, 20, 3, seed=5)
-    saes = [SAE(SAEConfig(d_in=12, d_sae=40, architecture="abstopk", k=5, use_sparse_kernels=u),
+    X[7] *= 8  # a token keeping many latents under the batch rule
+    saes = [SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=5, use_sparse_kernels=u),
                 seed=3) for u in (True, False)]
     opts = [make_optimizer(s, lr=1e-3) for s in saes]
     dead = torch.zeros(40, dtype=torch.bool)
@@ -64,6 +67,12 @@ def test_kernel_step_equals_dense_step():
         assert torch.allclose(rk.aux_loss, rd.aux_loss, rtol=1e-5)
         assert torch.equal(rk.fired, rd.fired)
         assert torch.equal(rk.l0, rd.l0)
+    if saes[0].op.batch_level:  # the EMA inference threshold, then eval mode's threshold rule
+        assert not torch.isnan(saes[0].threshold).any()
+        assert torch.allclose(saes[0].threshold, saes[1].threshold, rtol=1e-5)
+        assert not saes[0].eval()._use_kernels()
+        assert torch.allclose(saes[0].eval()(X).x_hat, saes[1].eval()(X).x_hat, rtol=1e-5,
+                              atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["topk", "abstopk"])
