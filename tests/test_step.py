@@ -136,3 +136,36 @@ def test_threshold_has_its_own_learning_rate():
     sae.threshold.grad = torch.ones_like(sae.threshold)
     opt.step()
     assert torch.allclose(before - sae.threshold.detach(), torch.full((6,), 6e-3), rtol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["topk", "abstopk", "batchabstopk", "jumprelu"])
+def test_dense_aux_over_few_dead_equals_fused_aux(arch, monkeypatch):
+    """AuxK computed densely over the dead columns = AuxK from the fused encoder/decoder."""
+    from abstopk.train import step as step_mod
+
+    X = _sparse_data(96, 12, 20, 3, seed=8)
+    dead = torch.zeros(40, dtype=torch.bool)
+    dead[[1, 4, 9, 17, 22, 23, 31, 38]] = True  # 8 dead, k_aux 5: ka = 5
+    k = None if arch == "jumprelu" else 5
+    runs = []
+    for factor in (0.0, 100.0):  # 0: always fused; 100: dense whenever ka > 0
+        monkeypatch.setattr(step_mod, "AUX_DENSE_FACTOR", factor)
+        sae = SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=k), seed=4)
+        opt = make_optimizer(sae, lr=1e-3)
+        res = [train_step(sae, opt, X[i * 32:(i + 1) * 32], penalty_coeff=1e-3,
+                          dead_mask=dead, k_aux=5) for i in range(3)]
+        runs.append((sae, res))
+    (fused, rf), (dense, rd) = runs
+    for a, b in zip(rf, rd, strict=True):
+        assert float(a.aux_loss) > 0
+        assert torch.allclose(a.aux_loss, b.aux_loss, rtol=1e-5)
+        assert torch.allclose(a.loss, b.loss, rtol=1e-5)
+    for (n, p), (_, q) in zip(fused.named_parameters(), dense.named_parameters(), strict=True):
+        err = (p - q).detach().abs().max()
+        assert err <= 1e-5 * max(1.0, float(q.detach().abs().max())), (n, float(err))
+    # the dead latents' encoder columns and decoder rows did get the aux gradient
+    plain = SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=k), seed=4)
+    opt = make_optimizer(plain, lr=1e-3)
+    for i in range(3):
+        train_step(plain, opt, X[i * 32:(i + 1) * 32], penalty_coeff=1e-3)
+    assert not torch.allclose(plain.W_dec[dead], dense.W_dec[dead])

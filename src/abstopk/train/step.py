@@ -22,6 +22,7 @@ from torch import Tensor
 
 from .. import kernels
 from ..sae import SAE
+from ..sparsity import topk_select
 
 __all__ = ["StepResult", "make_optimizer", "set_lr", "train_step"]
 
@@ -72,6 +73,36 @@ def _penalty(sae: SAE, out) -> Tensor:
     return torch.zeros((), device=out.x_s.device)
 
 
+#: AuxK over few dead latents runs densely over their columns (GEMMs of width n_dead, see
+#: :func:`_aux_decode_dense`) when n_dead ≤ AUX_DENSE_FACTOR · k_aux; with more dead latents
+#: it rides along the fused encoder and the sparse decode (gathers of width k_aux).
+AUX_DENSE_FACTOR: float = 4.0
+
+
+def _aux_decode_dense(sae: SAE, x_s: Tensor, dead_idx: Tensor, ka: int) -> Tensor:
+    """ê [B, d_in]: the AuxK reconstruction, computed densely over the dead columns only.
+
+    With W_d = W_enc[:, dead] [d_in, n_dead] and the pre-encoder bias folded into the bias
+    (so no gradient pass over x)::
+
+        u_d = x_s·W_d + (b_enc[dead] − b_dec·W_d)             [B, n_dead]
+        z_d = per-row top-ka of u_d (TopK rule, or |u| keeping signs), dense [B, n_dead]
+        ê   = z_d · W_dec[dead]                                 [B, d_in]
+
+    the same selection and values as the fused encoder's AuxK restricted to ``dead_idx``
+    (ka ≤ n_dead, so only dead latents are picked). When n_dead is a few times ka, these
+    GEMMs cost far less than k_aux-wide gathers (``bench/train_step.py`` ``…_aux10`` rows).
+    """
+    W_d = sae.W_enc.index_select(1, dead_idx)
+    b_d = sae.b_enc.index_select(0, dead_idx)
+    if sae.cfg.apply_b_dec_to_input:
+        b_d = b_d - sae.b_dec @ W_d
+    u_d = torch.addmm(b_d, x_s, W_d)
+    vals, loc = topk_select(u_d, ka, signed=sae.op.signed)
+    z_d = torch.zeros_like(u_d).scatter(1, loc, vals)
+    return z_d @ sae.W_dec.index_select(0, dead_idx)
+
+
 def train_step(
     sae: SAE,
     optimizer: torch.optim.Optimizer,
@@ -90,15 +121,26 @@ def train_step(
     """
     sae.train()
     use_aux = dead_mask is not None and k_aux > 0 and aux_coeff > 0
-    out = sae(x, dense_code=not sae._use_kernels(), aux_mask=dead_mask if use_aux else None,
-              k_aux=k_aux if use_aux else 0)
+    dead_idx, ka = None, 0
+    if use_aux:
+        n_dead = int(dead_mask.sum())  # one host sync (the fused encoder reads it anyway)
+        ka = min(k_aux, n_dead)
+        use_aux = ka > 0
+        if use_aux and n_dead <= AUX_DENSE_FACTOR * ka:
+            dead_idx = dead_mask.nonzero().view(-1)
+    fused_aux = use_aux and dead_idx is None
+    out = sae(x, dense_code=not sae._use_kernels(), aux_mask=dead_mask if fused_aux else None,
+              k_aux=k_aux if fused_aux else 0)
     mse = (out.x_hat_s - out.x_s).pow(2).mean()
     penalty = _penalty(sae, out)
     loss = mse + penalty_coeff * penalty if sae.op.penalty else mse
     aux_loss = torch.zeros((), device=x.device)
-    if use_aux and out.aux_values is not None:
+    if use_aux:
         e = (out.x_s - out.x_hat_s).detach()
-        e_hat = kernels.sparse_decode(out.aux_values, out.aux_indices, sae.W_dec, None)
+        if dead_idx is not None:
+            e_hat = _aux_decode_dense(sae, out.x_s, dead_idx, ka)
+        else:
+            e_hat = kernels.sparse_decode(out.aux_values, out.aux_indices, sae.W_dec, None)
         aux_loss = (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
         aux_loss = torch.nan_to_num(aux_loss, nan=0.0)
         loss = loss + aux_coeff * aux_loss
