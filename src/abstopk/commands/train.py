@@ -45,6 +45,8 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help=_h("resume")),
     target_l0: float | None = typer.Option(None, "--target-l0", help=_h("target_l0")),
     penalty_coeff: float | None = typer.Option(None, "--penalty-coeff", help=_h("penalty_coeff")),
+    threshold_lr_factor: float = typer.Option(_d("threshold_lr_factor"), "--threshold-lr-factor",
+        help=_h("threshold_lr_factor")),
     skip_nonfinite: bool = typer.Option(False, "--skip-nonfinite", help=_h("skip_nonfinite")),
     key: str | None = typer.Option(
         None, "--key", help="Name of the matrix inside a .safetensors file holding several."),
@@ -86,6 +88,7 @@ def train_command(
             batch_size=batch_size, lr=lr, adam_beta1=beta1, adam_beta2=beta2,
             lr_warmup_frac=warmup_frac, lr_decay_frac=decay_frac, lr_decay=lr_decay,
             seed=seed, penalty_coeff=penalty_coeff, target_l0=target_l0,
+            threshold_lr_factor=threshold_lr_factor,
             dead_tokens=dead_tokens, aux_k=aux_k, aux_coeff=aux_coeff,
             skip_nonfinite=skip_nonfinite, activations=str(activations), out=str(out),
             resume=resume, log_every=log_every, checkpoint_every=checkpoint_every,
