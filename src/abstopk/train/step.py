@@ -143,7 +143,7 @@ def train_step(
     penalty = _penalty(sae, out)
     loss = mse + penalty_coeff * penalty if sae.op.penalty else mse
     aux_loss = torch.zeros((), device=x.device)
-    if use_aux:
+    if use_aux and (dead_idx is not None or out.aux_values is not None):
         e = (out.x_s - out.x_hat_s).detach()
         if dead_idx is not None:
             e_hat = _aux_decode_dense(sae, out.x_s, dead_idx, ka)
