@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -94,11 +95,12 @@ def make_batches(s: Shape, n_batches: int = 4, device: str = "cpu"):
 
 
 def dead_fraction(name: str) -> float:
-    """Share of latents marked dead for variant ``name``: ``…_aux`` 1.0, ``…_aux10`` 0.1."""
-    tail = name.rsplit("_aux", 1)
-    if len(tail) == 1 or (tail[1] and not tail[1][0].isdigit()):
-        return 1.0 if name.endswith("_aux") or "_aux_" in name else 0.0
-    return int(tail[1]) / 100 if tail[1] else 1.0
+    """Share of latents marked dead for variant ``name``: ``…_aux`` (or ``…_aux_<option>``)
+    1.0, ``…_aux10`` 0.1, ``…_aux3`` 0.03; no ``_aux`` 0."""
+    m = re.search(r"_aux(\d*)(?:_|$)", name)
+    if m is None:
+        return 0.0
+    return int(m.group(1)) / 100 if m.group(1) else 1.0
 
 
 def dead_mask(s: Shape, frac: float, device: str = "cpu"):

@@ -534,18 +534,19 @@ class _TopKEncode(torch.autograd.Function):
         sels = [(indices, g_v.contiguous(), counts)]
         if has_aux:
             sels.append((aux_i, g_av.contiguous(), None))
-        joint = sels
-        if has_aux and counts is None:  # fixed width + AuxK: one pass over [B, k + ka]
-            joint = [(torch.cat([indices, aux_i], 1), torch.cat([g_v, g_av], 1), None)]
         gx = gshift = gW = gb = None
         need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
         if need_x:
+            joint = sels
+            if has_aux and counts is None:  # fixed width + AuxK: one pass over [B, k + ka]
+                joint = [(torch.cat([indices, aux_i], 1), torch.cat([g_v, g_av], 1), None)]
             W_t = W_enc.t().contiguous()
             gx = _total(_spmm(i, g, W_t, c) for i, g, c in joint)
         if ctx.needs_input_grad[2]:
             gW = _total(_spmm_t(i, g, x_c, n, c) for i, g, c in sels).t().contiguous()
         if ctx.needs_input_grad[3] or need_shift:
-            gb = _total(_column_sums(i, g, n, counts=c) for i, g, c in joint)
+            # per selection: off the CPU each reuses the CSC sort its ∂W_enc already made
+            gb = _total(_column_sums(i, g, n, counts=c) for i, g, c in sels)
         if need_shift:
             # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
             # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
