@@ -39,7 +39,7 @@ def make_cache(path: Path, n_rows: int, d_in: int, dtype: str, shard_rows: int) 
 
     import torch
 
-    from abstopk.io import atomic_save_safetensors, atomic_write_json
+    from abstopk.files import atomic_save_safetensors, atomic_write_json
 
     tdt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
     g = torch.Generator().manual_seed(0)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loader = CacheLoader(cache_dir, B, seed=0, buffer_mb=buffer_mb)
     # the in-memory floor: the same rows as one fp32 tensor, served as consecutive slices
-    from abstopk.io import mmap_safetensors
+    from abstopk.files import mmap_safetensors
 
     X = torch.cat([mmap_safetensors(cache_dir / s["file"])["activations"].rows(0, s["rows"])
                    for s in loader.cache.shards])

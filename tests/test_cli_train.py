@@ -61,7 +61,7 @@ def test_train_happy_path_writes_a_loadable_sae(acts, tmp_path, capsys):
 def test_train_help_comes_from_config_docs():
     from typer.testing import CliRunner
 
-    from abstopk.commands import field_help
+    from abstopk.fields import field_help
     from abstopk.train.config import TrainConfig
 
     cli._register()

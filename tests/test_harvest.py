@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from abstopk.commands import UserError
 from abstopk.data.cache import ActivationCache, CacheError
 from abstopk.data.harvest import HarvestConfig, harvest
 from abstopk.data.tokens import iter_contexts
+from abstopk.errors import UserError
 
 CTX, BATCH = 32, 2
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from abstopk.commands import UserError
+from abstopk.errors import UserError
 from abstopk.lm import (
     ModelNotFound,
     capture_activations,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from abstopk.data.loader import CacheLoader, open_activation_cache
-from abstopk.io import atomic_save_safetensors, atomic_write_json
+from abstopk.files import atomic_save_safetensors, atomic_write_json
 
 
 def write_cache(path: Path, shard_rows: list[int], d_in: int, dtype: str = "float32",

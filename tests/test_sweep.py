@@ -16,7 +16,6 @@ import torch
 from abstopk.data.cache import CacheWriter
 from abstopk.eval.sweep import (
     CSV_COLUMNS,
-    MultiTrainer,
     SweepConfig,
     evaluate_saes,
     inference_k,
@@ -28,6 +27,7 @@ from abstopk.report.plots import plot_sweep
 from abstopk.sae import SAE, SAEConfig
 from abstopk.train.config import TrainConfig
 from abstopk.train.data import MatrixSource
+from abstopk.train.multi import MultiTrainer
 from abstopk.train.trainer import Trainer
 
 D_IN = 16

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from abstopk.commands import UserError
 from abstopk.data import corpus as C
 from abstopk.data.text import describe_source, iter_hf_texts, iter_texts, resolve_source
 from abstopk.data.tokens import bos_token_id, iter_contexts, special_position_mask
+from abstopk.errors import UserError
 
 DOCS = [f"Document number {i}: the quick brown fox jumps over {i} lazy dogs." for i in range(60)]
 DOCS[3] = "A document\nspanning two lines."

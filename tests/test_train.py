@@ -291,7 +291,7 @@ def test_training_from_an_activation_cache_folder_resumes_bit_identically(tmp_pa
     """The cache loader of the pipeline plugs in through open_source (manifest.json folder)."""
     import hashlib
 
-    from abstopk.io import atomic_save_safetensors, atomic_write_json
+    from abstopk.files import atomic_save_safetensors, atomic_write_json
 
     x = _sparse_data(n=2400, d=16, m=32)
     cache = tmp_path / "cache"

@@ -2,7 +2,7 @@
 
 Each sub-command lives in its own module under :mod:`abstopk.commands` and registers
 itself on :data:`app`; this file only wires them together. Errors the user can fix are
-reported as one line on stderr with exit code 2 (see :class:`abstopk.commands.UserError`).
+reported as one line on stderr with exit code 2 (see :class:`abstopk.errors.UserError`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``abstopk`` console script."""
-    from .commands import UserError
+    from .errors import UserError
 
     _register()
     try:

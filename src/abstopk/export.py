@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .io import atomic_save_safetensors, atomic_write_json
+from .files import atomic_save_safetensors, atomic_write_json
 
 __all__ = ["SAELENS_FORMAT_VERSION", "export_saelens", "hook_name_for", "to_saelens"]
 

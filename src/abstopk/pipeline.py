@@ -83,7 +83,7 @@ def _header(console: Any, i: int, n: int, title: str) -> float:
 def _probe_stage(sweep: dict[str, Any], lm: tuple, s: PipelineSettings, console: Any,
                  progress: bool) -> dict[str, Any]:
     """sparse_probing (sentiment) of the k = MATCHED_K SAEs of the first seed."""
-    from .commands import UserError
+    from .errors import UserError
     from .eval.probing import TASKS
     from .sae import SAE
 
@@ -198,7 +198,7 @@ def run_pipeline(
     from .data.harvest import HarvestConfig, harvest
     from .eval.run import json_safe
     from .eval.sweep import SweepConfig, markdown_table, print_table, run_sweep
-    from .io import atomic_write_bytes, atomic_write_json
+    from .files import atomic_write_bytes, atomic_write_json
     from .lm.load import load_model
 
     console = console or Console()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__, kernels
-from .io import atomic_save_safetensors, atomic_write_json
+from .fields import doc_field
+from .files import atomic_save_safetensors, atomic_write_json
 from .sparsity import Operator, abs_step, get_operator, step, topk_select
 
 __all__ = ["SAE", "SAEConfig", "SAEOutput", "NORMALIZATIONS"]
@@ -39,45 +40,30 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 CFG_FILE = "cfg.json"
 
 
-def _doc(text: str, default: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field whose ``help`` metadata doubles as CLI help."""
-    if default is dataclasses.MISSING:
-        return field(metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class SAEConfig:
     """Architecture and metadata of an SAE. Validated on construction (``ValueError``)."""
 
-    d_in: int = _doc("Width of the input activations (the LM's residual width).")
-    d_sae: int = _doc("Number of latents (dictionary size).")
-    architecture: str = _doc(
-        "Sparsity operator: relu, jumprelu, absjumprelu, topk, abstopk, batchtopk, batchabstopk.",
-        "abstopk",
-    )
-    k: int | None = _doc("Latents kept per token (TopK family; mean per token for batch variants).", None)
-    n_steps: int = _doc("Unrolled proximal-gradient steps in the encoder (1 = the paper's SAE).", 1)
-    step_size: float = _doc("Step size μ of the extra encoder steps (n_steps > 1).", 1.0)
-    apply_b_dec_to_input: bool = _doc("Subtract b_dec from the input before encoding.", True)
-    normalize_activations: str = _doc(
-        "Input normalisation: none, scalar (E‖x‖² = d_in, folded into weights on save), layer_norm.",
-        "none",
-    )
-    jumprelu_init_threshold: float = _doc("Initial JumpReLU threshold θ (stored directly).", 0.05)
-    jumprelu_bandwidth: float = _doc("Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05)
-    batch_threshold_momentum: float = _doc(
-        "EMA rate of the inference threshold of batch-level TopK/AbsTopK.", 0.01
-    )
-    use_sparse_kernels: bool = _doc("Use the sparse encode/decode kernels for TopK/AbsTopK.", True)
-    model_name: str | None = _doc("Model the activations come from.", None)
-    model_revision: str | None = _doc("Model revision or file hash.", None)
-    hook_layer: int | None = _doc("Layer (block index) of the hook.", None)
-    hook_site: str | None = _doc("Hook site: resid_post, resid_pre, mlp_out, attn_out.", None)
-    hook_name: str | None = _doc("Full hook name, e.g. blocks.9.hook_resid_post.", None)
-    context_size: int | None = _doc("Context length used when harvesting.", None)
-    dataset: str | None = _doc("Corpus / activation cache identity the SAE was trained on.", None)
-    keep_bos: bool | None = _doc("Whether BOS positions were in the training activations.", None)
+    d_in: int = doc_field("Width of the input activations (the LM's residual width).")
+    d_sae: int = doc_field("Number of latents (dictionary size).")
+    architecture: str = doc_field("Sparsity operator: relu, jumprelu, absjumprelu, topk, abstopk, batchtopk, batchabstopk.", "abstopk")
+    k: int | None = doc_field("Latents kept per token (TopK family; mean per token for batch variants).", None)
+    n_steps: int = doc_field("Unrolled proximal-gradient steps in the encoder (1 = the paper's SAE).", 1)
+    step_size: float = doc_field("Step size μ of the extra encoder steps (n_steps > 1).", 1.0)
+    apply_b_dec_to_input: bool = doc_field("Subtract b_dec from the input before encoding.", True)
+    normalize_activations: str = doc_field("Input normalisation: none, scalar (E‖x‖² = d_in, folded into weights on save), layer_norm.", "none")
+    jumprelu_init_threshold: float = doc_field("Initial JumpReLU threshold θ (stored directly).", 0.05)
+    jumprelu_bandwidth: float = doc_field("Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05)
+    batch_threshold_momentum: float = doc_field("EMA rate of the inference threshold of batch-level TopK/AbsTopK.", 0.01)
+    use_sparse_kernels: bool = doc_field("Use the sparse encode/decode kernels for TopK/AbsTopK.", True)
+    model_name: str | None = doc_field("Model the activations come from.", None)
+    model_revision: str | None = doc_field("Model revision or file hash.", None)
+    hook_layer: int | None = doc_field("Layer (block index) of the hook.", None)
+    hook_site: str | None = doc_field("Hook site: resid_post, resid_pre, mlp_out, attn_out.", None)
+    hook_name: str | None = doc_field("Full hook name, e.g. blocks.9.hook_resid_post.", None)
+    context_size: int | None = doc_field("Context length used when harvesting.", None)
+    dataset: str | None = doc_field("Corpus / activation cache identity the SAE was trained on.", None)
+    keep_bos: bool | None = doc_field("Whether BOS positions were in the training activations.", None)
 
     def __post_init__(self) -> None:
         for name in ("d_in", "d_sae", "n_steps"):

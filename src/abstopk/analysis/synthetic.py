@@ -42,11 +42,13 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..fields import doc_field
 
 __all__ = [
     "ArchResult",
@@ -68,11 +70,6 @@ DEFAULT_ARCHITECTURES = (
 )
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def _doc(text: str, default: Any) -> Any:
-    """A dataclass field whose ``help`` metadata doubles as CLI help."""
-    return field(default=default, metadata={"help": text})
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -98,18 +95,17 @@ def _finite(obj: Any, name: str, lo: float, lo_open: bool = False) -> None:
 class SyntheticConfig:
     """Ground-truth data model. Validated on construction (``ValueError``)."""
 
-    d: int = _doc("Dimension of the data (the 'residual width').", 64)
-    n_features: int = _doc("Number of ground-truth feature directions G.", 128)
-    frac_bidirectional: float = _doc(
-        "Fraction of features that are bidirectional (used with both signs).", 0.5)
-    mean_active: float = _doc("Mean number of active features per sample.", 3.0)
-    magnitude_min: float = _doc("Smallest coefficient magnitude (offset of the exponential).", 1.0)
-    magnitude_scale: float = _doc("Mean of the exponential part of a coefficient magnitude.", 1.0)
-    noise: float = _doc("Standard deviation of the isotropic Gaussian noise per coordinate.", 0.05)
-    bias_norm: float = _doc("Norm of the constant offset b added to every sample.", 1.0)
-    n_train: int = _doc("Number of training samples.", 32768)
-    n_test: int = _doc("Number of held-out samples for evaluation.", 8192)
-    seed: int = _doc("Seed of the data generator (dictionary, probabilities, samples).", 0)
+    d: int = doc_field("Dimension of the data (the 'residual width').", 64)
+    n_features: int = doc_field("Number of ground-truth feature directions G.", 128)
+    frac_bidirectional: float = doc_field("Fraction of features that are bidirectional (used with both signs).", 0.5)
+    mean_active: float = doc_field("Mean number of active features per sample.", 3.0)
+    magnitude_min: float = doc_field("Smallest coefficient magnitude (offset of the exponential).", 1.0)
+    magnitude_scale: float = doc_field("Mean of the exponential part of a coefficient magnitude.", 1.0)
+    noise: float = doc_field("Standard deviation of the isotropic Gaussian noise per coordinate.", 0.05)
+    bias_norm: float = doc_field("Norm of the constant offset b added to every sample.", 1.0)
+    n_train: int = doc_field("Number of training samples.", 32768)
+    n_test: int = doc_field("Number of held-out samples for evaluation.", 8192)
+    seed: int = doc_field("Seed of the data generator (dictionary, probabilities, samples).", 0)
 
     def __post_init__(self) -> None:
         for name in ("d", "n_features", "n_train", "n_test"):
@@ -208,23 +204,19 @@ def generate(cfg: SyntheticConfig) -> SyntheticData:
 class BenchConfig:
     """How the SAEs are trained and judged. Validated on construction (``ValueError``)."""
 
-    architectures: tuple[str, ...] = _doc(
-        "Architectures to train (comma separated on the command line).", DEFAULT_ARCHITECTURES)
-    k: int = _doc("Latents kept per sample (TopK family); target L0 of ReLU/JumpReLU.", 4)
-    expansion: float = _doc("SAE width as a multiple of the number of ground-truth features.", 2.0)
-    steps: int = _doc("Optimiser steps per SAE.", 1500)
-    batch_size: int = _doc("Samples per step.", 256)
-    lr: float = _doc("Adam learning rate (linear decay to 0 over the last 30 % of steps).", 3e-3)
-    seed: int = _doc("Seed of the SAE initialisation and of the batch order.", 0)
-    tau: float = _doc("|cosine| a decoder row needs with a ground-truth direction to count.", 0.9)
-    fire_frac: float = _doc(
-        "Fraction of a feature's samples of one sign a latent must fire on (with that sign).", 0.5)
-    k_aux: int = _doc("AuxK width (dead-latent revival); 0 disables AuxK.", 16)
-    aux_coeff: float = _doc("AuxK loss coefficient.", 1.0 / 32)
-    dead_steps: int = _doc("A latent is dead after not firing for this many steps.", 50)
-    l0_adapt_rate: float = _doc(
-        "Rate of the multiplicative penalty-coefficient controller (ReLU/JumpReLU L0 target).",
-        0.02)
+    architectures: tuple[str, ...] = doc_field("Architectures to train (comma separated on the command line).", DEFAULT_ARCHITECTURES)
+    k: int = doc_field("Latents kept per sample (TopK family); target L0 of ReLU/JumpReLU.", 4)
+    expansion: float = doc_field("SAE width as a multiple of the number of ground-truth features.", 2.0)
+    steps: int = doc_field("Optimiser steps per SAE.", 1500)
+    batch_size: int = doc_field("Samples per step.", 256)
+    lr: float = doc_field("Adam learning rate (linear decay to 0 over the last 30 % of steps).", 3e-3)
+    seed: int = doc_field("Seed of the SAE initialisation and of the batch order.", 0)
+    tau: float = doc_field("|cosine| a decoder row needs with a ground-truth direction to count.", 0.9)
+    fire_frac: float = doc_field("Fraction of a feature's samples of one sign a latent must fire on (with that sign).", 0.5)
+    k_aux: int = doc_field("AuxK width (dead-latent revival); 0 disables AuxK.", 16)
+    aux_coeff: float = doc_field("AuxK loss coefficient.", 1.0 / 32)
+    dead_steps: int = doc_field("A latent is dead after not firing for this many steps.", 50)
+    l0_adapt_rate: float = doc_field("Rate of the multiplicative penalty-coefficient controller (ReLU/JumpReLU L0 target).", 0.02)
 
     def __post_init__(self) -> None:
         from ..sparsity import get_operator

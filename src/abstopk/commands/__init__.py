@@ -1,21 +1,17 @@
-"""Sub-commands of the ``abstopk`` CLI, one module each; each exposes ``register(app)``."""
+"""Sub-commands of the ``abstopk`` CLI, one module each; each exposes ``register(app)``.
+
+Nothing outside this package imports it: the library's errors live in :mod:`abstopk.errors`,
+the config-field help in :mod:`abstopk.fields`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
+from ..errors import UserError
+from ..fields import field_help
 
-class UserError(Exception):
-    """An error in the user's input: printed as one line, exit code 2, no traceback."""
-
-
-def field_help(cls: type, name: str) -> str:
-    """The ``help`` metadata of dataclass field ``name`` (configs' docs double as CLI help)."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return str(f.metadata.get("help", ""))
-    raise KeyError(name)
+__all__ = ["UserError", "fail", "field_help"]
 
 
 def fail(message: Any) -> None:

@@ -105,7 +105,7 @@ def run_synthetic(data_cfg: Any, bench_cfg: Any, *, console: Any = None, threads
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..analysis.synthetic import run_benchmark
-    from ..io import atomic_write_bytes, atomic_write_json
+    from ..files import atomic_write_bytes, atomic_write_json
 
     console = console or make_console()
     archs = bench_cfg.architectures

@@ -91,7 +91,7 @@ def eval_cmd(
 
     from .. import sae as sae_mod
     from ..eval.run import evaluate_sae, json_safe
-    from ..io import atomic_write_json
+    from ..files import atomic_write_json
 
     if device == "auto":
         import torch

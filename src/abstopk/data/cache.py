@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..commands import UserError
+from ..errors import CacheError
+from ..files import sha256_file
 
 __all__ = [
     "FORMAT",
@@ -52,21 +53,10 @@ _REQUIRED = ("format", "version", "model", "layer", "site", "d_in", "dtype", "co
              "total_rows", "contexts_consumed", "complete", "shards")
 
 
-class CacheError(UserError, ValueError):
-    """A folder is not a readable activation cache (one-line message)."""
-
 
 def shard_name(i: int) -> str:
     """``shard_{i:06d}.safetensors``."""
     return f"shard_{i:06d}.safetensors"
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for blk in iter(lambda: f.read(chunk), b""):
-            h.update(blk)
-    return h.hexdigest()
 
 
 def find_caches(path: str | os.PathLike) -> list[Path]:
@@ -143,7 +133,7 @@ class ActivationCache:
 
     def open_shard(self, i: int):
         """``{"activations": MappedTensor, "token_ids": MappedTensor}`` (memory-mapped)."""
-        from ..io import mmap_safetensors
+        from ..files import mmap_safetensors
 
         return mmap_safetensors(self.shard_path(i))
 
@@ -182,7 +172,7 @@ class ActivationCache:
         the corpus ran out). Each problem names the shard file. ``progress(i)`` is called after
         each shard.
         """
-        from ..io import safetensors_header
+        from ..files import safetensors_header
 
         problems: list[str] = []
         want_dtype = _ST_DTYPE[self.dtype]
@@ -216,7 +206,7 @@ class ActivationCache:
                 if size != start + end:
                     problems.append(f"{name}: file is {size} bytes, its header says {start + end}")
                 if checksums:
-                    got = _sha256_file(p)
+                    got = sha256_file(p)
                     if got != s.get("sha256"):
                         problems.append(f"{name}: sha256 mismatch (file {got[:12]}…, manifest "
                                         f"{str(s.get('sha256'))[:12]}…): the shard is corrupted")
@@ -308,7 +298,7 @@ class CacheWriter:
 
     def _save(self) -> None:
         from .. import __version__
-        from ..io import atomic_write_json
+        from ..files import atomic_write_json
 
         self.manifest["abstopk_version"] = __version__
         atomic_write_json(self.path / MANIFEST, self.manifest)
@@ -340,7 +330,7 @@ class CacheWriter:
         import torch
         from safetensors.torch import save
 
-        from ..io import atomic_write_bytes
+        from ..files import atomic_write_bytes
 
         dtype = getattr(torch, self.manifest["dtype"])
         acts = activations.detach().to("cpu", dtype).contiguous()

@@ -49,8 +49,8 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..commands import UserError
-from ..io import atomic_write, atomic_write_json
+from ..errors import CorpusUnavailable
+from ..files import atomic_write, atomic_write_json, cache_root, sha256_file
 
 __all__ = [
     "CORPUS_FORMAT",
@@ -84,17 +84,8 @@ NO_APT_MESSAGE = (
 )
 
 
-class CorpusUnavailable(UserError):
-    """The embedded corpus cannot be built on this machine (one line, names alternatives)."""
-
 
 # ------------------------------------------------------------------------------ locations
-def cache_root() -> Path:
-    """``$ABSTOPK_CACHE`` or ``~/.cache/abstopk``."""
-    env = os.environ.get("ABSTOPK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "abstopk"
-
-
 def corpus_dir(cache: str | os.PathLike | None = None) -> Path:
     """Folder of the processed corpus: ``<cache>/corpus``."""
     return (Path(cache) if cache is not None else cache_root()) / "corpus"
@@ -504,14 +495,6 @@ def _documents(found: dict[str, Path]) -> Iterator[tuple[str, str, list[str]]]:
         yield doc_id, "austen", paras
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for blk in iter(lambda: f.read(1 << 20), b""):
-            h.update(blk)
-    return h.hexdigest()
-
-
 def load_manifest(cache: str | os.PathLike | None = None, *, check: bool = True) -> dict | None:
     """The corpus manifest if present and valid (files match sizes and sha256), else None."""
     d = corpus_dir(cache)
@@ -526,7 +509,7 @@ def load_manifest(cache: str | os.PathLike | None = None, *, check: bool = True)
         p = d / f"{split}.jsonl"
         if info is None or not p.exists() or p.stat().st_size != info.get("bytes"):
             return None
-        if check and _sha256(p) != info.get("sha256"):
+        if check and sha256_file(p) != info.get("sha256"):
             return None
     return man
 

@@ -23,11 +23,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..commands import UserError
+from ..errors import UserError
+from ..fields import doc_field
 
 __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
 
@@ -35,38 +36,32 @@ __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
 _DELAY_ENV = "ABSTOPK_HARVEST_DELAY_S"
 
 
-def _f(default: Any, text: str):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class HarvestConfig:
     """Settings of ``abstopk harvest`` (the field docs are the CLI help)."""
 
-    model: str = _f("smollm2-135m", "Model: 'smollm2-135m' (embedded default), a hub id "
-                    "(from your HF cache), a local folder or a .gguf file.")
-    layers: list[int] = _f([9], "Decoder block(s) L whose activations are harvested; several "
-                           "(e.g. 3,9) harvest in one pass into OUT/layer_L.")
-    site: str = _f("resid_post", "Hook site: resid_post (output of block L, the paper's), "
-                   "resid_pre, attn_out or mlp_out.")
-    tokens: int = _f(1_000_000, "Rows (token positions) to harvest per layer; the cache holds "
-                     "exactly this many.")
-    context_size: int = _f(128, "Tokens per packed context (the paper uses 128).")
-    batch_size: int = _f(16, "Contexts per forward pass.")
-    dtype: str = _f("float32", "Storage dtype of the activations: float32, float16 or bfloat16.")
-    out: str = _f("", "Cache folder to write (created; resumed when it holds a partial cache).")
-    corpus: str = _f("embedded", "Text: 'embedded' (default corpus), a .txt/.jsonl/.parquet "
-                     "file, a folder of .txt files, or a Hugging Face dataset (owner/name).")
-    split: str = _f("train", "Corpus split: train or heldout (they never share a document).")
-    keep_bos: bool = _f(False, "Keep the BOS positions (excluded by default, like pad).")
-    device: str = _f("cpu", "Device of the model forward: cpu, cuda, cuda:1, ...")
-    model_dtype: str = _f("float32", "Dtype the model runs in (float32, bfloat16, float16).")
-    shard_rows: int = _f(65536, "Approximate rows per shard (shards hold whole contexts).")
-    resume: bool = _f(True, "Continue a partial cache in OUT (--no-resume starts over, "
-                      "deleting its shards).")
-    progress: bool = _f(True, "Show a progress bar with tokens/s.")
+    model: str = doc_field("Model: 'smollm2-135m' (embedded default), a hub id "
+                    "(from your HF cache), a local folder or a .gguf file.", "smollm2-135m")
+    layers: list[int] = doc_field("Decoder block(s) L whose activations are harvested; several "
+                           "(e.g. 3,9) harvest in one pass into OUT/layer_L.", [9])
+    site: str = doc_field("Hook site: resid_post (output of block L, the paper's), "
+                   "resid_pre, attn_out or mlp_out.", "resid_post")
+    tokens: int = doc_field("Rows (token positions) to harvest per layer; the cache holds "
+                     "exactly this many.", 1_000_000)
+    context_size: int = doc_field("Tokens per packed context (the paper uses 128).", 128)
+    batch_size: int = doc_field("Contexts per forward pass.", 16)
+    dtype: str = doc_field("Storage dtype of the activations: float32, float16 or bfloat16.", "float32")
+    out: str = doc_field("Cache folder to write (created; resumed when it holds a partial cache).", "")
+    corpus: str = doc_field("Text: 'embedded' (default corpus), a .txt/.jsonl/.parquet "
+                     "file, a folder of .txt files, or a Hugging Face dataset (owner/name).", "embedded")
+    split: str = doc_field("Corpus split: train or heldout (they never share a document).", "train")
+    keep_bos: bool = doc_field("Keep the BOS positions (excluded by default, like pad).", False)
+    device: str = doc_field("Device of the model forward: cpu, cuda, cuda:1, ...", "cpu")
+    model_dtype: str = doc_field("Dtype the model runs in (float32, bfloat16, float16).", "float32")
+    shard_rows: int = doc_field("Approximate rows per shard (shards hold whole contexts).", 65536)
+    resume: bool = doc_field("Continue a partial cache in OUT (--no-resume starts over, "
+                      "deleting its shards).", True)
+    progress: bool = doc_field("Show a progress bar with tokens/s.", True)
 
     def __post_init__(self) -> None:
         from ..lm.hooks import SITES

@@ -81,7 +81,7 @@ class _ManifestCache:
         return self.path / self.shards[i]["file"]
 
     def open_shard(self, i: int):
-        from ..io import mmap_safetensors
+        from ..files import mmap_safetensors
 
         return mmap_safetensors(self.shard_path(i))
 
@@ -256,7 +256,7 @@ class CacheLoader:
             # one cheap reduction; the exact per-row test only when it is not finite
             if not torch.isfinite(rows.sum()) and not torch.isfinite(rows).all():
                 if not self.skip_nonfinite:
-                    from ..train.data import NonFiniteError
+                    from ..errors import NonFiniteError
 
                     raise NonFiniteError(
                         f"{getattr(self.cache, 'path', 'cache')}: NaN/Inf rows near stream "

@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..commands import UserError
+from ..errors import UserError
 from .corpus import DEFAULT_HELDOUT_FRACTION, is_heldout
 
 __all__ = ["describe_source", "iter_hf_texts", "iter_texts", "resolve_source"]

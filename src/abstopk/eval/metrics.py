@@ -187,7 +187,7 @@ def iter_activation_batches(
         if path.is_dir():
             mapped_iter = _open_cache(path)
         elif path.suffix == ".safetensors":
-            from ..io import mmap_safetensors
+            from ..files import mmap_safetensors
 
             m = mmap_safetensors(path)
             if "activations" not in m:

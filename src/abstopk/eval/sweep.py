@@ -40,16 +40,18 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..fields import doc_field
+from ..train.multi import MultiTrainer
+
 __all__ = [
     "CSV_COLUMNS",
-    "MultiTrainer",
     "SweepConfig",
     "SweepSpec",
     "evaluate_saes",
@@ -76,46 +78,39 @@ SUMMARY_METRICS = ("l0", "mse", "nmse", "explained_variance", "dead_fraction", "
                    "kl")
 
 
-def _f(default: Any, text: str):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class SweepConfig:
     """Settings of ``abstopk sweep`` (field docs are the CLI help)."""
 
-    cache: str = _f("", "Activation cache folder (train split) written by `abstopk harvest`.")
-    out: str = _f("", "Output folder: sweep.csv, sweep.json, sweep.png, saes/.")
-    architectures: list[str] = _f(["topk", "abstopk", "jumprelu"],
-                                  "Architectures to train (comma separated).")
-    k: list[int] = _f([8, 16, 32, 64], "Sparsity grid: k of TopK/AbsTopK and the target L0 of "
-                      "JumpReLU/ReLU (comma separated).")
-    jumprelu_targets: list[float] | None = _f(None, "Target L0s of the penalised architectures "
-                                              "(JumpReLU, ReLU); default: the k grid.")
-    d_sae: int = _f(2304, "Latents per SAE.")
-    steps: int = _f(1000, "Optimisation steps per SAE.")
-    batch_size: int = _f(2048, "Tokens per batch.")
-    lr: float = _f(4e-4, "Peak Adam learning rate.")
-    seeds: list[int] = _f([0, 1, 2], "Seeds (init and data order); mean ± std over them.")
-    dead_tokens: int = _f(1_000_000, "A latent is dead (AuxK) after this many tokens unfired.")
-    jumprelu_init_threshold: float = _f(1.0, "Initial JumpReLU threshold θ (normalised units; "
+    cache: str = doc_field("Activation cache folder (train split) written by `abstopk harvest`.", "")
+    out: str = doc_field("Output folder: sweep.csv, sweep.json, sweep.png, saes/.", "")
+    architectures: list[str] = doc_field("Architectures to train (comma separated).", ["topk", "abstopk", "jumprelu"])
+    k: list[int] = doc_field("Sparsity grid: k of TopK/AbsTopK and the target L0 of "
+                      "JumpReLU/ReLU (comma separated).", [8, 16, 32, 64])
+    jumprelu_targets: list[float] | None = doc_field("Target L0s of the penalised architectures "
+                                              "(JumpReLU, ReLU); default: the k grid.", None)
+    d_sae: int = doc_field("Latents per SAE.", 2304)
+    steps: int = doc_field("Optimisation steps per SAE.", 1000)
+    batch_size: int = doc_field("Tokens per batch.", 2048)
+    lr: float = doc_field("Peak Adam learning rate.", 4e-4)
+    seeds: list[int] = doc_field("Seeds (init and data order); mean ± std over them.", [0, 1, 2])
+    dead_tokens: int = doc_field("A latent is dead (AuxK) after this many tokens unfired.", 1_000_000)
+    jumprelu_init_threshold: float = doc_field("Initial JumpReLU threshold θ (normalised units; "
                                         "1.0 as in the paper's code, so that short runs start "
-                                        "near a sparse code).")
-    l0_controller_ki: float = _f(0.02, "Integral gain of the target-L0 controller (per step, "
-                                 "log space).")
-    eval_tokens: int = _f(16384, "Held-out activations for the reconstruction metrics.")
-    eval_contexts: int = _f(16, "Held-out contexts for loss recovered / KL (0: skip).")
-    eval_cache: str | None = _f(None, "Held-out activation cache (default: harvest eval_tokens "
-                                "held-out rows into OUT/heldout_cache with the cache's model).")
-    inference_k: bool = _f(True, "Also evaluate trained TopK/AbsTopK SAEs at every k of the "
-                           "grid by changing k at inference (no retraining).")
-    inference_k_from: int | None = _f(None, "Training k whose SAEs get the inference-k sweep "
-                                      "(default: the grid value closest to 32).")
-    inference_k_loss: bool = _f(False, "Also compute loss recovered for the inference-k rows.")
-    device: str = _f("cpu", "Torch device.")
-    progress: bool = _f(True, "Progress bars.")
+                                        "near a sparse code).", 1.0)
+    l0_controller_ki: float = doc_field("Integral gain of the target-L0 controller (per step, "
+                                 "log space).", 0.02)
+    eval_tokens: int = doc_field("Held-out activations for the reconstruction metrics.", 16384)
+    eval_contexts: int = doc_field("Held-out contexts for loss recovered / KL (0: skip).", 16)
+    eval_cache: str | None = doc_field("Held-out activation cache (default: harvest eval_tokens "
+                                "held-out rows into OUT/heldout_cache with the cache's model).", None)
+    inference_k: bool = doc_field("Also evaluate trained TopK/AbsTopK SAEs at every k of the "
+                           "grid by changing k at inference (no retraining).", True)
+    inference_k_from: int | None = doc_field("Training k whose SAEs get the inference-k sweep "
+                                      "(default: the grid value closest to 32).", None)
+    inference_k_loss: bool = doc_field("Also compute loss recovered for the inference-k rows.", False)
+    device: str = doc_field("Torch device.", "cpu")
+    progress: bool = doc_field("Progress bars.", True)
 
     def __post_init__(self) -> None:
         from ..sparsity import get_operator
@@ -208,123 +203,6 @@ def train_config_for(spec: SweepSpec, cfg: SweepConfig) -> Any:
                        dead_tokens=cfg.dead_tokens, device=cfg.device, progress=False,
                        jumprelu_init_threshold=cfg.jumprelu_init_threshold,
                        l0_controller_ki=cfg.l0_controller_ki, prefetch=0, **kw)
-
-
-# ---------------------------------------------------------------------- one-pass training
-class MultiTrainer:
-    """Train several SAEs in lock-step on ONE stream of batches.
-
-    Args:
-        cfgs: one :class:`~abstopk.train.TrainConfig` per SAE; they must agree on
-            ``batch_size``, ``steps`` and ``init_batches`` (the data they share).
-        source: a :class:`~abstopk.train.BatchSource` (or anything ``open_source`` accepts),
-            read once; every SAE steps on every batch.
-        sae_metadata: extra SAEConfig fields (model, layer, hook, cache identity) for all SAEs.
-
-    Each SAE is driven by its own :class:`~abstopk.train.Trainer` (its SAE, Adam state,
-    dead-latent counters, target-L0 controller); per batch, the work done for each SAE is the
-    body of ``Trainer.fit``'s loop, so the result equals ``Trainer(cfg, same batches).fit()``.
-    Memory: one batch plus the SAEs and their optimiser states.
-    """
-
-    def __init__(self, cfgs: Sequence[Any], source: Any, *,
-                 sae_metadata: dict[str, Any] | None = None) -> None:
-        from ..train.data import open_source
-        from ..train.trainer import Trainer
-
-        if not cfgs:
-            raise ValueError("no SAE to train")
-        c0 = cfgs[0]
-        for c in cfgs[1:]:
-            for key in ("batch_size", "steps", "init_batches"):
-                if getattr(c, key) != getattr(c0, key):
-                    raise ValueError(f"all SAEs of one pass must share {key}")
-        if not hasattr(source, "state_dict"):
-            source = open_source(source, c0.batch_size, c0.seed)
-        self.source = source
-        self.cfgs = list(cfgs)
-        self.trainers = [Trainer(c, source, sae_metadata=sae_metadata) for c in cfgs]
-        self.step = 0
-
-    @property
-    def saes(self) -> list[Any]:
-        return [t.sae for t in self.trainers]
-
-    def fit(self, *, progress: bool = True, desc: str = "train",
-            on_step: Callable[[int], None] | None = None) -> list[Any]:
-        """Run ``steps`` batches; returns the SAEs (in the order of ``cfgs``)."""
-        from tqdm.auto import tqdm
-
-        from ..train.schedule import lr_at
-        from ..train.step import set_lr, train_step
-
-        c0 = self.cfgs[0]
-        it = iter(self.source)
-        first = []
-        for _ in range(c0.init_batches):
-            b = next(it, None)
-            if b is None:
-                break
-            first.append(b)
-        if not first:
-            raise ValueError("the data source yielded no batch")
-        for t in self.trainers:
-            torch.manual_seed(t.cfg.seed)
-            t._initialize(iter(list(first)))  # scale + b_dec from the first batches
-            t._pending = []
-
-        def batches() -> Iterator[Tensor]:
-            yield from first
-            yield from it
-
-        bar = tqdm(total=c0.steps, unit="step", desc=desc, disable=not progress,
-                   dynamic_ncols=True)
-        t_last = time.perf_counter()
-        try:
-            for x in batches():
-                if self.step >= c0.steps:
-                    break
-                B = x.shape[0]
-                for t in self.trainers:
-                    cfg = t.cfg
-                    xd = x.to(t.device, torch.float32)
-                    lr = lr_at(t.step, cfg)
-                    set_lr(t.optimizer, lr)
-                    coeff: float | Tensor = 0.0
-                    if t.sae.op.penalty is not None:
-                        coeff = (t.controller.coeff if t.controller is not None
-                                 else cfg.initial_penalty_coeff)
-                    use_aux = t.k_aux > 0 and t.tokens >= cfg.dead_tokens
-                    dead = t.tokens_since_fired >= cfg.dead_tokens if use_aux else None
-                    res = train_step(t.sae, t.optimizer, xd, penalty_coeff=coeff,
-                                     dead_mask=dead, k_aux=t.k_aux if use_aux else 0,
-                                     aux_coeff=cfg.aux_coeff)
-                    t.step += 1
-                    t.tokens += B
-                    t.tokens_since_fired.add_(B).masked_fill_(res.fired, 0)
-                    if t.controller is not None:
-                        t.controller.update(res.l0)
-                    if t.step % cfg.log_every == 0 or t.step == cfg.steps:
-                        now = time.perf_counter()
-                        t._log(res, xd, lr, coeff, B * cfg.log_every / max(now - t_last, 1e-9))
-                self.step += 1
-                bar.update(1)
-                if self.step % c0.log_every == 0 or self.step == c0.steps:
-                    t_last = time.perf_counter()
-                    l0s = [t.last_metrics["l0"] for t in self.trainers if t.last_metrics]
-                    if l0s:
-                        bar.set_postfix(saes=len(self.trainers),
-                                        l0=f"{min(l0s):.0f}-{max(l0s):.0f}", refresh=False)
-                if on_step is not None:
-                    on_step(self.step)
-        finally:
-            bar.close()
-        if self.step < c0.steps:
-            import warnings
-
-            warnings.warn(f"data source exhausted after {self.step} of {c0.steps} steps",
-                          stacklevel=2)
-        return self.saes
 
 
 # ---------------------------------------------------------------------- inference-time k
@@ -554,7 +432,7 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write ``rows`` with the columns :data:`CSV_COLUMNS` (missing values empty), atomically."""
     import io
 
-    from ..io import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore",
@@ -675,7 +553,7 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
     held-out activations and loss recovered; loaded on demand otherwise).
     """
     from ..data.cache import ActivationCache
-    from ..io import atomic_write_json
+    from ..files import atomic_write_json
     from ..train.data import open_source
     from .run import json_safe
 
@@ -782,7 +660,7 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
     files["png"] = str(plot_sweep(rows, out / "sweep.png",
                                   title=f"{meta['model_name']} L{layer} {site}, d_sae {cfg.d_sae}"))
     files["md"] = str(out / "sweep.md")
-    from ..io import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     md = ("# Sparsity sweep\n\n" + markdown_table(summary, "trained")
           + ("\n## Inference-time k\n\n" + markdown_table(summary, "inference_k")

@@ -35,15 +35,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..commands import UserError
+from ..errors import ModelNotFound
+from ..files import cache_root, sha256_file
 
 __all__ = [
     "EMBEDDED_MODELS",
     "ModelInfo",
     "ModelNotFound",
-    "abstopk_cache_dir",
     "embedded_gguf_path",
-    "file_sha256",
     "load_model",
     "resolve_model_ref",
 ]
@@ -56,9 +55,6 @@ DEFAULT_MODEL = "smollm2-135m"
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
-
-class ModelNotFound(UserError, ValueError):
-    """The model reference points at nothing loadable (the CLI prints it as one line)."""
 
 
 @dataclass
@@ -85,52 +81,6 @@ class ModelInfo:
 
 
 # ----------------------------------------------------------------------------- helpers
-def abstopk_cache_dir() -> Path:
-    """``$ABSTOPK_CACHE`` or ``~/.cache/abstopk`` (created on demand by writers)."""
-    return Path(os.environ.get("ABSTOPK_CACHE") or Path.home() / ".cache" / "abstopk")
-
-
-def _hash_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file, memoised by (absolute path, size, mtime_ns).
-
-    The memo lives in ``$ABSTOPK_CACHE/file_hashes.json``; an unwritable cache dir only
-    disables the memo.
-    """
-    from ..io import atomic_write_json
-
-    path = Path(path).resolve()
-    st = path.stat()
-    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    memo_path = abstopk_cache_dir() / "file_hashes.json"
-    try:
-        memo = json.loads(memo_path.read_text())
-        if not isinstance(memo, dict):
-            memo = {}
-    except (OSError, ValueError):
-        memo = {}
-    if key in memo:
-        return str(memo[key])
-    digest = _hash_file(path)
-    memo = {k: v for k, v in memo.items() if not k.startswith(f"{path}|")}
-    memo[key] = digest
-    try:
-        atomic_write_json(memo_path, memo)
-    except OSError:
-        pass
-    return digest
-
-
 def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of an embedded model's GGUF file, found without importing its package."""
     pkg, fname = EMBEDDED_MODELS[name]
@@ -159,7 +109,7 @@ def _local_revision(folder: Path) -> str:
     for p in sorted(folder.iterdir()):
         if p.name == "config.json" or p.suffix in _WEIGHT_SUFFIXES:
             if p.is_file():
-                h.update(p.name.encode() + b"\0" + file_sha256(p).encode() + b"\n")
+                h.update(p.name.encode() + b"\0" + sha256_file(p, memo=True).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -248,7 +198,7 @@ def _load_gguf_direct(gguf: Path):
 
 def _converted_folder(gguf: Path, sha: str) -> Path:
     """The float32 safetensors copy of ``gguf`` (made on first use, atomically)."""
-    root = abstopk_cache_dir() / "models"
+    root = cache_root() / "models"
     final = root / f"gguf-{sha[:16]}"
     if (final / "config.json").is_file():
         return final
@@ -307,7 +257,7 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
     kind, source, revision = resolve_model_ref(ref)
     if kind in ("embedded", "gguf"):
         gguf = Path(source)
-        revision = file_sha256(gguf)
+        revision = sha256_file(gguf, memo=True)
         if convert_cache:
             try:
                 model, tok = _load_folder(str(_converted_folder(gguf, revision)))

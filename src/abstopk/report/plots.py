@@ -80,7 +80,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path, *, title: str | Non
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     panels = (("nmse", "NMSE  ‖x − x̂‖² / ‖x‖²  (lower is better)"),

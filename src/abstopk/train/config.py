@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ..fields import doc_field
 from ..sae import NORMALIZATIONS, SAEConfig
 from ..sparsity import get_operator
 
@@ -28,124 +29,67 @@ RUN_CONTROL_FIELDS = frozenset(
 )
 
 
-def _doc(text: str, default: Any = dataclasses.MISSING) -> Any:
-    if default is dataclasses.MISSING:
-        return field(metadata={"help": text})
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Validated on construction (``ValueError``)."""
 
     # ------------------------------------------------------------------ the SAE
-    architecture: str = _doc(
-        "Sparsity operator: relu, jumprelu, absjumprelu, topk, abstopk, batchtopk, "
-        "batchabstopk.",
-        "abstopk",
-    )
-    d_sae: int = _doc("Number of latents (dictionary size).", 4096)
-    k: int | None = _doc(
-        "Latents kept per token (TopK family; mean per token for the batch variants).", None
-    )
-    d_in: int | None = _doc(
-        "Expected input width; checked against the data (None: take it from the data).", None
-    )
-    n_steps: int = _doc("Unrolled proximal-gradient steps in the encoder (1 = the paper's SAE).", 1)
-    normalize_activations: str = _doc(
-        "Input normalisation: scalar (one scale so that E‖x‖² = d_in, estimated on the first "
-        "batches and folded into the weights on save), layer_norm (per token), none.",
-        "scalar",
-    )
-    jumprelu_init_threshold: float = _doc(
-        "Initial JumpReLU / two-sided JumpReLU threshold θ (in normalised units).", 0.05
-    )
-    jumprelu_bandwidth: float = _doc(
-        "Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05
-    )
-    b_dec_init: str = _doc(
-        "Initial decoder bias: mean or geometric_median of the first batches, or zeros.", "mean"
-    )
-    init_batches: int = _doc(
-        "Batches used to estimate the input scale and the b_dec initialisation (they are "
-        "then trained on as usual).",
-        8,
-    )
+    architecture: str = doc_field("Sparsity operator: relu, jumprelu, absjumprelu, topk, abstopk, batchtopk, "
+        "batchabstopk.", "abstopk")
+    d_sae: int = doc_field("Number of latents (dictionary size).", 4096)
+    k: int | None = doc_field("Latents kept per token (TopK family; mean per token for the batch variants).", None)
+    d_in: int | None = doc_field("Expected input width; checked against the data (None: take it from the data).", None)
+    n_steps: int = doc_field("Unrolled proximal-gradient steps in the encoder (1 = the paper's SAE).", 1)
+    normalize_activations: str = doc_field("Input normalisation: scalar (one scale so that E‖x‖² = d_in, estimated on the first "
+        "batches and folded into the weights on save), layer_norm (per token), none.", "scalar")
+    jumprelu_init_threshold: float = doc_field("Initial JumpReLU / two-sided JumpReLU threshold θ (in normalised units).", 0.05)
+    jumprelu_bandwidth: float = doc_field("Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05)
+    b_dec_init: str = doc_field("Initial decoder bias: mean or geometric_median of the first batches, or zeros.", "mean")
+    init_batches: int = doc_field("Batches used to estimate the input scale and the b_dec initialisation (they are "
+        "then trained on as usual).", 8)
     # ------------------------------------------------------------------ optimisation
-    steps: int = _doc("Optimisation steps (batches).", 10_000)
-    batch_size: int = _doc("Tokens (rows) per batch.", 4096)
-    lr: float = _doc("Peak Adam learning rate.", 4e-4)
-    adam_beta1: float = _doc("Adam β1.", 0.9)
-    adam_beta2: float = _doc("Adam β2.", 0.999)
-    adam_eps: float = _doc("Adam ε.", 1e-8)
-    lr_warmup_frac: float = _doc(
-        "Fraction of the steps spent in a linear LR warm-up (from lr/W to lr over W steps).", 0.02
-    )
-    lr_decay_frac: float = _doc(
-        "Fraction of the steps, at the end, over which the LR decays to lr·lr_min_factor.", 0.2
-    )
-    lr_decay: str = _doc("Shape of the final LR decay: linear, cosine, none.", "linear")
-    lr_min_factor: float = _doc("LR at the end of the decay, as a fraction of lr.", 0.0)
-    seed: int = _doc("Seed of the weight initialisation and of the data shuffle.", 0)
+    steps: int = doc_field("Optimisation steps (batches).", 10_000)
+    batch_size: int = doc_field("Tokens (rows) per batch.", 4096)
+    lr: float = doc_field("Peak Adam learning rate.", 4e-4)
+    adam_beta1: float = doc_field("Adam β1.", 0.9)
+    adam_beta2: float = doc_field("Adam β2.", 0.999)
+    adam_eps: float = doc_field("Adam ε.", 1e-8)
+    lr_warmup_frac: float = doc_field("Fraction of the steps spent in a linear LR warm-up (from lr/W to lr over W steps).", 0.02)
+    lr_decay_frac: float = doc_field("Fraction of the steps, at the end, over which the LR decays to lr·lr_min_factor.", 0.2)
+    lr_decay: str = doc_field("Shape of the final LR decay: linear, cosine, none.", "linear")
+    lr_min_factor: float = doc_field("LR at the end of the decay, as a fraction of lr.", 0.0)
+    seed: int = doc_field("Seed of the weight initialisation and of the data shuffle.", 0)
     # ------------------------------------------------------------------ sparsity penalty
-    penalty_coeff: float | None = _doc(
-        "Coefficient of the architecture's own penalty (ℓ1 on z·‖d‖ for relu, ℓ0 for the "
-        "JumpReLU family); None: 1e-3 (the start value when --target-l0 is set).",
-        None,
-    )
-    target_l0: float | None = _doc(
-        "Target mean L0 for relu / jumprelu / absjumprelu: a PI controller adapts the penalty "
-        "coefficient so that the trained SAE lands at this many active latents per token.",
-        None,
-    )
-    threshold_lr_factor: float = _doc(
-        "Learning rate of the JumpReLU threshold θ as a multiple of lr. θ lives on the scale "
+    penalty_coeff: float | None = doc_field("Coefficient of the architecture's own penalty (ℓ1 on z·‖d‖ for relu, ℓ0 for the "
+        "JumpReLU family); None: 1e-3 (the start value when --target-l0 is set).", None)
+    target_l0: float | None = doc_field("Target mean L0 for relu / jumprelu / absjumprelu: a PI controller adapts the penalty "
+        "coefficient so that the trained SAE lands at this many active latents per token.", None)
+    threshold_lr_factor: float = doc_field("Learning rate of the JumpReLU threshold θ as a multiple of lr. θ lives on the scale "
         "of the pre-activations while Adam moves a parameter by at most ≈ lr per step, so "
         "with the weights' lr θ can hardly follow the target-L0 controller in a short run "
-        "(docs/results.md).",
-        30.0,
-    )
-    l0_controller_ki: float = _doc(
-        "Integral gain of the target-L0 controller (per step, in log space).", 0.01
-    )
-    l0_controller_kp: float = _doc(
-        "Proportional gain of the target-L0 controller (in log space).", 1.0
-    )
-    l0_ema_beta: float = _doc("EMA factor of the measured L0 the controller reads.", 0.9)
-    penalty_coeff_min: float = _doc("Lower clamp of the adapted penalty coefficient.", 1e-8)
-    penalty_coeff_max: float = _doc("Upper clamp of the adapted penalty coefficient.", 1e3)
+        "(docs/results.md).", 30.0)
+    l0_controller_ki: float = doc_field("Integral gain of the target-L0 controller (per step, in log space).", 0.01)
+    l0_controller_kp: float = doc_field("Proportional gain of the target-L0 controller (in log space).", 1.0)
+    l0_ema_beta: float = doc_field("EMA factor of the measured L0 the controller reads.", 0.9)
+    penalty_coeff_min: float = doc_field("Lower clamp of the adapted penalty coefficient.", 1e-8)
+    penalty_coeff_max: float = doc_field("Upper clamp of the adapted penalty coefficient.", 1e3)
     # ------------------------------------------------------------------ dead latents / AuxK
-    dead_tokens: int = _doc(
-        "A latent is dead when it has not fired (z != 0) for this many tokens.", 10_000_000
-    )
-    aux_k: int | None = _doc("AuxK width k_aux (None: d_in / 2; 0 disables AuxK).", None)
-    aux_coeff: float = _doc("AuxK loss coefficient.", 1.0 / 32)
+    dead_tokens: int = doc_field("A latent is dead when it has not fired (z != 0) for this many tokens.", 10_000_000)
+    aux_k: int | None = doc_field("AuxK width k_aux (None: d_in / 2; 0 disables AuxK).", None)
+    aux_coeff: float = doc_field("AuxK loss coefficient.", 1.0 / 32)
     # ------------------------------------------------------------------ data
-    skip_nonfinite: bool = _doc(
-        "Drop input rows holding NaN/Inf (counted and reported) instead of failing.", False
-    )
-    prefetch: int = _doc(
-        "Batches of a matrix file read ahead in a background thread (0: none).", 2
-    )
-    activations: str | None = _doc(
-        "Activation matrix (.npy / .safetensors [N, d_in]) the run reads (recorded only).", None
-    )
+    skip_nonfinite: bool = doc_field("Drop input rows holding NaN/Inf (counted and reported) instead of failing.", False)
+    prefetch: int = doc_field("Batches of a matrix file read ahead in a background thread (0: none).", 2)
+    activations: str | None = doc_field("Activation matrix (.npy / .safetensors [N, d_in]) the run reads (recorded only).", None)
     # ------------------------------------------------------------------ run control
-    out: str | None = _doc(
-        "Output folder: final SAE (cfg.json + sae_weights.safetensors), train_config.json, "
-        "metrics.jsonl, checkpoint/.",
-        None,
-    )
-    resume: bool = _doc(
-        "Continue from the last checkpoint in --out (start fresh when there is none).", False
-    )
-    log_every: int = _doc("Write metrics to metrics.jsonl every this many steps.", 50)
-    checkpoint_every: int = _doc(
-        "Checkpoint every this many steps (0: only at the end).", 1000
-    )
-    device: str = _doc("Torch device: cpu, cuda, cuda:1, ...", "cpu")
-    autocast_bf16: bool = _doc("bf16 autocast of the forward pass on CUDA (fp32 weights).", False)
-    progress: bool = _doc("Show a progress bar.", True)
+    out: str | None = doc_field("Output folder: final SAE (cfg.json + sae_weights.safetensors), train_config.json, "
+        "metrics.jsonl, checkpoint/.", None)
+    resume: bool = doc_field("Continue from the last checkpoint in --out (start fresh when there is none).", False)
+    log_every: int = doc_field("Write metrics to metrics.jsonl every this many steps.", 50)
+    checkpoint_every: int = doc_field("Checkpoint every this many steps (0: only at the end).", 1000)
+    device: str = doc_field("Torch device: cpu, cuda, cuda:1, ...", "cpu")
+    autocast_bf16: bool = doc_field("bf16 autocast of the forward pass on CUDA (fp32 weights).", False)
+    progress: bool = doc_field("Show a progress bar.", True)
 
     def __post_init__(self) -> None:
         op = get_operator(self.architecture)  # ValueError naming the known ones

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import NonFiniteError
+
 __all__ = [
     "BatchSource",
     "IterableSource",
@@ -76,9 +78,6 @@ class BatchSource(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-
-class NonFiniteError(ValueError):
-    """The input holds NaN/Inf rows and ``skip_nonfinite`` was not set."""
 
 
 # ---------------------------------------------------------------------- file readers

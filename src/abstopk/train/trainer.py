@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..io import atomic_save_safetensors, atomic_write_bytes, atomic_write_json
+from ..errors import RunMismatchError
+from ..files import atomic_save_safetensors, atomic_write_bytes, atomic_write_json
 from ..sae import SAE
 from .config import TrainConfig
 from .data import BatchSource, MatrixSource, PrefetchSource, open_source
@@ -56,9 +57,6 @@ TRAIN_CONFIG = "train_config.json"
 METRICS = "metrics.jsonl"
 _RUN_FILES = ("cfg.json", "sae_weights.safetensors", CHECKPOINT_DIR, METRICS)
 
-
-class RunMismatchError(ValueError):
-    """The out folder holds another run (or this one, without ``resume``)."""
 
 
 def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:

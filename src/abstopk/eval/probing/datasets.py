@@ -45,7 +45,6 @@ from __future__ import annotations
 import csv
 import functools
 import glob
-import hashlib
 import html
 import io
 import json
@@ -61,7 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...commands import UserError
+from ...errors import DataUnavailable
+from ...files import cache_root, sha256_file
 
 __all__ = [
     "BIGBENCH_VERSION",
@@ -115,9 +115,6 @@ _FEVER_RE = re.compile(
     r"false\?\s*$", re.S)
 
 
-class DataUnavailable(UserError):
-    """A labelled data set cannot be obtained on this machine (one line, says what to do)."""
-
 
 @dataclass(frozen=True)
 class Example:
@@ -151,20 +148,6 @@ class TaskData:
 
 
 # ------------------------------------------------------------------------------ locations
-def cache_root() -> Path:
-    """``$ABSTOPK_CACHE`` or ``~/.cache/abstopk``."""
-    env = os.environ.get("ABSTOPK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "abstopk"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 22), b""):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _pip_download(spec: str, dest: Path, fname: str, sha256: str,
                   log: Callable[[str], None]) -> Path:
     """``pip download --no-deps --no-binary :all: SPEC`` into ``dest/fname`` (atomic, checked)."""
@@ -187,7 +170,7 @@ def _pip_download(spec: str, dest: Path, fname: str, sha256: str,
                 f"could not download {spec} from PyPI ({last[0]}); run `pip download --no-deps "
                 f"--no-binary :all: {spec} -d {dest}` on a machine with PyPI access and copy "
                 f"{fname} there")
-        digest = _sha256(got)
+        digest = sha256_file(got)
         if digest != sha256:
             raise DataUnavailable(f"{fname}: sha256 {digest} does not match the pinned {sha256}")
         os.replace(got, target)

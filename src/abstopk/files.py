@@ -1,11 +1,16 @@
-"""Atomic file writes: write to a temporary name in the same folder, fsync, then rename.
+"""Files at the bottom of the package: atomic writes, file hashes, the cache root, mmap reads.
 
-A reader never sees a half-written checkpoint, cache shard or config: either the old file
-or the complete new one.
+* Atomic writes: write to a temporary name in the same folder, fsync, then rename. A reader
+  never sees a half-written checkpoint, cache shard or config: either the old file or the
+  complete new one.
+* :func:`sha256_file`: the one file hash (optionally memoised by path, size and mtime).
+* :func:`cache_root`: ``$ABSTOPK_CACHE`` or ``~/.cache/abstopk``.
+* :func:`mmap_safetensors`: memory-mapped reads of safetensors tensors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +20,8 @@ from typing import Any
 
 __all__ = [
     "MappedTensor",
+    "cache_root",
+    "sha256_file",
     "atomic_save_safetensors",
     "atomic_write",
     "atomic_write_bytes",
@@ -22,6 +29,51 @@ __all__ = [
     "mmap_safetensors",
     "safetensors_header",
 ]
+
+
+def cache_root() -> Path:
+    """``$ABSTOPK_CACHE`` (``~`` expanded) or ``~/.cache/abstopk``; writers create it on demand."""
+    env = os.environ.get("ABSTOPK_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "abstopk"
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for blk in iter(lambda: f.read(chunk), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, *, memo: bool = False) -> str:
+    """sha256 (hex) of a file's bytes.
+
+    With ``memo``, the digest is remembered in ``cache_root()/file_hashes.json`` keyed by
+    (absolute path, size, mtime_ns), so a large unchanged file (a model) is hashed once; an
+    unwritable cache folder only disables the memo.
+    """
+    path = Path(path).resolve()
+    if not memo:
+        return _sha256(path)
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    memo_path = cache_root() / "file_hashes.json"
+    try:
+        table = json.loads(memo_path.read_text())
+        if not isinstance(table, dict):
+            table = {}
+    except (OSError, ValueError):
+        table = {}
+    if key in table:
+        return str(table[key])
+    digest = _sha256(path)
+    table = {k: v for k, v in table.items() if not k.startswith(f"{path}|")}
+    table[key] = digest
+    try:
+        atomic_write_json(memo_path, table)
+    except OSError:
+        pass
+    return digest
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

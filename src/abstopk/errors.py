@@ -1,0 +1,53 @@
+"""The library's errors, at the bottom of the package (every layer may import this module).
+
+:class:`UserError` is the base of every error a user can fix by changing their input: a
+path, a model reference, a data set, an out folder. Messages name the problem and the thing
+at fault, never a command-line flag (the library is also used from Python); the CLI prints
+them as one line and exits with code 2. Errors that also are bad values subclass
+:class:`ValueError` too, so ``except ValueError`` in callers keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheError",
+    "CorpusUnavailable",
+    "DataUnavailable",
+    "ModelNotFound",
+    "NonFiniteError",
+    "OutputExistsError",
+    "RunMismatchError",
+    "UserError",
+]
+
+
+class UserError(Exception):
+    """An error in the user's input: printed as one line, exit code 2, no traceback."""
+
+
+class NonFiniteError(UserError, ValueError):
+    """The input activations hold NaN/Inf rows and skipping them was not asked for."""
+
+
+class CacheError(UserError, ValueError):
+    """A folder is not a readable activation cache, or not the cache that was expected."""
+
+
+class ModelNotFound(UserError, ValueError):
+    """A model reference points at nothing loadable."""
+
+
+class DataUnavailable(UserError):
+    """A labelled data set cannot be obtained on this machine (the message says what to do)."""
+
+
+class CorpusUnavailable(DataUnavailable):
+    """The embedded text corpus cannot be built on this machine (the message names alternatives)."""
+
+
+class RunMismatchError(UserError, ValueError):
+    """A training run's out folder holds another run, or this one while resuming was not asked."""
+
+
+class OutputExistsError(UserError):
+    """An output path holds a finished artefact, or is the command's own input."""
