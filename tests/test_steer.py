@@ -170,3 +170,40 @@ def test_steered_sampling_is_reproducible_with_a_seed(lm):
         with torch.no_grad(), add_direction(model, 6, v, 1.0, positions="generated"):
             outs.append(model.generate(ids, **kw))
     assert torch.equal(outs[0], outs[1])
+
+
+# ------------------------------------------------------------------ latent candidates
+def _planted_sae(architecture: str) -> SAE:
+    """d_in 4, d_sae 4 with identity encoder/decoder: z = prox(x) (no bias)."""
+    sae = SAE(SAEConfig(d_in=4, d_sae=4, architecture=architecture, k=1,
+                        apply_b_dec_to_input=False, use_sparse_kernels=False), seed=0)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(4))
+        sae.W_dec.copy_(torch.eye(4))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_latent_scores_on_a_planted_signed_axis():
+    from abstopk.steer.latents import latent_pair, rank_latents
+
+    # concept A: +3 along axis 2, concept B: −3 along axis 2; small noise on axis 0
+    a = torch.tensor([[0.5, 0, 3.0, 0], [-0.5, 0, 3.0, 0], [0.2, 0, 2.0, 0]])
+    b = torch.tensor([[0.5, 0, -3.0, 0], [-0.5, 0, -2.0, 0], [0.1, 0, -3.0, 0]])
+    signed = _planted_sae("abstopk")
+    best = rank_latents(signed, a, b, top=1)[0]
+    assert best.latent == 2
+    # z_2: A = {3, 3, 2}, B = {−3, −2, −3}; means 8/3 and −8/3, each variance 2/9
+    assert best.mean_a == pytest.approx(8 / 3) and best.mean_b == pytest.approx(-8 / 3)
+    assert best.effect == pytest.approx((16 / 3) / (2 / 9) ** 0.5)
+    # v = (1/30, 0, 16/3, 0): cos(e_2, v) = (16/3) / ‖v‖
+    assert best.cosine == pytest.approx((16 / 3) / ((16 / 3) ** 2 + (1 / 30) ** 2) ** 0.5)
+    assert best.fire_a == 1.0 and best.fire_b == 1.0
+    # the signed latent is both ends: no other latent leans towards B
+    up, down = latent_pair(signed, a, b)
+    assert up.latent == 2 and down.effect == 0.0
+    # a one-sided TopK SAE sees only A's end on latent 2 (B's negatives are clipped away)
+    one_sided = _planted_sae("topk")
+    s = rank_latents(one_sided, a, b, top=1)[0]
+    assert s.latent == 2 and s.mean_b == 0.0 and s.fire_b == 0.0
