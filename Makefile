@@ -24,8 +24,8 @@ lint: $(STAMP)
 
 # the embedded corpus (Debian docs + Austen) and the labelled probing data, into $ABSTOPK_CACHE
 data: $(STAMP)
-	$(BIN)/python -m abstopk.data.corpus fetch
-	$(BIN)/python -m abstopk.eval.probing.datasets fetch
+	$(BIN)/abstopk data fetch corpus
+	$(BIN)/abstopk data fetch probing
 	$(BIN)/python -c "from abstopk.lm import load_model; load_model()"
 
 test: $(STAMP) data

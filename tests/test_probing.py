@@ -277,9 +277,10 @@ def test_scr_pipeline_recovers_oracle_when_spurious_latent_is_ablated(monkeypatc
 def test_tpp_pipeline_targets_the_ablated_class(monkeypatch):
     """Class k is carried by latent k (with either sign: class 1's latent fires negatively).
     Ablating class i's top latent hurts probe i much more than the other probes."""
+    from abstopk.data.labelled import Example
     from abstopk.eval.probing import scr_tpp
     from abstopk.eval.probing.activations import PooledActs
-    from abstopk.eval.probing.datasets import Example, load_task_data
+    from abstopk.eval.probing.tasks import load_task_data
 
     sae = _synthetic_sae(10, 8)
     W = sae.W_dec.detach()

@@ -14,18 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from abstopk.eval.probing import datasets as ds
-from abstopk.eval.probing.datasets import (
-    DataUnavailable,
+from abstopk.data.labelled import (
     Example,
     load_examples,
-    load_quadrants,
-    load_task_data,
     read_fever,
     read_user_file,
     read_vader,
     split_sentences,
 )
+from abstopk.data.labelled import fetch as ds
+from abstopk.errors import DataUnavailable
+from abstopk.eval.probing.tasks import load_quadrants, load_task_data
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -1,4 +1,12 @@
-"""``abstopk data``: build and inspect the embedded default text corpus."""
+"""``abstopk data``: fetch the embedded corpus and the probing data; describe text sources.
+
+- ``abstopk data fetch corpus [--force]`` — build the embedded default text corpus;
+- ``abstopk data fetch probing [--fever]`` — the labelled data of the probing tasks;
+- ``abstopk data stats [--fever]`` — class counts of the probing tasks' labelled data;
+- ``abstopk data info SOURCE`` — the JSON description of a text source.
+
+Errors a user can fix (no apt, no PyPI access, a bad checksum) are one line, exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +15,26 @@ from pathlib import Path
 
 import typer
 
-data_app = typer.Typer(help="The embedded default text corpus (Debian docs + Jane Austen).",
-                       no_args_is_help=True)
+__all__ = ["register"]
+
+data_app = typer.Typer(help="Text and labelled data: fetch the corpus and the probing data, "
+                       "describe text sources.", no_args_is_help=True)
+fetch_app = typer.Typer(help="Fetch data into the cache ($ABSTOPK_CACHE, default "
+                        "~/.cache/abstopk); quick when already there.", no_args_is_help=True)
+data_app.add_typer(fetch_app, name="fetch")
+
+CACHE_HELP = "Cache folder (default: $ABSTOPK_CACHE or ~/.cache/abstopk)."
 
 
-@data_app.command("fetch")
-def fetch_cmd(
-    cache: Path | None = typer.Option(
-        None, help="Cache folder (default: $ABSTOPK_CACHE or ~/.cache/abstopk)."),
+@fetch_app.command("corpus")
+def fetch_corpus_cmd(
+    cache: Path | None = typer.Option(None, help=CACHE_HELP),
     force: bool = typer.Option(False, help="Rebuild even when the corpus is up to date."),
 ) -> None:
-    """Install the source packages if needed (apt), clean, deduplicate, split, write the corpus.
+    """The embedded default text corpus (Debian docs + Jane Austen).
 
-    Quick (a checksum check) when the corpus is already there.
+    Installs the source packages if needed (apt), cleans, deduplicates, splits and writes
+    the corpus. Quick (a checksum check) when the corpus is already there.
     """
     from ..data.corpus import fetch
 
@@ -27,6 +42,40 @@ def fetch_cmd(
     for split, info in man["splits"].items():
         print(f"{split}: {info['n_docs']} documents, {info['n_chars']:,} characters "
               f"(~{info['approx_tokens']:,} tokens)")
+
+
+@fetch_app.command("probing")
+def fetch_probing_cmd(
+    cache: Path | None = typer.Option(None, help=CACHE_HELP),
+    fever: bool = typer.Option(False, "--fever",
+                               help="Also fetch the 358 MB bigbench sdist (FEVER task)."),
+) -> None:
+    """The labelled data of the probing tasks (VADER, linux-doc translations, BIG-bench).
+
+    The VADER sdist (2.5 MB, pip) and the linux-doc translations (apt); with --fever also
+    the bigbench sdist. Prints one "source: path" line per source.
+    """
+    from ..data.labelled import fetch_labelled
+
+    for source, path in fetch_labelled(fever, cache).items():
+        print(f"{source}: {path}")
+
+
+@data_app.command("stats")
+def stats_cmd(
+    cache: Path | None = typer.Option(None, help=CACHE_HELP),
+    fever: bool = typer.Option(False, "--fever", help="Include the fever task (358 MB sdist)."),
+) -> None:
+    """Class counts of the probing tasks' labelled data (fetching it on first use)."""
+    from ..data.labelled import load_examples
+
+    names = ["sentiment", "source", "language"] + (["fever"] if fever else [])
+    for name in names:
+        examples = load_examples(name, cache=cache)
+        counts: dict[str, int] = {}
+        for e in examples:
+            counts[e.label] = counts.get(e.label, 0) + 1
+        print(f"{name}: {len(examples)} {dict(sorted(counts.items()))}")
 
 
 @data_app.command("info")

@@ -1,7 +1,9 @@
-"""Text, tokens and activation caches.
+"""Text, labelled data, tokens and activation caches.
 
 - :mod:`abstopk.data.corpus` — the embedded default corpus (Debian kernel/Python docs, Austen),
-  fetched into ``$ABSTOPK_CACHE``: ``python -m abstopk.data.corpus fetch``.
+  fetched into ``$ABSTOPK_CACHE``: ``abstopk data fetch corpus``.
+- :mod:`abstopk.data.labelled` — the probing tasks' labelled sentences (VADER, FEVER,
+  linux-doc translations, users' files): ``abstopk data fetch probing``.
 - :mod:`abstopk.data.text` — ``iter_texts(source, split)``: embedded corpus, local
   ``.txt``/``.jsonl``/``.parquet`` files, Hugging Face datasets (streaming).
 - :mod:`abstopk.data.tokens` — ``iter_contexts``: tokenise, prepend BOS, pack into contexts.

@@ -17,8 +17,9 @@ name                 what                                            summary (be
 ===================  ==============================================  ===========================
 
 The SAE is an :class:`abstopk.sae.SAE`; its ``cfg.hook_layer``/``hook_site`` choose the LM
-site (pass ``layer=``/``site=`` when the cfg records none). Labelled data: :mod:`.datasets`
-(set-up: ``python -m abstopk.eval.probing.datasets fetch``). Importing this package is light.
+site (pass ``layer=``/``site=`` when the cfg records none). Labelled data:
+:mod:`abstopk.data.labelled` (set-up: ``abstopk data fetch probing``), split into tasks by
+:mod:`.tasks`. Importing this package is light.
 """
 
 from __future__ import annotations

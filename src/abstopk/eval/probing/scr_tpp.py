@@ -48,8 +48,8 @@ import numpy as np
 import torch
 
 from .activations import PooledActs, pooled_activations, resolve_hook
-from .datasets import load_quadrants, load_task_data
 from .probes import LinearProbe
+from .tasks import load_quadrants, load_task_data
 
 __all__ = ["N_VALUES", "ablate", "effects", "run_scr", "run_tpp", "scr_score",
            "select_top_n", "tpp_scores"]
@@ -151,7 +151,7 @@ def run_scr(sae, model, tokenizer, *, device: str = "cpu", n_examples: int = 800
         else:
             from collections import Counter
 
-            from .datasets import load_examples
+            from ...data.labelled import load_examples
 
             common = Counter(e.attr2 for e in load_examples(dataset, log=log)).most_common(2)
             if len(common) < 2 or common[1][0] is None:

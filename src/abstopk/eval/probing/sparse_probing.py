@@ -1,6 +1,6 @@
 """Sparse probing (SAEBench's ``sparse_probing``), sign-aware.
 
-For each binary task (balanced train/test split, :func:`datasets.load_task_data`):
+For each binary task (balanced train/test split, :func:`.tasks.load_task_data`):
 
 1. pooled activations per sentence (:mod:`.activations`): raw residual x̄ [n, d_in], signed
    code z̄ = mean_t z_t and firing strength ā = mean_t |z_t| [n, d_sae];
@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .activations import pooled_activations, resolve_hook
-from .datasets import load_task_data
 from .probes import LinearProbe
+from .tasks import load_task_data
 
 __all__ = ["DEFAULT_TASKS", "K_VALUES", "class_mean_diff", "run_sparse_probing",
            "select_top_k", "sparse_probe"]
