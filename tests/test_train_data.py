@@ -1,4 +1,5 @@
-"""Data sources of the trainer: matrix files (memory-mapped), tensors, iterables, positions."""
+"""Batch sources of the data layer: matrix files (memory-mapped), tensors, iterables, positions,
+prefetch, and the one safetensors reader they go through."""
 
 from __future__ import annotations
 
@@ -10,18 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from abstopk.train.data import (
-    BatchSource,
-    IterableSource,
-    MatrixSource,
-    NonFiniteError,
-    PrefetchSource,
-    load_matrix,
-    memmap_safetensors,
-    open_source,
-    read_safetensors_header,
-    scan_nonfinite,
-)
+from abstopk.data.matrix import MatrixSource, load_matrix, scan_nonfinite
+from abstopk.data.open import open_source
+from abstopk.data.prefetch import PrefetchSource
+from abstopk.data.sources import BatchSource, IterableSource
+from abstopk.errors import NonFiniteError
+from abstopk.files import mmap_tensor, safetensors_header
 
 
 def _take(it, n):
@@ -88,20 +83,20 @@ def test_safetensors_header_and_memmap_match_safetensors_loader(tmp_path):
     }
     path = tmp_path / "acts.safetensors"
     save_file(tensors, str(path))
-    header, start = read_safetensors_header(path)
+    header, start = safetensors_header(path)
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     assert start == 8 + n and header["f32"]["shape"] == [9, 5] and header["bf16"]["dtype"] == "BF16"
     ref = load_file(str(path))
     for name in tensors:
-        arr = memmap_safetensors(path, name)
+        arr = mmap_tensor(path, name).array
         src = MatrixSource(arr, batch_size=arr.shape[0], shuffle=False)
         got = next(iter(src))
         assert torch.equal(got, ref[name].float()), name
     with pytest.raises(ValueError, match="holds 3 tensors"):
-        memmap_safetensors(path)
+        mmap_tensor(path)
     with pytest.raises(ValueError, match="no tensor named"):
-        memmap_safetensors(path, "nope")
+        mmap_tensor(path, "nope")
     single = tmp_path / "one.safetensors"
     save_file({"x": tensors["f32"]}, str(single))
     assert isinstance(load_matrix(single), np.memmap)
