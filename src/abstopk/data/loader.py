@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..errors import NonFiniteError
 from .cache import ActivationCache
-from .prefetch import prefetch
+from .prefetch import prefetch as read_ahead
 
 __all__ = ["CacheLoader"]
 
@@ -222,8 +222,8 @@ class CacheLoader:
     def __iter__(self) -> Iterator[Tensor]:
         """Endless batches from ``self.position``; ``position`` advances as they are yielded
         (batches read ahead do not count)."""
-        batches = prefetch(self._batches(self.position), self.prefetch,
-                           pin_memory=self.pin_memory, name="abstopk-cache-loader")
+        batches = read_ahead(self._batches(self.position), self.prefetch,
+                             pin_memory=self.pin_memory, name="abstopk-cache-loader")
         try:
             for x, self.position in batches:
                 yield x
