@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from abstopk.data.loader import CacheLoader, open_activation_cache
+from abstopk.data.cache import ActivationCache
+from abstopk.data.loader import CacheLoader
 from abstopk.files import atomic_save_safetensors, atomic_write_json
 
 
@@ -149,7 +150,7 @@ def test_half_precision_caches_are_served_as_exact_fp32(tmp_path, dtype):
 
 
 def test_nonfinite_rows(tmp_path):
-    from abstopk.train.data import NonFiniteError
+    from abstopk.errors import NonFiniteError
 
     path = write_cache(tmp_path / "nan", [300, 300], d_in=4, nan_rows=(5, 333, 599))
     with pytest.raises(NonFiniteError):
@@ -162,12 +163,13 @@ def test_nonfinite_rows(tmp_path):
 
 
 def test_trainer_open_source_serves_a_cache(cache):
-    from abstopk.train.data import BatchSource, open_source
+    from abstopk.data.open import open_source
+    from abstopk.data.sources import BatchSource
 
     src = open_source(cache, batch_size=32, seed=0)
     assert isinstance(src, CacheLoader) and isinstance(src, BatchSource)
     assert next(iter(src)).shape == (32, 8)
-    assert open_activation_cache(cache).total_rows == N
+    assert ActivationCache(cache).total_rows == N
 
 
 def _rss_mb() -> float:

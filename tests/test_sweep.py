@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from abstopk.data.cache import CacheWriter
+from abstopk.data.matrix import MatrixSource
 from abstopk.eval.sweep import (
     CSV_COLUMNS,
     SweepConfig,
@@ -26,7 +27,6 @@ from abstopk.eval.sweep import (
 from abstopk.report.plots import plot_sweep
 from abstopk.sae import SAE, SAEConfig
 from abstopk.train.config import TrainConfig
-from abstopk.train.data import MatrixSource
 from abstopk.train.multi import MultiTrainer
 from abstopk.train.trainer import Trainer
 

@@ -1,4 +1,5 @@
-"""Data sources of the trainer: matrix files (memory-mapped), tensors, iterables, positions."""
+"""Batch sources of the data layer: matrix files (memory-mapped), tensors, iterables, positions,
+prefetch, and the one safetensors reader they go through."""
 
 from __future__ import annotations
 
@@ -10,18 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from abstopk.train.data import (
-    BatchSource,
-    IterableSource,
-    MatrixSource,
-    NonFiniteError,
-    PrefetchSource,
-    load_matrix,
-    memmap_safetensors,
-    open_source,
-    read_safetensors_header,
-    scan_nonfinite,
-)
+from abstopk.data.matrix import MatrixSource, load_matrix, scan_nonfinite
+from abstopk.data.open import open_source
+from abstopk.data.prefetch import PrefetchSource
+from abstopk.data.sources import BatchSource, IterableSource
+from abstopk.errors import NonFiniteError
+from abstopk.files import mmap_tensor, safetensors_header
 
 
 def _take(it, n):
@@ -88,20 +83,20 @@ def test_safetensors_header_and_memmap_match_safetensors_loader(tmp_path):
     }
     path = tmp_path / "acts.safetensors"
     save_file(tensors, str(path))
-    header, start = read_safetensors_header(path)
+    header, start = safetensors_header(path)
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
     assert start == 8 + n and header["f32"]["shape"] == [9, 5] and header["bf16"]["dtype"] == "BF16"
     ref = load_file(str(path))
     for name in tensors:
-        arr = memmap_safetensors(path, name)
+        arr = mmap_tensor(path, name).array
         src = MatrixSource(arr, batch_size=arr.shape[0], shuffle=False)
         got = next(iter(src))
         assert torch.equal(got, ref[name].float()), name
     with pytest.raises(ValueError, match="holds 3 tensors"):
-        memmap_safetensors(path)
+        mmap_tensor(path)
     with pytest.raises(ValueError, match="no tensor named"):
-        memmap_safetensors(path, "nope")
+        mmap_tensor(path, "nope")
     single = tmp_path / "one.safetensors"
     save_file({"x": tensors["f32"]}, str(single))
     assert isinstance(load_matrix(single), np.memmap)
@@ -187,3 +182,124 @@ def test_prefetch_source_reports_the_consumed_position():
     fresh = PrefetchSource(MatrixSource(x, 8, seed=2))
     fresh.load_state_dict(state)
     assert torch.equal(next(iter(fresh)), ref[10])
+
+
+# ---------------------------------------------------------------------- the one reader
+def test_one_reader_serves_every_user_the_same_arrays(tmp_path):
+    from safetensors.torch import save_file
+
+    from abstopk.files import BF16Array, mmap_safetensors, rows_as_float32
+
+    g = torch.Generator().manual_seed(1)
+    bf = torch.randn(6, 3, generator=g).to(torch.bfloat16)
+    path = tmp_path / "t.safetensors"
+    save_file({"bf16": bf, "ids": torch.arange(6), "empty": torch.zeros(0, 3)}, str(path))
+    mapped = mmap_safetensors(path)
+    assert isinstance(mapped["bf16"].array, BF16Array) and mapped["bf16"].shape == (6, 3)
+    assert isinstance(mmap_tensor(path, "bf16").array, BF16Array)
+    # bf16 rows: exact float32 through numpy (matrix source) and through torch (cache readers)
+    assert np.array_equal(rows_as_float32(mapped["bf16"].array, [4, 1]), bf[[4, 1]].float().numpy())
+    assert torch.equal(mapped["bf16"].take([4, 1]), bf[[4, 1]].float())
+    assert torch.equal(mapped["bf16"].rows(0, 6, dtype=torch.bfloat16), bf)
+    assert torch.equal(mapped["ids"].rows(2, 4), torch.tensor([2, 3]))
+    assert mapped["empty"].shape == (0, 3)
+    # a bf16 matrix file feeds a MatrixSource exactly
+    one = tmp_path / "one.safetensors"
+    save_file({"x": bf}, str(one))
+    batch = next(iter(open_source(one, 6, seed=0)))  # all rows, in sorted order
+    assert torch.equal(batch, bf.float())
+
+
+def test_one_reader_validates_headers_and_entries(tmp_path):
+    from safetensors.torch import save_file
+
+    def write(name: str, header: object, data: bytes = b"") -> object:
+        raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+        p = tmp_path / name
+        p.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+        return p
+
+    entry = {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}
+    (tmp_path / "long.safetensors").write_bytes(struct.pack("<Q", 999) + b"{}")
+    with pytest.raises(ValueError, match="header length 999 > file size"):
+        safetensors_header(tmp_path / "long.safetensors")
+    (tmp_path / "huge.safetensors").write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    with pytest.raises(ValueError, match=r"not a safetensors file \(header length 1000000000\)"):
+        safetensors_header(tmp_path / "huge.safetensors")
+    with pytest.raises(ValueError, match="not a safetensors file"):
+        safetensors_header(write("json.safetensors", b"{nope"))
+    with pytest.raises(ValueError, match="not a JSON object"):
+        safetensors_header(write("list.safetensors", [1, 2]))
+    with pytest.raises(ValueError, match="lies outside the file"):
+        mmap_tensor(write("short.safetensors", {"x": entry}, b"\0" * 8))
+    with pytest.raises(ValueError, match="does not match its shape"):
+        mmap_tensor(write("size.safetensors", {"x": {**entry, "shape": [3, 2]}}, b"\0" * 16))
+    with pytest.raises(ValueError, match="unsupported dtype C64"):
+        mmap_tensor(write("c64.safetensors", {"x": {**entry, "dtype": "C64"}}, b"\0" * 16))
+    with pytest.raises(ValueError, match="malformed entry"):
+        mmap_tensor(write("entry.safetensors", {"x": {"dtype": "F32"}}))
+    assert mmap_tensor(write("ok.safetensors", {"x": entry}, b"\0" * 16)).rows(0, 2).shape == (2, 2)
+    # a BOOL tensor maps, but is no activation matrix
+    save_file({"m": torch.ones(3, 2, dtype=torch.bool)}, str(tmp_path / "b.safetensors"))
+    assert mmap_tensor(tmp_path / "b.safetensors").array.dtype == np.bool_
+    with pytest.raises(ValueError, match="unsupported dtype bool"):
+        load_matrix(tmp_path / "b.safetensors")
+
+
+# ---------------------------------------------------------------------- the one prefetcher
+def test_prefetch_hands_on_errors_and_stops_its_thread():
+    import threading
+
+    from abstopk.data.prefetch import prefetch
+
+    def items():
+        for i in range(3):
+            yield torch.full((2, 2), float(i)), i
+        raise RuntimeError("disk gone")
+
+    for depth in (0, 1, 4):
+        got = []
+        with pytest.raises(RuntimeError, match="disk gone"):
+            for x, pos in prefetch(items(), depth):
+                got.append((float(x[0, 0]), pos))
+        assert got == [(0.0, 0), (1.0, 1), (2.0, 2)]  # every batch before the error, in order
+    endless = prefetch(((torch.zeros(1), i) for i in itertools.count()), 2, name="t-prefetch")
+    assert next(endless)[1] == 0
+    assert any(t.name == "t-prefetch" for t in threading.enumerate())
+    endless.close()
+    assert not any(t.name == "t-prefetch" for t in threading.enumerate())
+    finite = list(prefetch(((torch.zeros(1), i) for i in range(5)), 2))
+    assert [p for _, p in finite] == list(range(5))  # a finite stream ends
+
+
+def test_prefetch_source_error_reaches_the_consumer():
+    class Failing(MatrixSource):
+        def __iter__(self):
+            it = super().__iter__()
+            for _ in range(2):
+                yield next(it)
+            raise OSError("read error")
+
+    pf = PrefetchSource(Failing(torch.randn(40, 3), 8), depth=3)
+    it = iter(pf)
+    next(it)
+    next(it)
+    with pytest.raises(OSError, match="read error"):
+        next(it)
+    assert pf.state_dict()["batch"] == 2  # the position of the last batch handed out
+
+
+def test_layering_data_sources_do_not_import_train_and_train_reexports_them():
+    import ast
+    from pathlib import Path
+
+    import abstopk.data as data_pkg
+    import abstopk.train as train_pkg
+
+    for f in Path(data_pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = "." * node.level + (node.module or "")
+                assert not mod.startswith(("..train", "abstopk.train")), f"{f.name}: {mod}"
+    assert train_pkg.BatchSource is BatchSource and train_pkg.open_source is open_source
+    assert train_pkg.MatrixSource is MatrixSource and train_pkg.IterableSource is IterableSource

@@ -5,7 +5,10 @@
   complete new one.
 * :func:`sha256_file`: the one file hash (optionally memoised by path, size and mtime).
 * :func:`cache_root`: ``$ABSTOPK_CACHE`` or ``~/.cache/abstopk``.
-* :func:`mmap_safetensors`: memory-mapped reads of safetensors tensors.
+* The one safetensors reader: :func:`safetensors_header` (validated header),
+  :func:`mmap_safetensors` / :func:`mmap_tensor` (memory-mapped :class:`MappedTensor`; nothing
+  is read until sliced), :class:`BF16Array` and :func:`rows_as_float32` (bfloat16 has no numpy
+  dtype: it is mapped as marked uint16 bit patterns and converted exactly on read).
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
+    "BF16Array",
     "MappedTensor",
     "cache_root",
     "sha256_file",
@@ -27,6 +34,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "mmap_safetensors",
+    "mmap_tensor",
+    "rows_as_float32",
     "safetensors_header",
 ]
 
@@ -120,49 +129,79 @@ def atomic_save_safetensors(
 
 
 # ----------------------------------------------------------------- memory-mapped reads
+#: safetensors dtype -> numpy dtype of the mapped array (BF16: its 16-bit patterns, marked)
 _ST_DTYPES = {
-    "F64": ("<f8", None), "F32": ("<f4", None), "F16": ("<f2", None),
-    "BF16": ("<u2", "bfloat16"), "I64": ("<i8", None), "I32": ("<i4", None),
-    "I16": ("<i2", None), "I8": ("i1", None), "U8": ("u1", None), "BOOL": ("?", None),
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+    "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
 }
+_MAX_HEADER_BYTES = 100_000_000
 
 
-def safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
+class BF16Array(np.ndarray):
+    """A uint16 array holding bfloat16 bit patterns (the mapped form of a BF16 tensor).
+
+    numpy has no bfloat16; the marker keeps the meaning through slicing and fancy indexing,
+    so :func:`rows_as_float32` (and torch) can convert the rows exactly: the float32 value of
+    the pattern ``b`` has the bits ``b << 16``.
+    """
+
+    def __new__(cls, arr: np.ndarray) -> BF16Array:
+        return arr.view(cls)
+
+
+def rows_as_float32(array: np.ndarray, rows: Any = slice(None)) -> np.ndarray:
+    """``array[rows]`` as a float32 numpy array (own memory; bf16 patterns converted exactly)."""
+    if isinstance(array, BF16Array):
+        bits = np.asarray(array.view(np.ndarray)[rows], dtype=np.uint16).astype(np.uint32) << 16
+        return bits.view(np.float32)
+    return np.asarray(array[rows], dtype=np.float32)
+
+
+def safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """Parse a safetensors header: returns (header dict, byte offset where data starts).
 
-    Format: 8-byte little-endian header length N, N bytes of JSON, then the raw data; each
-    tensor's ``data_offsets`` are relative to the end of the header.
+    Format: 8-byte little-endian header length n, n bytes of JSON, then the raw data; each
+    tensor entry has ``dtype``, ``shape`` and ``data_offsets`` [begin, end) relative to the
+    end of the header (``data_start = 8 + n``). Anything else raises ``ValueError``
+    ("not a safetensors file (...)").
     """
-    import struct
-
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
             raise ValueError(f"{path}: not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", raw)
-        if n > 100_000_000:
+        size = os.fstat(f.fileno()).st_size
+        if n > _MAX_HEADER_BYTES:
             raise ValueError(f"{path}: not a safetensors file (header length {n})")
-        header = json.loads(f.read(n))
+        if n > size - 8:
+            raise ValueError(f"{path}: not a safetensors file (header length {n} > file size)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
     return header, 8 + n
 
 
 class MappedTensor:
     """A tensor of a safetensors file, memory-mapped (nothing is read until sliced).
 
-    ``shape``/``dtype_name`` describe it; ``rows(a, b)`` / ``take(idx)`` return float32 torch
-    tensors of the selected leading-dimension rows (bf16 is converted exactly).
+    ``array`` is the numpy memory map (a :class:`BF16Array` for bf16); ``shape`` and
+    ``st_dtype`` (the safetensors dtype name) describe it; ``rows(a, b)`` / ``take(idx)``
+    return torch tensors of the selected leading-dimension rows (float32 for float data by
+    default; bf16 is converted exactly).
     """
 
-    def __init__(self, array, st_dtype: str):
-        self.array = array          # numpy memmap (bf16 stored as uint16)
+    def __init__(self, array: np.ndarray, st_dtype: str):
+        self.array = array
         self.st_dtype = st_dtype
         self.shape = tuple(array.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _to_torch(self, a):
-        import numpy as np
+    def _to_torch(self, a, dtype):
         import torch
 
         a = np.array(a, copy=True)  # own, writable memory (a memmap slice is read-only)
@@ -170,50 +209,64 @@ class MappedTensor:
             t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
         else:
             t = torch.from_numpy(a)
-        return t
+        if dtype is None:
+            dtype = torch.float32 if t.is_floating_point() else t.dtype
+        return t.to(dtype)
 
     def rows(self, start: int, stop: int, dtype=None):
         """Rows [start, stop) as a torch tensor (float32 by default for float data)."""
-        import torch
-
-        t = self._to_torch(self.array[start:stop])
-        if dtype is None:
-            dtype = torch.float32 if t.is_floating_point() else t.dtype
-        return t.to(dtype)
+        return self._to_torch(self.array[start:stop], dtype)
 
     def take(self, idx, dtype=None):
         """Rows at integer indices ``idx`` (1-D numpy/torch/list) as a torch tensor."""
-        import numpy as np
-        import torch
+        return self._to_torch(self.array[np.asarray(idx)], dtype)
 
-        idx = np.asarray(idx)
-        t = self._to_torch(self.array[idx])
-        if dtype is None:
-            dtype = torch.float32 if t.is_floating_point() else t.dtype
-        return t.to(dtype)
+
+def _map_tensor(path: str | os.PathLike, name: str, info: Any, data_start: int,
+                file_size: int) -> MappedTensor:
+    """Memory-map the tensor ``name`` described by the header entry ``info``, validated."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise ValueError(f"{path}: not a safetensors file (malformed entry for {name!r})")
+    st = info["dtype"]
+    if st not in _ST_DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {st}")
+    dtype = np.dtype(_ST_DTYPES[st])
+    shape = tuple(int(s) for s in info["shape"])
+    begin, end = (int(o) for o in info["data_offsets"])
+    if min(shape, default=0) < 0 or end - begin != dtype.itemsize * int(
+            np.prod(shape, dtype=np.int64)):
+        raise ValueError(f"{path}: tensor {name!r} data size does not match its shape")
+    if begin < 0 or data_start + end > file_size:
+        raise ValueError(f"{path}: tensor {name!r} lies outside the file (truncated?)")
+    if begin == end:
+        arr = np.zeros(shape, dtype=dtype)
+    else:
+        arr = np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
+    return MappedTensor(BF16Array(arr) if st == "BF16" else arr, st)
 
 
 def mmap_safetensors(path: str | os.PathLike) -> dict[str, MappedTensor]:
     """Memory-map every tensor of a safetensors file (RAM does not grow with file size)."""
-    import numpy as np
-
     header, start = safetensors_header(path)
-    out: dict[str, MappedTensor] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        st = info["dtype"]
-        if st not in _ST_DTYPES:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {st}")
-        np_dtype = np.dtype(_ST_DTYPES[st][0])
-        a, b = info["data_offsets"]
-        shape = tuple(info["shape"])
-        n = int(np.prod(shape)) if shape else 1
-        if b - a != n * np_dtype.itemsize:
-            raise ValueError(f"{path}: tensor {name} size does not match its shape")
-        if n == 0:
-            arr = np.zeros(shape, dtype=np_dtype)
-        else:
-            arr = np.memmap(path, dtype=np_dtype, mode="r", offset=start + a, shape=shape)
-        out[name] = MappedTensor(arr, st)
-    return out
+    size = os.path.getsize(path)
+    return {name: _map_tensor(path, name, info, start, size)
+            for name, info in header.items() if name != "__metadata__"}
+
+
+def mmap_tensor(path: str | os.PathLike, key: str | None = None) -> MappedTensor:
+    """Memory-map one tensor of a safetensors file.
+
+    ``key``: the tensor's name; may be omitted when the file holds exactly one tensor.
+    """
+    header, start = safetensors_header(path)
+    names = [k for k in header if k != "__metadata__"]
+    if key is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"{path}: holds {len(names)} tensors ({', '.join(sorted(names)[:5])}); "
+                "name the tensor to read (key)"
+            )
+        key = names[0]
+    if key not in names:
+        raise ValueError(f"{path}: no tensor named {key!r} (has {', '.join(sorted(names))})")
+    return _map_tensor(path, key, header[key], start, os.path.getsize(path))

@@ -71,8 +71,8 @@ def train_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help=_h("progress")),
 ) -> None:
     """Train an SAE on activations; writes cfg.json + sae_weights.safetensors into --out."""
+    from ..data.open import open_source
     from ..train.config import TrainConfig
-    from ..train.data import open_source
     from ..train.trainer import Trainer
 
     if (activations is None) == (cache is None):

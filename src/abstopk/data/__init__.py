@@ -10,6 +10,12 @@
 - :mod:`abstopk.data.harvest`, :mod:`abstopk.data.cache` — activation harvesting and the
   on-disk cache (see CACHE_FORMAT in the docs).
 - :mod:`abstopk.data.loader` — ``CacheLoader``: streaming shuffled fp32 batches from a cache.
+- :mod:`abstopk.data.sources` — the ``BatchSource`` protocol the trainer reads;
+  ``IterableSource`` (re-batches any iterable).
+- :mod:`abstopk.data.matrix` — ``MatrixSource`` over a [N, d_in] tensor/array or a
+  memory-mapped ``.npy`` / ``.safetensors`` file (``load_matrix``, ``scan_nonfinite``).
+- :mod:`abstopk.data.prefetch` — the one background reader (``prefetch``, ``PrefetchSource``).
+- :mod:`abstopk.data.open` — ``open_source``: path, cache folder, array or iterable → source.
 
 Submodules are imported on demand so ``import abstopk.data`` stays light.
 """

@@ -24,82 +24,30 @@ resumed loader yields bit-identical batches. The chunk table costs 16 bytes per 
 (≈ 3e-6 of the cache size for 512-row chunks of d_in 576 fp16) — the only state that grows
 with the cache.
 
-``CacheLoader`` follows the trainer's BatchSource protocol (abstopk.train.data): ``d_in``,
+``CacheLoader`` follows the :class:`~abstopk.data.sources.BatchSource` protocol: ``d_in``,
 ``__iter__`` (endless fp32 CPU tensors [B, d_in]), ``state_dict()``, ``load_state_dict()``.
+Shards are read through the package's one safetensors reader (``ActivationCache.open_shard``,
+:func:`abstopk.files.mmap_safetensors`) and batches are read ahead by
+:func:`abstopk.data.prefetch.prefetch`.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import os
-import queue
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["CacheLoader", "open_cache", "open_activation_cache"]
+from ..errors import NonFiniteError
+from .cache import ActivationCache
+from .prefetch import prefetch as read_ahead
 
-# prefetch threads still running; stopped at interpreter exit (a daemon thread killed inside a
-# torch op during finalisation aborts the process)
-_LIVE_THREADS: dict[threading.Thread, threading.Event] = {}
-
-
-@atexit.register
-def _stop_prefetch_threads() -> None:
-    for t, stop in list(_LIVE_THREADS.items()):
-        stop.set()
-        t.join(timeout=10.0)
+__all__ = ["CacheLoader"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16,
                  "bfloat16": torch.bfloat16, "float64": torch.float64}
-
-
-class _ManifestCache:
-    """Minimal reader of a cache folder, used only when abstopk.data.cache is unavailable.
-
-    Same attributes as ``abstopk.data.cache.ActivationCache`` that the loader needs.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            self.manifest = json.loads((self.path / "manifest.json").read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{self.path}: not an activation cache ({e})") from None
-        self.d_in = int(self.manifest["d_in"])
-        self.dtype = str(self.manifest["dtype"])
-        self.shards = list(self.manifest["shards"])
-        self.total_rows = sum(int(s["rows"]) for s in self.shards)
-
-    def shard_path(self, i: int) -> Path:
-        return self.path / self.shards[i]["file"]
-
-    def open_shard(self, i: int):
-        from ..files import mmap_safetensors
-
-        return mmap_safetensors(self.shard_path(i))
-
-    def identity(self) -> str:
-        import hashlib
-
-        h = hashlib.sha256("".join(s.get("sha256", "") for s in self.shards).encode())
-        m = self.manifest
-        return f"{m.get('model')}/L{m.get('layer')}/{m.get('site')}@{h.hexdigest()[:12]}"
-
-
-def open_activation_cache(path: str | os.PathLike):
-    """``abstopk.data.cache.ActivationCache(path)`` (helper module), else a minimal reader."""
-    try:
-        from .cache import ActivationCache
-    except ImportError:
-        return _ManifestCache(path)
-    return ActivationCache(path)
 
 
 class CacheLoader:
@@ -113,8 +61,9 @@ class CacheLoader:
         buffer_mb: memory of the shuffle buffer (one group of chunks) in the cache's dtype.
         chunk_rows: rows read contiguously from a shard (smaller = better mixing, more reads).
         skip_nonfinite: rows with NaN/Inf are skipped (batch refilled from the stream);
-            otherwise such a row raises ``abstopk.train.data.NonFiniteError``.
+            otherwise such a row raises :class:`~abstopk.errors.NonFiniteError`.
         prefetch: batches prepared ahead by a background thread (0 = synchronous).
+        pin_memory: pin the prepared batches (CUDA training: asynchronous host-to-device copies).
         progress: accepted for ``open_source`` compatibility (opening scans nothing).
 
     Attributes: ``d_in``, ``total_rows``, ``batch_size``, ``position`` (rows consumed),
@@ -123,8 +72,9 @@ class CacheLoader:
 
     def __init__(self, cache, batch_size: int, seed: int = 0, *, shuffle: bool = True,
                  buffer_mb: float = 256.0, chunk_rows: int = 512,
-                 skip_nonfinite: bool = False, prefetch: int = 4, progress: bool = False):
-        self.cache = cache if hasattr(cache, "open_shard") else open_activation_cache(cache)
+                 skip_nonfinite: bool = False, prefetch: int = 4, pin_memory: bool = False,
+                 progress: bool = False):
+        self.cache = cache if hasattr(cache, "open_shard") else ActivationCache(cache)
         self.d_in = int(self.cache.d_in)
         self.dtype = _TORCH_DTYPES[str(self.cache.dtype)]
         self.shard_rows = np.array([int(s["rows"]) for s in self.cache.shards], dtype=np.int64)
@@ -136,6 +86,7 @@ class CacheLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.skip_nonfinite = skip_nonfinite
         self.prefetch = int(prefetch)
+        self.pin_memory = pin_memory
         self.progress = progress
         self.identity = str(self.cache.identity())
         itemsize = torch.empty((), dtype=self.dtype).element_size()
@@ -256,8 +207,6 @@ class CacheLoader:
             # one cheap reduction; the exact per-row test only when it is not finite
             if not torch.isfinite(rows.sum()) and not torch.isfinite(rows).all():
                 if not self.skip_nonfinite:
-                    from ..errors import NonFiniteError
-
                     raise NonFiniteError(
                         f"{getattr(self.cache, 'path', 'cache')}: NaN/Inf rows near stream "
                         f"position {position} (pass skip_nonfinite / --skip-nonfinite)")
@@ -271,46 +220,15 @@ class CacheLoader:
 
     # ------------------------------------------------------------------ protocol
     def __iter__(self) -> Iterator[Tensor]:
-        """Endless batches from ``self.position``; ``position`` advances as they are yielded."""
-        if self.prefetch <= 0:
-            for x, pos in self._batches(self.position):
-                self.position = pos
-                yield x
-            return
-        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-        start = self.position
-
-        def produce() -> None:
-            try:
-                for item in self._batches(start):
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            except BaseException as e:  # handed to the consumer
-                if not stop.is_set():
-                    q.put(e)
-
-        t = threading.Thread(target=produce, name="abstopk-cache-loader", daemon=True)
-        _LIVE_THREADS[t] = stop
-        t.start()
+        """Endless batches from ``self.position``; ``position`` advances as they are yielded
+        (batches read ahead do not count)."""
+        batches = read_ahead(self._batches(self.position), self.prefetch,
+                             pin_memory=self.pin_memory, name="abstopk-cache-loader")
         try:
-            while True:
-                item = q.get()
-                if isinstance(item, BaseException):
-                    raise item
-                x, pos = item
-                self.position = pos
+            for x, self.position in batches:
                 yield x
         finally:
-            stop.set()
-            t.join(timeout=10.0)
-            _LIVE_THREADS.pop(t, None)
+            batches.close()
 
     def state_dict(self) -> dict[str, Any]:
         """Position after the last yielded batch, plus what defines the order."""
@@ -334,11 +252,3 @@ class CacheLoader:
         self._configure(int(state["seed"]), bool(state["shuffle"]), int(state["chunk_rows"]),
                         int(state["group_chunks"]))
         self.position = int(state["position"])
-
-
-def open_cache(path, batch_size: int, seed: int = 0, *, skip_nonfinite: bool = False,
-               progress: bool = False, **kwargs) -> CacheLoader:
-    """A :class:`CacheLoader` over the cache folder ``path`` (entry point used by
-    ``abstopk.train.data.open_source``); extra keyword arguments go to the loader."""
-    return CacheLoader(path, batch_size, seed, skip_nonfinite=skip_nonfinite,
-                       progress=progress, **kwargs)

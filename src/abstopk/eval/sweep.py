@@ -553,8 +553,8 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
     held-out activations and loss recovered; loaded on demand otherwise).
     """
     from ..data.cache import ActivationCache
+    from ..data.open import open_source
     from ..files import atomic_write_json
-    from ..train.data import open_source
     from .run import json_safe
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))

@@ -30,7 +30,7 @@ class MultiTrainer:
 
     def __init__(self, cfgs: Sequence[Any], source: Any, *,
                  sae_metadata: dict[str, Any] | None = None) -> None:
-        from .data import open_source
+        from ..data.open import open_source
         from .trainer import Trainer
 
         if not cfgs:

@@ -41,11 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.matrix import MatrixSource
+from ..data.open import open_source
+from ..data.prefetch import PrefetchSource
+from ..data.sources import BatchSource
 from ..errors import RunMismatchError
 from ..files import atomic_save_safetensors, atomic_write_bytes, atomic_write_json
 from ..sae import SAE
 from .config import TrainConfig
-from .data import BatchSource, MatrixSource, PrefetchSource, open_source
 from .schedule import L0Controller, lr_at
 from .step import make_optimizer, set_lr, train_step
 

@@ -1,0 +1,56 @@
+"""The one dispatcher from what the user gave to a :class:`~abstopk.data.sources.BatchSource`.
+
+* a folder holding ``manifest.json`` (an activation cache) →
+  :class:`~abstopk.data.loader.CacheLoader`;
+* a ``.npy`` / ``.safetensors`` file [N, d_in] → :class:`~abstopk.data.matrix.MatrixSource`
+  over the memory-mapped matrix;
+* a torch tensor or numpy array [N, d_in] → :class:`~abstopk.data.matrix.MatrixSource`;
+* an object already following the BatchSource protocol → itself;
+* any other iterable of [b, d_in] batches → :class:`~abstopk.data.sources.IterableSource`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from .loader import CacheLoader
+from .matrix import MatrixSource, load_matrix
+from .sources import BatchSource, IterableSource, is_batch_source
+
+__all__ = ["open_source"]
+
+
+def open_source(data: Any, batch_size: int, seed: int = 0, *, skip_nonfinite: bool = False,
+                progress: bool = False, key: str | None = None) -> BatchSource:
+    """Turn what the user gave into a :class:`BatchSource` (see the module docstring).
+
+    ``batch_size`` and ``seed`` define the batches and their order; ``skip_nonfinite`` drops
+    rows holding NaN/Inf instead of raising :class:`~abstopk.errors.NonFiniteError`;
+    ``progress`` shows the scan of a matrix file; ``key`` names the tensor of a safetensors
+    file holding several. Raises ``FileNotFoundError`` / ``ValueError`` with one-line messages.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        path = Path(data)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        if path.is_dir():
+            if (path / "manifest.json").is_file():
+                return CacheLoader(path, batch_size, seed, skip_nonfinite=skip_nonfinite,
+                                   progress=progress)
+            raise ValueError(f"{path}: a folder without manifest.json is not an activation cache")
+        return MatrixSource(load_matrix(path, key), batch_size, seed,
+                            skip_nonfinite=skip_nonfinite, progress=progress, name=str(path))
+    if isinstance(data, (Tensor, np.ndarray)):
+        return MatrixSource(data, batch_size, seed, skip_nonfinite=skip_nonfinite,
+                            progress=progress, name="tensor")
+    if is_batch_source(data):
+        return data
+    if isinstance(data, Iterable):
+        return IterableSource(data, batch_size)
+    raise ValueError(f"cannot read training data from a {type(data).__name__}")
