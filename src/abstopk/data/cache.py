@@ -13,7 +13,7 @@ context size, corpus description, ``requested_tokens``, ``total_rows`` (= Σ sha
 per shard, ``file``, ``rows``, ``contexts`` (packed contexts it was harvested from) and the
 ``sha256`` of the file's bytes.
 
-Writes are crash-safe: a shard is written to a temporary name and renamed (``abstopk.io``),
+Writes are crash-safe: a shard is written to a temporary name and renamed (``abstopk.files``),
 *then* the manifest is rewritten atomically. A kill at any moment leaves a valid cache whose
 manifest lists only complete shards; a shard file not yet in the manifest is simply rewritten
 (bit-identical) when the harvest resumes.

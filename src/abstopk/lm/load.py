@@ -242,7 +242,7 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
 
     The model is in eval mode with ``requires_grad=False`` on every parameter, on ``device``
     in ``dtype`` (a torch dtype or its name; default float32). Raises :class:`ModelNotFound`
-    (a :class:`~abstopk.commands.UserError`) naming what to install or pass when ``ref``
+    (a :class:`~abstopk.errors.UserError`) naming what to install or pass when ``ref``
     points at nothing.
     """
     import torch
