@@ -103,8 +103,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temp(path.parent, path.name)
+    mode = os.stat(tmp).st_mode & 0o7777   # 0o666 & ~umask, as the kernel created it
     try:
         write(tmp)
+        if os.stat(tmp).st_mode & 0o7777 != mode:   # a writer that replaced the file
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

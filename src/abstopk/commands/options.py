@@ -119,8 +119,9 @@ def _make_option(f: dataclasses.Field, tp: Any) -> tuple[inspect.Parameter, _Gen
             default = ",".join(str(x) for x in default)
         shown = flags[0]
 
-        def parse(v: Any, _item=item, _container=container, _shown=shown) -> Any:
-            if v is None:
+        def parse(v: Any, _item=item, _container=container, _shown=shown,
+                  _optional=optional) -> Any:
+            if v is None or (_optional and not str(v).strip()):
                 return None
             try:
                 values = [_item(x) for x in str(v).replace(" ", "").split(",") if x != ""]
