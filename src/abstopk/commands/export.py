@@ -27,8 +27,8 @@ def _one(option: Path | None, positional: Path | None, flag: str) -> Path:
 
 def export_cmd(
     sae_arg: Path | None = typer.Argument(
-        None, metavar="[SAE]", help="Saved SAE folder (same as --sae)."),
-    out_arg: Path | None = typer.Argument(None, metavar="[OUT]", help="Output folder (same as --out)."),
+        None, metavar="SAE", help="Saved SAE folder (same as --sae)."),
+    out_arg: Path | None = typer.Argument(None, metavar="OUT", help="Output folder (same as --out)."),
     sae_opt: Path | None = typer.Option(
         None, "--sae", help="Saved SAE folder (cfg.json + sae_weights.safetensors)."),
     out_opt: Path | None = typer.Option(
