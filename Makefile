@@ -32,8 +32,10 @@ test: $(STAMP) data
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
+# --force: a second `make demo` reruns over the first one's demo-out/ (the CLI refuses to
+# replace finished results without it)
 demo: $(STAMP) data
-	$(BIN)/abstopk demo $(DEMO_ARGS)
+	$(BIN)/abstopk demo --force $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

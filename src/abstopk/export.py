@@ -17,6 +17,14 @@ twice the width that computes the same function. With ``u = (x − b_dec) W + b`
 * ``topk`` → ``topk``; ``relu`` → ``standard``; ``jumprelu`` → ``jumprelu``;
   ``batchtopk`` → ``jumprelu`` with its EMA threshold (what SAELens itself does).
 
+The folder's ``cfg.json`` carries in ``metadata`` everything SAELens and SAEBench read to
+load and evaluate it without extra arguments: ``model_name``, ``hook_name`` (TransformerLens
+naming, ``blocks.L.hook_SITE``), ``hook_layer``, ``hook_head_index``, ``context_size``,
+``prepend_bos``, ``exclude_special_tokens``, ``model_class_name``,
+``model_from_pretrained_kwargs``, ``seqpos_slice``, ``dataset_path``; unknown values are taken
+from the manifest of the activation cache the SAE was trained on, when it can be found, and
+a missing hook name or model name gives a warning.
+
 Not exportable: ``n_steps > 1`` (SAELens has no unrolled encoder). ``layer_norm`` SAEs are
 exported with SAELens's ``layer_norm`` mode, which differs from ours in one place: the
 output is rescaled by ``std`` instead of ``std + 1e-5`` (a relative difference of
@@ -36,7 +44,8 @@ from torch import Tensor
 from . import __version__
 from .files import atomic_save_safetensors, atomic_write_json
 
-__all__ = ["SAELENS_FORMAT_VERSION", "export_saelens", "hook_name_for", "to_saelens"]
+__all__ = ["SAELENS_FORMAT_VERSION", "export_saelens", "hook_name_for", "layer_of_hook",
+           "to_saelens"]
 
 #: SAELens version whose folder format we write (``metadata.sae_lens_version``): any
 #: version ≥ 6.0 reads it without the pre-6 conversion.
@@ -50,6 +59,14 @@ def hook_name_for(layer: int | None, site: str | None) -> str | None:
     if layer is None or site is None:
         return None
     return f"blocks.{layer}.hook_{site}"
+
+
+def layer_of_hook(hook: str | None) -> int | None:
+    """The block index L of a hook name ``blocks.L.hook_…`` (None if it has no such form)."""
+    parts = (hook or "").split(".")
+    if len(parts) >= 3 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1])
+    return None
 
 
 def _training_manifest(dataset: str | None) -> dict[str, Any]:
@@ -125,16 +142,30 @@ def to_saelens(sae, *, model_name: str | None = None,
     site = cfg.hook_site or man.get("site")
     hook = (hook_name or cfg.hook_name or man.get("hook_name")
             or hook_name_for(layer, site))
+    if hook_name is not None and layer_of_hook(hook_name) is not None:
+        layer = layer_of_hook(hook_name)    # an explicit hook name decides the layer
+    elif layer is None:
+        layer = layer_of_hook(hook)
+    model = model_name or cfg.model_name or man.get("model")
+    missing = [n for n, v in (("hook name", hook), ("model name", model)) if v is None]
+    if missing:
+        warnings.warn(f"the SAE records no {' and no '.join(missing)}: SAELens and SAEBench "
+                      "will need it given when loading the export", stacklevel=2)
+    keep_bos = cfg.keep_bos if cfg.keep_bos is not None else man.get("keep_bos", False)
     metadata = {
         "sae_lens_version": SAELENS_FORMAT_VERSION,
         "sae_lens_training_version": SAELENS_FORMAT_VERSION,
-        "model_name": model_name or cfg.model_name or man.get("model"),
+        "model_name": model,
+        "model_class_name": "HookedTransformer",
+        "model_from_pretrained_kwargs": {},
         "hook_name": hook,
         "hook_layer": layer,              # SAEBench reads it from the metadata
         "hook_head_index": None,
         "context_size": cfg.context_size or man.get("context_size"),
         "prepend_bos": True,
-        "exclude_special_tokens": not man.get("keep_bos", False),
+        "exclude_special_tokens": not keep_bos,
+        "seqpos_slice": [None],
+        "neuronpedia_id": None,
         "dataset_path": cfg.dataset,
         "exported_by": f"abstopk {__version__}",
         "abstopk_architecture": arch,

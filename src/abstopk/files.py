@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,14 +85,38 @@ def sha256_file(path: str | os.PathLike, *, memo: bool = False) -> str:
     return digest
 
 
+def _create_temp(folder: Path, name: str) -> str:
+    """Create an empty, new temporary file ``folder/.name.XXXX.tmp``; return its path.
+
+    It is created with mode ``0o666`` so that the kernel applies the process umask (and a
+    folder's default ACL), exactly as for a plain ``open(path, "w")``; ``tempfile.mkstemp``
+    would give ``0o600`` whatever the umask.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = str(folder / f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name for {name} in {folder}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``."""
+    """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``.
+
+    The final file has the mode a plain ``open()`` would give it: ``0o666 & ~umask``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path.parent, path.name)
+    mode = os.stat(tmp).st_mode & 0o7777   # 0o666 & ~umask, as the kernel created it
     try:
         write(tmp)
+        if os.stat(tmp).st_mode & 0o7777 != mode:   # a writer that replaced the file
+            os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

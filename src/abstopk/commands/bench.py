@@ -14,7 +14,10 @@ from typing import Any
 
 import typer
 
-from . import UserError, field_help
+from ..analysis.synthetic import BenchConfig, SyntheticConfig
+from . import UserError
+from .options import config_kwargs, config_options
+from .outputs import check_output_file
 
 __all__ = ["make_console", "register", "render_table", "run_synthetic", "synthetic_command", "torch_threads"]
 
@@ -25,18 +28,6 @@ EXPLANATION = (
     "should sit near 100 % in the first column, non-negative codes (topk, batchtopk, jumprelu, "
     "relu) are 0 % there by construction and pay about 2 latents per bidirectional feature."
 )
-
-
-def _hb(name: str) -> str:
-    from ..analysis.synthetic import BenchConfig
-
-    return field_help(BenchConfig, name)
-
-
-def _hd(name: str) -> str:
-    from ..analysis.synthetic import SyntheticConfig
-
-    return field_help(SyntheticConfig, name)
 
 
 @contextlib.contextmanager
@@ -130,56 +121,31 @@ def run_synthetic(data_cfg: Any, bench_cfg: Any, *, console: Any = None, threads
     return result
 
 
-def _dflt(cls_name: str, name: str) -> Any:
-    """Default of a config field (so ``--help`` shows the real defaults)."""
-    import dataclasses
-
-    from ..analysis import synthetic
-
-    for f in dataclasses.fields(getattr(synthetic, cls_name)):
-        if f.name == name:
-            v = f.default
-            return ",".join(v) if isinstance(v, tuple) else v
-    raise KeyError(name)
-
-
+@config_options(BenchConfig, SyntheticConfig)
 def synthetic_command(
     seed: int = typer.Option(0, "--seed", help="Seed of everything: data, SAE init, batch order."),
-    steps: int = typer.Option(_dflt("BenchConfig", "steps"), "--steps", help=_hb("steps")),
-    architectures: str = typer.Option(_dflt("BenchConfig", "architectures"), "--architectures",
-                                      help=_hb("architectures")),
-    k: int = typer.Option(_dflt("BenchConfig", "k"), "--k", help=_hb("k")),
-    expansion: float = typer.Option(_dflt("BenchConfig", "expansion"), "--expansion",
-                                    help=_hb("expansion")),
-    d: int = typer.Option(_dflt("SyntheticConfig", "d"), "--d", help=_hd("d")),
-    n_features: int = typer.Option(_dflt("SyntheticConfig", "n_features"), "--n-features",
-                                   help=_hd("n_features")),
-    frac_bidirectional: float = typer.Option(
-        _dflt("SyntheticConfig", "frac_bidirectional"), "--frac-bidirectional",
-        help=_hd("frac_bidirectional")),
-    mean_active: float = typer.Option(_dflt("SyntheticConfig", "mean_active"), "--mean-active",
-                                      help=_hd("mean_active")),
-    noise: float = typer.Option(_dflt("SyntheticConfig", "noise"), "--noise", help=_hd("noise")),
-    tau: float = typer.Option(_dflt("BenchConfig", "tau"), "--tau", help=_hb("tau")),
     threads: int = typer.Option(
         1, "--threads", min=1, help="torch CPU threads while training (tiny matrices: 1 is fastest)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for synthetic.json and synthetic.md (as the demo writes)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write all results as JSON here."),
     markdown_out: Path | None = typer.Option(
         None, "--markdown", help="Write the table as Markdown here."),
+    force: bool = typer.Option(False, "--force", help="Replace existing --json / --markdown files."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    **fields: Any,
 ) -> None:
     """Train one SAE per architecture on synthetic data with known bidirectional features."""
-    from ..analysis.synthetic import BenchConfig, SyntheticConfig
-
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out} exists and is not a folder")
+        json_out = json_out or out / "synthetic.json"
+        markdown_out = markdown_out or out / "synthetic.md"
     for p in (json_out, markdown_out):
-        if p is not None and p.exists() and p.is_dir():
-            raise UserError(f"{p} is a folder; give a file name")
+        check_output_file(p, what="benchmark results", force=force)
     try:
-        data_cfg = SyntheticConfig(seed=seed, d=d, n_features=n_features,
-                                   frac_bidirectional=frac_bidirectional,
-                                   mean_active=mean_active, noise=noise)
-        bench_cfg = BenchConfig(seed=seed, steps=steps, architectures=architectures, k=k,
-                                expansion=expansion, tau=tau)
+        data_cfg = SyntheticConfig(**config_kwargs(SyntheticConfig, fields, seed=seed))
+        bench_cfg = BenchConfig(**config_kwargs(BenchConfig, fields, seed=seed))
     except ValueError as e:
         raise UserError(str(e)) from None
     run_synthetic(data_cfg, bench_cfg, threads=threads, json_out=json_out,

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 
 from . import UserError
+from .outputs import check_output
 
 __all__ = ["DemoContext", "STAGES", "Stage", "add_stage", "demo_command", "register", "run_demo"]
 
@@ -102,6 +103,11 @@ add_stage(Stage("pipeline", "Real model: harvest, train TopK / AbsTopK / JumpReL
                 "evaluate", _pipeline_stage))
 
 
+#: files whose presence marks a finished demo (or stage) in the out folder
+DEMO_RESULTS = ("synthetic.json", "synthetic.md", "pipeline/pipeline.json",
+                "pipeline/pipeline.md")
+
+
 # ----------------------------------------------------------------------------- runner
 def run_demo(out: Path, quick: bool = False, console: Any = None,
              stages: list[Stage] | None = None, **knobs: Any) -> DemoContext:
@@ -131,6 +137,8 @@ def demo_command(
     d_sae: int = typer.Option(None, "--d-sae", help="SAE width (default 2304 = 4 × 576)."),
     steps: int = typer.Option(None, "--steps", help="Training steps per SAE (default 200)."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default 0)."),
+    force: bool = typer.Option(
+        False, "--force", help="Run again over the results of an earlier demo in --out."),
 ) -> None:
     """Guided tour: synthetic ground truth, then harvest → train → evaluate on the embedded LM."""
     seed_tuple = None
@@ -142,6 +150,7 @@ def demo_command(
     for name, v in (("--tokens", tokens), ("--d-sae", d_sae), ("--steps", steps)):
         if v is not None and v < 1:
             raise UserError(f"{name} must be ≥ 1, got {v}")
+    check_output(out, what="the results of an earlier demo", finished=DEMO_RESULTS, force=force)
     run_demo(out, quick=quick, tokens=tokens, d_sae=d_sae, steps=steps, seeds=seed_tuple)
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from . import UserError
+from .options import DEVICE_HELP, resolve_device
+from .outputs import check_output_file
 
 # (key, label, format) rows of the printed table
 _ROWS = (
@@ -73,7 +75,7 @@ def eval_cmd(
     tokens: int = typer.Option(8192, help="Tokens (activation rows) for the reconstruction metrics; 0 skips."),
     contexts: int = typer.Option(32, help="Held-out contexts for loss recovered / KL; 0 skips."),
     batch_size: int = typer.Option(8, help="Contexts per LM forward."),
-    device: str = typer.Option("cpu", help="Device: cpu, cuda, cuda:1, or auto."),
+    device: str = typer.Option("cpu", help=f"Device: cpu, cuda, cuda:1, ... {DEVICE_HELP}"),
     source: str = typer.Option("embedded", help="Text source whose held-out split is used."),
     tasks: str | None = typer.Option(None, help="Comma-separated probing tasks to run."),
     task_examples: int | None = typer.Option(
@@ -83,7 +85,9 @@ def eval_cmd(
         help="Also splice/evaluate BOS and pad positions (default: as the SAE's training "
         "cache did, keep_bos; else no)."),
     dense_threshold: float = typer.Option(0.1, help="A latent firing on more than this fraction of tokens is dense."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the result as one JSON object here."),
+    json_out: Path | None = typer.Option(
+        None, "--json", "--out", help="Write the result as one JSON object to this file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
 ) -> None:
     """Evaluate an SAE: reconstruction (MSE, NMSE, explained variance, L0, dead/dense latents,
     sign statistics), loss recovered and KL when spliced into the LM, and probing tasks."""
@@ -93,10 +97,9 @@ def eval_cmd(
     from ..eval.run import evaluate_sae, json_safe
     from ..files import atomic_write_json
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
+    check_output_file(json_out, what="an evaluation result", force=force,
+                      inputs=[sae / "cfg.json", sae / "sae_weights.safetensors"])
     try:
         sae_obj = sae_mod.SAE.load(sae)
     except (FileNotFoundError, ValueError) as e:

@@ -7,13 +7,32 @@ from pathlib import Path
 import typer
 
 from . import UserError
+from .outputs import check_output
 
 FORMATS = ("saelens",)
 
+#: files whose presence marks a folder as a finished SAE (ours or an export)
+SAE_FILES = ("cfg.json", "sae_weights.safetensors")
+
+
+def _one(option: Path | None, positional: Path | None, flag: str) -> Path:
+    """The path given as ``flag`` or positionally (exactly one of them)."""
+    if option is not None and positional is not None and option != positional:
+        raise UserError(f"give {flag} once (as {flag} or positionally), not both")
+    path = option if option is not None else positional
+    if path is None:
+        raise UserError(f"missing {flag}")
+    return path
+
 
 def export_cmd(
-    sae_dir: Path = typer.Argument(..., help="Saved SAE folder (cfg.json + sae_weights.safetensors)."),
-    out: Path = typer.Argument(..., help="Output folder (created; its cfg.json and weights are replaced)."),
+    sae_arg: Path | None = typer.Argument(
+        None, metavar="SAE", help="Saved SAE folder (same as --sae)."),
+    out_arg: Path | None = typer.Argument(None, metavar="OUT", help="Output folder (same as --out)."),
+    sae_opt: Path | None = typer.Option(
+        None, "--sae", help="Saved SAE folder (cfg.json + sae_weights.safetensors)."),
+    out_opt: Path | None = typer.Option(
+        None, "--out", help="Output folder (created; never the SAE's own folder)."),
     format: str = typer.Option("saelens", "--format", "-f", help="Target format: saelens."),
     model_name: str | None = typer.Option(
         None, help="Model name to record for SAELens/SAEBench (default: the SAE's model_name)."
@@ -21,6 +40,8 @@ def export_cmd(
     hook_name: str | None = typer.Option(
         None, help="TransformerLens hook name to record (default: blocks.L.hook_SITE)."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the cfg.json and weights of an SAE already in --out."),
 ) -> None:
     """Export an SAE. AbsTopK becomes an exactly equivalent ReLU-TopK of twice the width."""
     from rich.console import Console
@@ -28,14 +49,15 @@ def export_cmd(
     from ..export import export_saelens
     from ..sae import SAE
 
+    sae_dir = _one(sae_opt, sae_arg, "--sae")
+    out = _one(out_opt, out_arg, "--out")
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    check_output(out, what="an SAE", finished=SAE_FILES, inputs=[sae_dir], force=force)
     try:
         sae = SAE.load(sae_dir)
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder")
     try:
         path = export_saelens(sae, out, model_name=model_name, hook_name=hook_name)
     except ValueError as e:

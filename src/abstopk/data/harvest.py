@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import OutputExistsError, UserError
 from ..fields import doc_field
 
 __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
@@ -109,7 +109,7 @@ def parse_layers(text: str | int | list[int]) -> list[int]:
     try:
         return [int(x) for x in str(text).replace(" ", "").split(",") if x != ""]
     except ValueError:
-        raise UserError(f"--layer: expected integers separated by commas, got {text!r}") from None
+        raise UserError(f"layers: expected integers separated by commas, got {text!r}") from None
 
 
 def _cache_dirs(cfg: HarvestConfig) -> list[Path]:
@@ -159,7 +159,7 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     if model is None:
         model, tokenizer, info = load_model(cfg.model, device=cfg.device, dtype=cfg.model_dtype)
     if info.n_layers <= max(cfg.layers) or min(cfg.layers) < 0:
-        raise UserError(f"--layer {','.join(map(str, cfg.layers))}: {cfg.model} has "
+        raise UserError(f"no layer {','.join(map(str, cfg.layers))}: {cfg.model} has "
                         f"{info.n_layers} blocks (0..{info.n_layers - 1})")
     device = next(model.parameters()).device
     corpus = describe_source(cfg.corpus, cfg.split)
@@ -200,11 +200,11 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
         if cfg.tokens == req or (cfg.tokens == done):
             log(f"{cfg.out}: already complete ({done} rows); nothing to do")
             return HarvestResult(_cache_dirs(cfg), done, 0, 0.0, 0.0, resumed)
-        raise UserError(f"{cfg.out} is a complete cache of {done} rows; harvest {cfg.tokens} "
-                        f"into another --out (or pass --no-resume to start over)")
+        raise OutputExistsError(f"{cfg.out} is a complete cache of {done} rows, not the "
+                                f"{cfg.tokens} requested")
     if done > cfg.tokens:
-        raise UserError(f"{cfg.out} already holds {done} rows, more than --tokens "
-                        f"{cfg.tokens}; use another --out or --no-resume")
+        raise OutputExistsError(f"{cfg.out} already holds {done} rows, more than the "
+                                f"{cfg.tokens} requested")
     for w in writers:
         w.set(requested_tokens=cfg.tokens, batch_size=batch_size, shard_rows=cfg.shard_rows)
     if resumed:
