@@ -12,7 +12,7 @@ __all__ = ["register", "sweep_command"]
 
 
 def _h(name: str) -> str:
-    from ..eval.sweep import SweepConfig
+    from ..experiments.sweep_config import SweepConfig
 
     return field_help(SweepConfig, name)
 
@@ -72,7 +72,8 @@ def sweep_command(
     """Train one SAE per (architecture, k, seed) on --cache in one pass per seed, evaluate on
     held-out activations (+ loss recovered) and at inference-time k; write sweep.csv,
     sweep.json, sweep.png and sweep.md into --out and print mean ± std over seeds."""
-    from ..eval.sweep import SweepConfig, run_sweep
+    from ..experiments.sweep import run_sweep
+    from ..experiments.sweep_config import SweepConfig
 
     if cache is not None and not (cache / "manifest.json").is_file():
         raise UserError(f"{cache}: not an activation cache (no manifest.json)")

@@ -1,6 +1,6 @@
 """Plots (matplotlib, Agg backend: no display needed), written atomically as PNG.
 
-:func:`plot_sweep` draws the paper's Figure 3 from sweep rows (``abstopk.eval.sweep``): two
+:func:`plot_sweep` draws the paper's Figure 3 from sweep rows (``abstopk.experiments.sweep``): two
 panels, NMSE versus L0 and loss recovered versus L0. One solid line per architecture for the
 SAEs trained at each sparsity; points are the mean over seeds with error bars of ±1 std (sample
 std over seeds) in both L0 and the metric. TopK/AbsTopK SAEs evaluated at another k at
