@@ -19,11 +19,13 @@ the same weights as one trained alone by ``Trainer.fit`` on the same batches (te
 the same seed differ only in their architecture/sparsity, which makes the comparison paired:
 same initial decoder (same seed), same data order.
 
-Evaluation (:func:`abstopk.eval.heldout.evaluate_saes`): reconstruction metrics (:mod:`abstopk.eval.metrics`: MSE,
-NMSE, explained variance, L0, dead fraction, ...) on ``eval_tokens`` held-out activations kept in
-memory, and loss recovered / KL on ``eval_contexts`` held-out contexts with the clean and
-zero-ablated LM runs computed once and shared by all SAEs
-(:func:`abstopk.eval.loss_recovered.evaluate_loss_recovered` given every SAE of the seed).
+Evaluation (:func:`abstopk.eval.heldout.evaluate_saes`): reconstruction metrics
+(:mod:`abstopk.eval.metrics`: MSE, NMSE, explained variance, L0, dead fraction, ...) on
+``eval_tokens`` held-out activations kept in memory
+(:func:`abstopk.data.heldout.heldout_activations`, or read from ``eval_cache``), and loss
+recovered / KL on ``eval_contexts`` held-out contexts with the clean and zero-ablated LM runs
+computed once and shared by all SAEs (:func:`abstopk.eval.loss_recovered.evaluate_loss_recovered`
+given every SAE of the seed).
 
 Settings and the SAEs of a sweep: :mod:`.sweep_config`; mean ± std over seeds:
 :mod:`.sweep_summary`; tables: :mod:`abstopk.report.sweep_tables`.
