@@ -13,7 +13,7 @@ from abstopk import cli
 from abstopk.analysis.synthetic import BenchConfig, SyntheticConfig
 from abstopk.commands.options import ALIASES, config_kwargs, config_options, resolve_device
 from abstopk.data.harvest import HarvestConfig
-from abstopk.eval.sweep import SweepConfig
+from abstopk.experiments.sweep_config import SweepConfig
 from abstopk.fields import doc_field
 from abstopk.train.config import TrainConfig
 

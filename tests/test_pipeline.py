@@ -1,5 +1,5 @@
 """The demo's real-model pipeline end to end on the embedded SmolLM2-135M (tiny sizes), and the
-shared-run loss recovered of the sweep against abstopk.eval.loss_recovered."""
+shared-run loss recovered of several SAEs against one SAE at a time."""
 
 from __future__ import annotations
 
@@ -18,12 +18,11 @@ def lm():
     return load_model("smollm2-135m")
 
 
-def test_multi_loss_recovered_matches_evaluate_loss_recovered(lm):
-    """Clean / zero-ablated runs shared across SAEs give the same numbers as the per-SAE
-    evaluation of abstopk.eval.loss_recovered (same contexts, same BOS rule)."""
+def test_several_saes_loss_recovered_matches_one_at_a_time(lm):
+    """Clean / zero-ablated runs shared across SAEs (a dict of SAEs) give the same numbers
+    as evaluating each SAE alone (same contexts, same BOS rule)."""
     from abstopk.data.tokens import bos_token_id, iter_contexts
     from abstopk.eval.loss_recovered import evaluate_loss_recovered
-    from abstopk.eval.sweep import multi_loss_recovered
     from abstopk.sae import SAE, SAEConfig
 
     model, tok, info = lm
@@ -34,8 +33,8 @@ def test_multi_loss_recovered_matches_evaluate_loss_recovered(lm):
     def ctx():
         return iter_contexts(tok, source="embedded", split="heldout", context_size=32)
 
-    multi = multi_loss_recovered(saes, model, ctx(), layer=9, n_contexts=2, batch_size=2,
-                                 skip_token_ids=skip)
+    multi = evaluate_loss_recovered(saes, model, ctx(), layer=9, n_contexts=2, batch_size=2,
+                                    skip_token_ids=skip, with_error_term=False)
     for name, sae in saes.items():
         ref = evaluate_loss_recovered(sae, model, ctx(), layer=9, n_contexts=2, batch_size=2,
                                       skip_token_ids=skip, with_error_term=False)
@@ -52,7 +51,7 @@ def test_pipeline_end_to_end_tiny(tmp_path, lm):
     probing → Markdown + JSON + PNG."""
     from rich.console import Console
 
-    from abstopk.pipeline import run_pipeline
+    from abstopk.experiments.demo import run_pipeline
 
     out = tmp_path / "pipe"
     console = Console(width=140, record=True)

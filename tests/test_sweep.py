@@ -15,16 +15,12 @@ import torch
 
 from abstopk.data.cache import CacheWriter
 from abstopk.data.matrix import MatrixSource
-from abstopk.eval.sweep import (
-    CSV_COLUMNS,
-    SweepConfig,
-    evaluate_saes,
-    inference_k,
-    summarize,
-    sweep_specs,
-    write_csv,
-)
+from abstopk.eval.heldout import evaluate_saes
+from abstopk.eval.inference_k import inference_k
+from abstopk.experiments.sweep_config import SweepConfig, sweep_specs
+from abstopk.experiments.sweep_summary import summarize
 from abstopk.report.plots import plot_sweep
+from abstopk.report.sweep_tables import CSV_COLUMNS, write_csv
 from abstopk.sae import SAE, SAEConfig
 from abstopk.train.config import TrainConfig
 from abstopk.train.multi import MultiTrainer

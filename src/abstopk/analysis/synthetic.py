@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from ..fields import doc_field
+from ..report.synthetic_table import TABLE_COLUMNS as TABLE_COLUMNS  # the rich table's header
 
 __all__ = [
     "ArchResult",
@@ -442,18 +443,9 @@ class BenchResult:
 
     def to_markdown(self) -> str:
         """A Markdown table, one row per architecture (fractions as percentages)."""
-        head = ("| architecture | NMSE | L0 | dead % | recovery bi | recovery uni "
-                "| bi: one signed latent | bi: ± pair | bi: one side | bi: missed "
-                "| latents / bi feature |")
-        lines = [head, "|" + "---|" * 11]
-        for r in self.results:
-            lines.append(
-                f"| `{r.architecture}` | {r.nmse:.3f} | {r.l0:.2f} | {100 * r.dead_frac:.1f} "
-                f"| {r.recovery_bi:.3f} | {r.recovery_uni:.3f} | {100 * r.bi_one_latent:.0f} % "
-                f"| {100 * r.bi_pair:.0f} % | {100 * r.bi_one_side:.0f} % "
-                f"| {100 * r.bi_missed:.0f} % | {_num(r.latents_per_bi)} |"
-            )
-        return "\n".join(lines) + "\n"
+        from ..report.synthetic_table import markdown_table
+
+        return markdown_table([r.to_dict() for r in self.results])
 
 
 def run_benchmark(data_cfg: SyntheticConfig | None = None, bench_cfg: BenchConfig | None = None,
@@ -474,21 +466,9 @@ def run_benchmark(data_cfg: SyntheticConfig | None = None, bench_cfg: BenchConfi
     return BenchResult(data_cfg, bench_cfg, data.summary(), results, time.perf_counter() - t0)
 
 
-def _num(v: float, fmt: str = ".2f") -> str:
-    """Format a number; NaN (e.g. no captured feature to average over) as an en dash."""
-    return "–" if math.isnan(v) else format(v, fmt)
-
-
 def results_table_rows(results: Sequence[ArchResult]) -> list[list[str]]:
-    """Rows of formatted cells (same columns as :meth:`BenchResult.to_markdown`)."""
-    return [
-        [r.architecture, f"{r.nmse:.3f}", f"{r.l0:.2f}", f"{100 * r.dead_frac:.1f}",
-         f"{r.recovery_bi:.3f}", f"{r.recovery_uni:.3f}", f"{100 * r.bi_one_latent:.0f}%",
-         f"{100 * r.bi_pair:.0f}%", f"{100 * r.bi_one_side:.0f}%", f"{100 * r.bi_missed:.0f}%",
-         _num(r.latents_per_bi)]
-        for r in results
-    ]
+    """Rows of formatted cells under :data:`TABLE_COLUMNS` (the rich table of
+    :mod:`abstopk.report.synthetic_table`)."""
+    from ..report.synthetic_table import results_table_rows as rows
 
-
-TABLE_COLUMNS = ("architecture", "NMSE", "L0", "dead%", "rec.bi", "rec.uni",
-                 "bi:1 signed", "bi:± pair", "bi:1 side", "bi:missed", "lat/bi")
+    return rows([r.to_dict() for r in results])

@@ -62,28 +62,14 @@ def make_console():
 
 def render_table(result: Any, title: str | None = None):
     """A rich Table with one row per architecture of a :class:`BenchResult`."""
-    from rich import box
-    from rich.table import Table
-
-    from ..analysis.synthetic import TABLE_COLUMNS, results_table_rows
+    from ..report.synthetic_table import render_table as synthetic_table
 
     s = result.data_summary
     dc, bc = result.data_cfg, result.bench_cfg
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=title or "Synthetic ground truth: bidirectional feature recovery",
-        caption=(f"d={dc.d}, {dc.n_features} features ({s['n_bidirectional']} bidirectional), "
-                 f"~{s['mean_active_test']:.1f} active/sample, k={bc.k}, "
-                 f"d_sae={bc.d_sae(dc)}, {bc.steps} steps, seed={bc.seed}, τ={bc.tau}; "
-                 f"{result.seconds:.0f} s"),
-    )
-    for i, col in enumerate(TABLE_COLUMNS):
-        table.add_column(col, justify="left" if i == 0 else "right",
-                         no_wrap=True,
-                         style="bold" if col in ("bi:1 signed", "bi:± pair") else None)
-    for row in results_table_rows(result.results):
-        table.add_row(*row)
-    return table
+    setup = {"d": dc.d, "n_features": dc.n_features, "n_bidirectional": s["n_bidirectional"],
+             "mean_active_test": s["mean_active_test"], "k": bc.k, "d_sae": bc.d_sae(dc),
+             "steps": bc.steps, "seed": bc.seed, "tau": bc.tau, "seconds": result.seconds}
+    return synthetic_table([r.to_dict() for r in result.results], setup, title=title)
 
 
 def run_synthetic(data_cfg: Any, bench_cfg: Any, *, console: Any = None, threads: int | None = 1,

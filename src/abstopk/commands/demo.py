@@ -92,7 +92,7 @@ add_stage(Stage("synthetic", "Synthetic ground truth: one signed latent or a ± 
 
 
 def _pipeline_stage(ctx: DemoContext) -> Any:
-    from ..pipeline import run_pipeline
+    from ..experiments.demo import run_pipeline
 
     return run_pipeline(ctx.out / "pipeline", quick=ctx.quick, console=ctx.console,
                         tokens=ctx.tokens, d_sae=ctx.d_sae, steps=ctx.steps,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
@@ -10,57 +9,6 @@ import typer
 from . import UserError
 from .options import DEVICE_HELP, resolve_device
 from .outputs import check_output_file
-
-# (key, label, format) rows of the printed table
-_ROWS = (
-    ("mse", "MSE (per element)", "{:.5g}"),
-    ("nmse", "normalised MSE", "{:.4f}"),
-    ("explained_variance", "explained variance", "{:.4f}"),
-    ("cosine", "cosine(x, x̂)", "{:.4f}"),
-    ("l0", "L0 (z ≠ 0 per token)", "{:.2f}"),
-    ("dead_fraction", "dead latents", "{:.2%}"),
-    ("dense_fraction", "dense latents", "{:.2%}"),
-    ("negative_firing_fraction", "negative firings", "{:.2%}"),
-    ("n_bidirectional", "bidirectional latents", "{:d}"),
-    ("ce_clean", "CE clean", "{:.4f}"),
-    ("ce_spliced", "CE spliced", "{:.4f}"),
-    ("ce_zero_ablated", "CE zero-ablated", "{:.4f}"),
-    ("loss_recovered", "loss recovered", "{:.4f}"),
-    ("kl", "KL(clean ‖ spliced)", "{:.4f}"),
-    ("ce_error_kept", "CE with error term (= clean)", "{:.4f}"),
-)
-
-
-def _fmt(fmt: str, v) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    return fmt.format(v)
-
-
-def render_table(result: dict):
-    """A rich Table of the main metrics of an :func:`abstopk.eval.run.evaluate_sae` result."""
-    from rich.table import Table
-
-    title = (f"{result.get('architecture')} SAE (d_sae = {result.get('d_sae')}, "
-             f"k = {result.get('k')}) on {result.get('model')} {result.get('hook_name')}")
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, label, fmt in _ROWS:
-        if key in result:
-            table.add_row(label, _fmt(fmt, result[key]))
-    if "n_tokens" in result:
-        table.add_row("tokens (reconstruction)", str(result["n_tokens"]))
-    if "lr_contexts" in result:
-        table.add_row("contexts (loss recovered)", str(result["lr_contexts"]))
-    for name, res in (result.get("tasks") or {}).items():
-        if isinstance(res, dict):
-            for k, v in res.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    table.add_row(f"{name}: {k}", _fmt("{:.4g}", float(v)))
-    return table
 
 
 def eval_cmd(
@@ -96,6 +44,7 @@ def eval_cmd(
     from .. import sae as sae_mod
     from ..eval.run import evaluate_sae, json_safe
     from ..files import atomic_write_json
+    from ..report.eval_table import render_table
 
     device = resolve_device(device)
     check_output_file(json_out, what="an evaluation result", force=force,

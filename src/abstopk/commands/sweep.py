@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ..eval.sweep import SweepConfig
+from ..experiments.sweep_config import SweepConfig
 from . import UserError, field_help
 from .options import config_kwargs, config_options
 from .outputs import check_output
@@ -35,7 +35,7 @@ def sweep_command(
     """Train one SAE per (architecture, k, seed) on --cache in one pass per seed, evaluate on
     held-out activations (+ loss recovered) and at inference-time k; write sweep.csv,
     sweep.json, sweep.png and sweep.md into --out and print mean ± std over seeds."""
-    from ..eval.sweep import run_sweep
+    from ..experiments.sweep import run_sweep
 
     if cache is not None and not (cache / "manifest.json").is_file():
         raise UserError(f"{cache}: not an activation cache (no manifest.json)")

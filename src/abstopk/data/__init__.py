@@ -9,6 +9,7 @@
 - :mod:`abstopk.data.tokens` — ``iter_contexts``: tokenise, prepend BOS, pack into contexts.
 - :mod:`abstopk.data.harvest`, :mod:`abstopk.data.cache` — activation harvesting and the
   on-disk cache (see CACHE_FORMAT in the docs).
+- :mod:`abstopk.data.heldout` — ``heldout_activations``: held-out activations in memory.
 - :mod:`abstopk.data.loader` — ``CacheLoader``: streaming shuffled fp32 batches from a cache.
 - :mod:`abstopk.data.sources` — the ``BatchSource`` protocol the trainer reads;
   ``IterableSource`` (re-batches any iterable).

@@ -3,7 +3,11 @@
 * :mod:`abstopk.eval.metrics` — streaming MSE / NMSE / explained variance / cosine / L0 /
   dead & dense latents / sign statistics on activations (tensor, cache, file or batches);
 * :mod:`abstopk.eval.loss_recovered` — CE clean / spliced / zero-ablated, loss recovered
-  and KL with the SAE's reconstruction spliced into the language model;
+  and KL with the SAE's reconstruction spliced into the language model (one SAE or several
+  sharing the clean and zero-ablated runs);
+* :mod:`abstopk.eval.heldout` — :func:`evaluate_saes`: several SAEs on the same held-out
+  activations and contexts;
+* :mod:`abstopk.eval.inference_k` — run a TopK-family SAE with another k (no retraining);
 * :mod:`abstopk.eval.run` — :func:`evaluate_sae`, the orchestration behind ``abstopk eval``;
 * ``abstopk.eval.probing`` — the probing tasks (``TASKS`` registry).
 
@@ -18,6 +22,7 @@ __all__ = [
     "evaluate_loss_recovered",
     "evaluate_reconstruction",
     "evaluate_sae",
+    "evaluate_saes",
 ]
 
 
@@ -34,4 +39,8 @@ def __getattr__(name: str):
         from .run import evaluate_sae
 
         return evaluate_sae
+    if name == "evaluate_saes":
+        from .heldout import evaluate_saes
+
+        return evaluate_saes
     raise AttributeError(f"module 'abstopk.eval' has no attribute {name!r}")

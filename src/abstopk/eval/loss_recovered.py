@@ -27,11 +27,14 @@ reconstruct them — positions holding a BOS (or pad) token keep their clean act
 the spliced, zero-ablated and error-kept runs alike, so those runs differ from clean only
 where the SAE applies. Set ``splice_bos=True`` to replace every position (for SAEs trained
 with ``keep_bos``).
+
+Several SAEs at the same hook (a sweep) are evaluated in one call: the clean and zero-ablated
+runs do not depend on the SAE and are computed once per batch for all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -122,7 +125,7 @@ def batch_contexts(contexts: Iterable[Tensor], batch_size: int, n_contexts: int 
 
 @torch.no_grad()
 def evaluate_loss_recovered(
-    sae,
+    saes,
     model,
     contexts: Iterable[Tensor],
     *,
@@ -135,56 +138,59 @@ def evaluate_loss_recovered(
     with_error_term: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """CE clean / spliced / zero-ablated, loss recovered and KL over held-out ``contexts``.
+    """CE clean / spliced / zero-ablated, loss recovered and KL over held-out ``contexts``,
+    for one SAE or for several at once.
+
+    Per batch of contexts the clean and the zero-ablated LM runs are done once and shared by
+    every SAE; each SAE adds one spliced run (and one error-kept run with
+    ``with_error_term``). Every SAE's numbers are exactly those it gets when evaluated alone.
 
     Args:
-        sae: an :class:`abstopk.sae.SAE` (inference rule; batch-level variants use their
-            threshold).
+        saes: an :class:`abstopk.sae.SAE` (inference rule; batch-level variants use their
+            threshold), or a mapping name → SAE.
         model: the LM (``model(input_ids).logits`` [B, T, V]), as loaded by
             :func:`abstopk.lm.load_model`.
         contexts: iterable of LongTensor [T] (or [B, T]) token ids, e.g.
             ``abstopk.data.loader.iter_contexts(tok, split="heldout")``.
-        layer, site: where the SAE reads (and where x̂ is written back).
+        layer, site: where the SAEs read (and where x̂ is written back).
         n_contexts: stop after this many contexts (None: all).
         skip_token_ids: positions holding one of these tokens (BOS, pad: what harvesting
             drops) keep their clean activation unless ``splice_bos`` (see the module
             docstring).
         with_error_term: also run x̂ + (x − x̂) (the sanity run that must equal clean).
 
-    Returns a dict with ``ce_clean, ce_spliced, ce_zero_ablated, loss_recovered, kl``
-    (+ ``kl_zero_ablated``, ``ce_error_kept``, ``kl_error_kept``, counts).
+    Returns, for one SAE, a dict with ``ce_clean, ce_spliced, ce_zero_ablated,
+    loss_recovered, kl`` (+ ``kl_zero_ablated``, ``ce_error_kept``, ``kl_error_kept``,
+    counts); for a mapping, {name: that dict}.
     """
-    from ..lm.hooks import replace_activation
     from .metrics import sae_reconstruct
 
-    acc = LossRecoveredAccumulator()
+    single = not isinstance(saes, Mapping)
+    named = {"sae": saes} if single else dict(saes)
+    if not named:
+        raise ValueError("no SAEs to evaluate")
+    accs = {name: LossRecoveredAccumulator() for name in named}
     skip_ids = None
     if skip_token_ids is not None:
         skip_ids = torch.tensor(sorted({int(i) for i in skip_token_ids}), dtype=torch.long)
     dev = next(model.parameters()).device
+    runs_per_sae = 2 if with_error_term else 1
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_contexts, desc="loss recovered", unit="ctx", leave=False)
+        total = None if n_contexts is None else n_contexts * (2 + runs_per_sae * len(named))
+        bar = tqdm(total=total, desc="loss recovered", unit="fwd", leave=False)
 
-    def run(tokens: Tensor, keep: Tensor, mode: str | None):
-        if mode is None:
-            return model(input_ids=tokens, use_cache=False).logits
+    def reconstruction(sae) -> Callable[[Tensor], Tensor]:
+        return lambda flat: sae_reconstruct(sae, flat)[0]
 
-        def fn(acts: Tensor) -> Tensor:
-            flat = acts.reshape(-1, acts.shape[-1])
-            if mode == "zero_ablated":
-                new = torch.zeros_like(flat)
-            else:
-                x_hat, _ = sae_reconstruct(sae, flat)
-                x_hat = x_hat.to(device=flat.device, dtype=flat.dtype)
-                new = x_hat + (flat - x_hat) if mode == "error_kept" else x_hat
-            new = new.reshape(acts.shape)
-            return torch.where(keep[..., None], acts, new)
+    def error_kept(sae) -> Callable[[Tensor], Tensor]:
+        def fn(flat: Tensor) -> Tensor:
+            x_hat = sae_reconstruct(sae, flat)[0].to(device=flat.device, dtype=flat.dtype)
+            return x_hat + (flat - x_hat)
 
-        with replace_activation(model, layer, site, fn):
-            return model(input_ids=tokens, use_cache=False).logits
+        return fn
 
     was_training = model.training
     model.eval()
@@ -197,18 +203,48 @@ def evaluate_loss_recovered(
                 keep = torch.isin(tokens, skip_ids.to(dev))
             else:
                 keep = torch.zeros_like(tokens, dtype=torch.bool)
-            ce, _, ref = predicted_token_ce_kl(run(tokens, keep, None), tokens)
-            acc.add("clean", ce)
-            modes = ["spliced", "zero_ablated"] + (["error_kept"] if with_error_term else [])
-            for mode in modes:
-                ce_m, kl_m, _ = predicted_token_ce_kl(run(tokens, keep, mode), tokens, ref)
-                acc.add(mode, ce_m, kl_m)
-            acc.n_pred += ce.numel()
-            acc.n_contexts += tokens.shape[0]
+            nb = tokens.shape[0]
+            ce_c, _, ref = predicted_token_ce_kl(
+                model(input_ids=tokens, use_cache=False).logits, tokens)
+            ce_z, kl_z, _ = predicted_token_ce_kl(
+                _spliced_logits(model, layer, site, tokens, keep, torch.zeros_like), tokens, ref)
             if bar is not None:
-                bar.update(tokens.shape[0])
+                bar.update(2 * nb)
+            for name, sae in named.items():
+                acc = accs[name]
+                acc.add("clean", ce_c)
+                acc.add("zero_ablated", ce_z, kl_z)
+                fns = {"spliced": reconstruction(sae)}
+                if with_error_term:
+                    fns["error_kept"] = error_kept(sae)
+                for run, fn in fns.items():
+                    ce_r, kl_r, _ = predicted_token_ce_kl(
+                        _spliced_logits(model, layer, site, tokens, keep, fn), tokens, ref)
+                    acc.add(run, ce_r, kl_r)
+                acc.n_pred += ce_c.numel()
+                acc.n_contexts += nb
+                if bar is not None:
+                    bar.update(runs_per_sae * nb)
     finally:
         model.train(was_training)
         if bar is not None:
             bar.close()
-    return acc.result()
+    if single:
+        return accs["sae"].result()
+    return {name: acc.result() for name, acc in accs.items()}
+
+
+def _spliced_logits(model, layer: int, site: str, tokens: Tensor, keep: Tensor,
+                    fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Logits [B, T, V] of ``model`` on ``tokens`` [B, T] with the activation at
+    ``(layer, site)`` replaced by ``fn(activation rows [B·T, d])`` except where ``keep``
+    [B, T] is True (those positions keep their clean activation)."""
+    from ..lm.hooks import replace_activation
+
+    def hook(acts: Tensor) -> Tensor:
+        flat = acts.reshape(-1, acts.shape[-1])
+        new = fn(flat).to(device=flat.device, dtype=flat.dtype).reshape(acts.shape)
+        return torch.where(keep[..., None], acts, new)
+
+    with replace_activation(model, layer, site, hook):
+        return model(input_ids=tokens, use_cache=False).logits

@@ -1,6 +1,14 @@
-"""Reports: plots of sweeps and evaluations (:mod:`.plots`, matplotlib with the Agg backend).
+"""Reports: tables and plots of results handed over as plain dicts and rows.
 
-Importing this package is light; matplotlib is imported when a plot is drawn.
+* :mod:`.tables` — generic Markdown / rich / CSV rendering;
+* :mod:`.sweep_tables` — ``sweep.csv`` and the sweep summary (mean ± std over seeds);
+* :mod:`.eval_table` — the table of ``abstopk eval``;
+* :mod:`.synthetic_table` — the synthetic ground-truth benchmark;
+* :mod:`.demo_tables` — the demo pipeline's probing table and ``pipeline.md``;
+* :mod:`.plots` — plots of sweeps (matplotlib with the Agg backend).
+
+This package imports only the bottom modules (:mod:`abstopk.files`, :mod:`abstopk.fields`,
+:mod:`abstopk.errors`); importing it is light (rich and matplotlib load on first use).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Plots (matplotlib, Agg backend: no display needed), written atomically as PNG.
 
-:func:`plot_sweep` draws the paper's Figure 3 from sweep rows (``abstopk.eval.sweep``): two
-panels, NMSE versus L0 and loss recovered versus L0. One solid line per architecture for the
-SAEs trained at each sparsity; points are the mean over seeds with error bars of ±1 std (sample
+:func:`plot_sweep` draws the paper's Figure 3 from sweep rows
+(:func:`abstopk.experiments.sweep.run_sweep`): two panels, NMSE versus L0 and loss recovered
+versus L0. One solid line per architecture for the SAEs trained at each sparsity; points are the mean over seeds with error bars of ±1 std (sample
 std over seeds) in both L0 and the metric. TopK/AbsTopK SAEs evaluated at another k at
 inference (no retraining) are drawn as dashed lines of the same colour.
 """

@@ -11,13 +11,14 @@
    cache is reused, a partial one resumed);
 3. **train** — TopK and AbsTopK with k ∈ ``k_values`` and JumpReLU with ``target_l0`` = k
    (matched L0), for every seed, all SAEs of one seed in ONE pass over the cache
-   (:func:`abstopk.eval.sweep.run_sweep`), then evaluated on held-out activations
+   (:func:`abstopk.experiments.sweep.run_sweep`), then evaluated on held-out activations
    (MSE, NMSE, explained variance, L0, dead latents), loss recovered / KL on held-out contexts,
    and inference-time k for the TopK/AbsTopK SAEs trained at k = 32;
 4. **evaluate** — a probing score (:data:`abstopk.eval.probing.TASKS` ``sparse_probing`` on
    VADER's human-rated sentiment sentences, when that data is available offline) for the
    k = 32 SAEs of the first seed, then the tables: printed, and written to
-   ``OUT/pipeline.md`` + ``OUT/pipeline.json`` with the sweep plot ``OUT/sweep/sweep.png``.
+   ``OUT/pipeline.md`` + ``OUT/pipeline.json`` with the sweep plot ``OUT/sweep/sweep.png``
+   (tables rendered by :mod:`abstopk.report.sweep_tables` and :mod:`abstopk.report.demo_tables`).
 
 Default sizes are chosen so that the stages fit the demo's 15-minute budget on 2 CPU cores;
 ``tokens``, ``d_sae``, ``steps``, ``seeds`` (and the rest) scale it up.
@@ -83,9 +84,9 @@ def _header(console: Any, i: int, n: int, title: str) -> float:
 def _probe_stage(sweep: dict[str, Any], lm: tuple, s: PipelineSettings, console: Any,
                  progress: bool) -> dict[str, Any]:
     """sparse_probing (sentiment) of the k = MATCHED_K SAEs of the first seed."""
-    from .errors import UserError
-    from .eval.probing import TASKS
-    from .sae import SAE
+    from ..errors import UserError
+    from ..eval.probing import TASKS
+    from ..sae import SAE
 
     k_ref = min(s["k_values"], key=lambda k: (abs(k - MATCHED_K), k))
     seed = s["seeds"][0]
@@ -117,39 +118,6 @@ def _probe_stage(sweep: dict[str, Any], lm: tuple, s: PipelineSettings, console:
                                           "sae_signed_top_1_test_accuracy",
                                           "sae_signed_top_5_test_accuracy")}
     return out
-
-
-def _probe_markdown(probe: dict[str, Any]) -> str:
-    if probe.get("skipped"):
-        return f"Probing skipped: {probe['skipped']}\n"
-    cols = [("sae_abs_top_1_test_accuracy", "top-1 (abs z)"),
-            ("sae_abs_top_5_test_accuracy", "top-5 (abs z)"),
-            ("sae_signed_top_1_test_accuracy", "top-1 (signed z)"),
-            ("sae_test_accuracy", "all latents"), ("llm_test_accuracy", "raw residual")]
-    lines = ["| architecture | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for arch, r in probe["results"].items():
-        vals = [("—" if r.get(k) is None else f"{r[k]:.3f}") for k, _ in cols]
-        lines.append(f"| {arch} | " + " | ".join(vals) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _print_probe(probe: dict[str, Any], console: Any) -> None:
-    from rich.table import Table
-
-    if probe.get("skipped"):
-        console.print(f"probing: {probe['skipped']}")
-        return
-    t = Table(title=f"Sparse probing, sentiment (VADER), test accuracy, L0 = {probe['k']}, "
-                    f"seed {probe['seed']}")
-    for c in ("architecture", "top-1 |z|", "top-5 |z|", "top-1 signed", "all latents",
-              "raw residual"):
-        t.add_column(c, justify="left" if c == "architecture" else "right")
-    for arch, r in probe["results"].items():
-        t.add_row(arch, *[("—" if r.get(k) is None else f"{r[k]:.3f}") for k in (
-            "sae_abs_top_1_test_accuracy", "sae_abs_top_5_test_accuracy",
-            "sae_signed_top_1_test_accuracy", "sae_test_accuracy", "llm_test_accuracy")])
-    console.print(t)
 
 
 def run_pipeline(
@@ -194,12 +162,15 @@ def run_pipeline(
     """
     from rich.console import Console
 
-    from .data.corpus import fetch
-    from .data.harvest import HarvestConfig, harvest
-    from .eval.run import json_safe
-    from .eval.sweep import SweepConfig, markdown_table, print_table, run_sweep
-    from .files import atomic_write_bytes, atomic_write_json
-    from .lm.load import load_model
+    from ..data.corpus import fetch
+    from ..data.harvest import HarvestConfig, harvest
+    from ..eval.run import json_safe
+    from ..files import atomic_write_bytes, atomic_write_json
+    from ..lm.load import load_model
+    from ..report.demo_tables import pipeline_markdown, print_probe
+    from ..report.sweep_tables import print_table
+    from .sweep import run_sweep
+    from .sweep_config import SweepConfig
 
     console = console or Console()
     s = _settings(tokens=tokens, d_sae=d_sae, steps=steps, seeds=seeds, quick=quick,
@@ -259,24 +230,11 @@ def run_pipeline(
     matched = [x for x in summary if x["mode"] == "trained" and x["sparsity"] == k_ref]
     print_table(matched, console, title=f"Matched L0 = {k_ref}: held-out reconstruction and "
                 f"loss recovered (mean ± std over {len(s['seeds'])} seed(s))")
-    _print_probe(probe, console)
+    print_probe(probe, console)
     files = dict(sweep["files"])
-    md = [
-        "# abstopk pipeline results\n",
-        f"Model `{s['model']}`, layer {s['layer']} resid_post, {hres.total_rows:,} harvested "
-        f"training tokens (train split), d_sae {s['d_sae']}, {s['steps']} steps × "
-        f"{s['batch_size']} tokens, lr {s['lr']:g}, seeds {s['seeds']}. Evaluation on "
-        f"{sweep['eval_tokens']:,} held-out tokens; loss recovered on {s['eval_contexts']} "
-        "held-out contexts of 128 tokens. Values are mean ± std over seeds.\n",
-        f"## Matched L0 = {k_ref}\n", markdown_table(matched, "trained"),
-        "\n## Sparsity sweep\n", markdown_table(summary, "trained"),
-    ]
-    if any(x["mode"] == "inference_k" for x in summary):
-        md += ["\n## Inference-time k (SAEs trained at k = "
-               f"{k_ref}, k changed at inference)\n", markdown_table(summary, "inference_k")]
-    md += ["\n## Sparse probing (sentiment)\n", _probe_markdown(probe),
-           "\n## Plot\n", "![NMSE and loss recovered versus L0](sweep/sweep.png)\n"]
-    files["pipeline_md"] = str(atomic_write_bytes(out / "pipeline.md", "\n".join(md).encode()))
+    md = pipeline_markdown(s, cache_rows=hres.total_rows, eval_tokens=sweep["eval_tokens"],
+                           k_ref=k_ref, matched=matched, summary=summary, probe=probe)
+    files["pipeline_md"] = str(atomic_write_bytes(out / "pipeline.md", md.encode()))
     secs = {k: round(v, 1) for k, v in secs.items()}
     result = {
         "settings": dict(s), "cache": str(cache_dir), "cache_rows": hres.total_rows,

@@ -1,0 +1,63 @@
+"""The table of ``abstopk eval``: one row per metric of an
+:func:`abstopk.eval.run.evaluate_sae` result dict."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .tables import rich_table
+
+__all__ = ["METRIC_ROWS", "eval_rows", "fmt_value", "render_table"]
+
+#: (result key, label, format) of the printed rows, in order
+METRIC_ROWS = (
+    ("mse", "MSE (per element)", "{:.5g}"),
+    ("nmse", "normalised MSE", "{:.4f}"),
+    ("explained_variance", "explained variance", "{:.4f}"),
+    ("cosine", "cosine(x, x̂)", "{:.4f}"),
+    ("l0", "L0 (z ≠ 0 per token)", "{:.2f}"),
+    ("dead_fraction", "dead latents", "{:.2%}"),
+    ("dense_fraction", "dense latents", "{:.2%}"),
+    ("negative_firing_fraction", "negative firings", "{:.2%}"),
+    ("n_bidirectional", "bidirectional latents", "{:d}"),
+    ("ce_clean", "CE clean", "{:.4f}"),
+    ("ce_spliced", "CE spliced", "{:.4f}"),
+    ("ce_zero_ablated", "CE zero-ablated", "{:.4f}"),
+    ("loss_recovered", "loss recovered", "{:.4f}"),
+    ("kl", "KL(clean ‖ spliced)", "{:.4f}"),
+    ("ce_error_kept", "CE with error term (= clean)", "{:.4f}"),
+)
+
+
+def fmt_value(fmt: str, v: Any) -> str:
+    """``fmt.format(v)``; ``"—"`` for None, ``"nan"`` for NaN."""
+    if v is None:
+        return "—"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return fmt.format(v)
+
+
+def eval_rows(result: dict[str, Any]) -> list[list[str]]:
+    """[label, value] rows: the metrics of :data:`METRIC_ROWS` present in ``result``, the
+    token and context counts, then every numeric value of each task's result."""
+    rows = [[label, fmt_value(fmt, result[key])] for key, label, fmt in METRIC_ROWS
+            if key in result]
+    if "n_tokens" in result:
+        rows.append(["tokens (reconstruction)", str(result["n_tokens"])])
+    if "lr_contexts" in result:
+        rows.append(["contexts (loss recovered)", str(result["lr_contexts"])])
+    for name, res in (result.get("tasks") or {}).items():
+        if isinstance(res, dict):
+            for k, v in res.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    rows.append([f"{name}: {k}", fmt_value("{:.4g}", float(v))])
+    return rows
+
+
+def render_table(result: dict[str, Any]):
+    """A rich Table of the main metrics of an :func:`abstopk.eval.run.evaluate_sae` result."""
+    title = (f"{result.get('architecture')} SAE (d_sae = {result.get('d_sae')}, "
+             f"k = {result.get('k')}) on {result.get('model')} {result.get('hook_name')}")
+    return rich_table(["metric", "value"], eval_rows(result), title=title)
