@@ -1,8 +1,12 @@
-"""Training: the per-step hot path (:mod:`.step`) and the loop around it (:mod:`.trainer`).
+"""Training: the per-step hot path (:mod:`.step`), the state of one SAE in training and its
+step (:mod:`.state`), and the drivers around it: :mod:`.trainer` (one run with out folder,
+checkpoints and resume) and :mod:`.multi` (several SAEs in lock-step on one batch stream).
 
 Public names (imported lazily so ``import abstopk.train`` stays light): :class:`TrainConfig`
-(:mod:`.config`), :class:`Trainer` and :func:`train` (:mod:`.trainer`), the
-:class:`BatchSource` protocol and :func:`open_source` (:mod:`.data`).
+(:mod:`.config`), :class:`Trainer` and :func:`train` (:mod:`.trainer`), :class:`TrainState`
+(:mod:`.state`), :class:`MultiTrainer` (:mod:`.multi`), the LR schedules and penalty
+controllers (:mod:`.schedule`), the :class:`BatchSource` protocol and :func:`open_source`
+(:mod:`.data`).
 """
 
 _EXPORTS = {
@@ -14,7 +18,15 @@ _EXPORTS = {
     "MatrixSource": "data",
     "IterableSource": "data",
     "open_source": "data",
+    "TrainState": "state",
+    "StepReport": "state",
+    "MultiTrainer": "multi",
     "L0Controller": "schedule",
+    "MultiplicativeL0Controller": "schedule",
+    "PenaltyController": "schedule",
+    "LRSchedule": "schedule",
+    "WarmupDecayLR": "schedule",
+    "ConstantThenLinearDecayLR": "schedule",
     "lr_at": "schedule",
 }
 
