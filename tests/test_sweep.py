@@ -59,10 +59,10 @@ def test_one_pass_equals_separate_training():
     mt = MultiTrainer(cfgs, MatrixSource(x, 128, seed=3))
     saes = mt.fit(progress=False)
     assert mt.step == 24
-    for cfg, sae, tr in zip(cfgs, saes, mt.trainers, strict=True):
+    for cfg, sae, tr in zip(cfgs, saes, mt.states, strict=True):
         alone = Trainer(cfg, x)          # its own MatrixSource(seed=3) + prefetch thread
         ref = alone.fit()
-        assert alone.step == tr.step == 24 and alone.tokens == tr.tokens == 24 * 128
+        assert alone.step == tr.steps_done == 24 and alone.tokens == tr.tokens == 24 * 128
         a, b = ref.folded_state(), sae.folded_state()
         for name in a:
             torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6,
@@ -78,7 +78,7 @@ def test_one_pass_equals_separate_training():
     fresh = SAE(cfgs[1].sae_config(D_IN), seed=3)
     assert not torch.allclose(fresh.W_dec, saes[1].W_dec)
     # and the AuxK path ran: after dead_tokens = 640 tokens some latents were marked dead
-    assert any(t.tokens > t.cfg.dead_tokens for t in mt.trainers)
+    assert any(t.tokens > t.cfg.dead_tokens for t in mt.states)
 
 
 def test_multitrainer_rejects_mismatched_batch_sizes():

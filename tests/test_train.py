@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -108,15 +109,15 @@ def test_geometric_median_is_optimal():
 def test_input_scale_and_b_dec_init_from_first_batches():
     x = _sparse_data(n=2048, d=16, m=32, offset=3.0) * 7.0
     tr = Trainer(_cfg(steps=1, init_batches=4, batch_size=64, k=4), x)
-    it = iter(tr.source)
-    tr._initialize(it)
-    first = torch.cat(tr._pending)
+    batches = list(itertools.islice(tr.source, 4))
+    tr.state.initialize(batches)
+    first = torch.cat(batches)
     assert first.shape == (256, 16)
     s = float(tr.sae.input_scale)
     assert (first * s).pow(2).sum(-1).mean() == pytest.approx(16.0, rel=1e-5)  # E‖x_s‖² = d_in
     assert torch.allclose(tr.sae.b_dec, (first * s).mean(0), atol=1e-5)
     tr2 = Trainer(_cfg(steps=1, init_batches=4, b_dec_init="geometric_median"), x)
-    tr2._initialize(iter(tr2.source))
+    tr2.state.initialize(list(itertools.islice(tr2.source, 4)))
     assert torch.allclose(tr2.sae.b_dec, geometric_median(first * s), atol=1e-5)
 
 
@@ -253,7 +254,7 @@ def test_out_folder_of_another_run_is_refused(tmp_path):
     Trainer(_cfg(steps=10, out=out), x).fit()
     with pytest.raises(RunMismatchError, match=r"different run \(k: 4 → 5\)"):
         Trainer(_cfg(steps=10, k=5, out=out, resume=True), x).prepare()
-    with pytest.raises(RunMismatchError, match="already holds this run; pass --resume"):
+    with pytest.raises(RunMismatchError, match="already holds this run; resume it"):
         Trainer(_cfg(steps=10, out=out), x).prepare()
     stray = tmp_path / "stray"
     stray.mkdir()

@@ -249,17 +249,25 @@ class BenchConfig:
 
 def train_sae(architecture: str, data: SyntheticData, cfg: BenchConfig,
               progress: ProgressFn | None = None):
-    """Train one SAE on ``data.x_train`` with :func:`abstopk.train.step.train_step`.
+    """Train one SAE on ``data.x_train``, one :class:`~abstopk.train.state.TrainState` step
+    per batch.
 
     Scalar input normalisation (E‖x‖² = d) is set from the training data, ``b_dec`` starts at
     the data mean, the batch order comes from ``cfg.seed`` (identical for every architecture).
-    For architectures with a penalty (ReLU: ℓ1, JumpReLU family: ℓ0) the coefficient is adapted
-    multiplicatively, ``c ← c·exp(rate·(L0 − k)/k)``, so the SAE ends near L0 = k.
+    The LR is constant, then decays linearly to 0 over the last 30 % of the steps
+    (:class:`~abstopk.train.schedule.ConstantThenLinearDecayLR`). For architectures with a
+    penalty (ReLU: ℓ1, JumpReLU family: ℓ0) the coefficient is adapted multiplicatively,
+    ``c ← c·exp(rate·clip((L0 − k)/k, −1, 1))``
+    (:class:`~abstopk.train.schedule.MultiplicativeL0Controller`), so the SAE ends near
+    L0 = k. A latent is dead after ``cfg.dead_steps`` steps without firing (every batch has
+    the same min(batch_size, n_train) rows, so that is a fixed number of tokens).
     Returns ``(sae, info)`` where info has ``train_seconds`` and ``penalty_coeff``.
     """
     from ..sae import SAE, SAEConfig
     from ..sparsity import get_operator
-    from ..train.step import make_optimizer, set_lr, train_step
+    from ..train.schedule import ConstantThenLinearDecayLR, MultiplicativeL0Controller
+    from ..train.state import TrainState
+    from ..train.step import make_optimizer
 
     op = get_operator(architecture)
     d = data.cfg.d
@@ -272,37 +280,31 @@ def train_sae(architecture: str, data: SyntheticData, cfg: BenchConfig,
         scale = math.sqrt(d / float(x_train.pow(2).sum(1).mean()))
         sae.input_scale.fill_(scale)
         sae.b_dec.copy_(x_train.mean(0) * scale)
-    opt = make_optimizer(sae, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = x_train.shape[0]
+    coeff = {"l1": 1e-2, "l0": 1e-3}.get(op.penalty or "", 0.0)
+    controller = None
+    if op.penalty and cfg.l0_adapt_rate > 0:
+        controller = MultiplicativeL0Controller(cfg.k, coeff, cfg.l0_adapt_rate)
+    state = TrainState(sae, make_optimizer(sae, cfg.lr),
+                       ConstantThenLinearDecayLR(cfg.lr, cfg.steps, constant_frac=0.7),
+                       controller=controller, penalty_coeff=coeff, k_aux=cfg.k_aux,
+                       aux_coeff=cfg.aux_coeff,
+                       dead_tokens=cfg.dead_steps * min(cfg.batch_size, n))
     order = torch.randperm(n, generator=gen)
     pos = 0
-    coeff = {"l1": 1e-2, "l0": 1e-3}.get(op.penalty or "", 0.0)
-    since_fired = torch.zeros(d_sae, dtype=torch.long)
-    decay_start = int(0.7 * cfg.steps)
     t0 = time.perf_counter()
     for it in range(cfg.steps):
-        lr = cfg.lr
-        if it >= decay_start:
-            lr = cfg.lr * (cfg.steps - it) / max(1, cfg.steps - decay_start)
-        set_lr(opt, lr)
         if pos + cfg.batch_size > n:
             order = torch.randperm(n, generator=gen)
             pos = 0
-        xb = x_train[order[pos: pos + cfg.batch_size]]
+        state.step(x_train[order[pos: pos + cfg.batch_size]])
         pos += cfg.batch_size
-        dead = since_fired >= cfg.dead_steps
-        res = train_step(sae, opt, xb, penalty_coeff=coeff,
-                         dead_mask=dead if cfg.k_aux > 0 else None,
-                         k_aux=cfg.k_aux, aux_coeff=cfg.aux_coeff)
-        since_fired = torch.where(res.fired, torch.zeros_like(since_fired), since_fired + 1)
-        if op.penalty and cfg.l0_adapt_rate > 0:
-            rel = (float(res.l0) - cfg.k) / cfg.k
-            coeff *= math.exp(cfg.l0_adapt_rate * max(-1.0, min(1.0, rel)))
         if progress is not None:
             progress(architecture, it + 1, cfg.steps)
     sae.eval()
-    return sae, {"train_seconds": time.perf_counter() - t0, "penalty_coeff": coeff}
+    return sae, {"train_seconds": time.perf_counter() - t0,
+                 "penalty_coeff": float(state.penalty_coeff)}
 
 
 # ========================================================================= evaluation

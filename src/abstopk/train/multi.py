@@ -9,6 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..data.open import open_source
+from .config import TrainConfig
+from .state import TrainState
+
 __all__ = ["MultiTrainer"]
 
 
@@ -22,17 +26,15 @@ class MultiTrainer:
             read once; every SAE steps on every batch.
         sae_metadata: extra SAEConfig fields (model, layer, hook, cache identity) for all SAEs.
 
-    Each SAE is driven by its own :class:`~abstopk.train.Trainer` (its SAE, Adam state,
-    dead-latent counters, target-L0 controller); per batch, the work done for each SAE is the
-    body of ``Trainer.fit``'s loop, so the result equals ``Trainer(cfg, same batches).fit()``.
-    Memory: one batch plus the SAEs and their optimiser states.
+    Each SAE is one :class:`~abstopk.train.state.TrainState` (``states``, in the order of
+    ``cfgs``; ``trainers`` is the same list): the first ``init_batches`` batches initialise
+    every state, then every batch is one :meth:`TrainState.step` of every state — the step
+    :class:`~abstopk.train.Trainer` takes — so each SAE ends as ``Trainer(cfg, same
+    batches).fit()`` would leave it. Memory: one batch plus the SAEs and their optimiser states.
     """
 
-    def __init__(self, cfgs: Sequence[Any], source: Any, *,
+    def __init__(self, cfgs: Sequence[TrainConfig], source: Any, *,
                  sae_metadata: dict[str, Any] | None = None) -> None:
-        from ..data.open import open_source
-        from .trainer import Trainer
-
         if not cfgs:
             raise ValueError("no SAE to train")
         c0 = cfgs[0]
@@ -44,20 +46,23 @@ class MultiTrainer:
             source = open_source(source, c0.batch_size, c0.seed)
         self.source = source
         self.cfgs = list(cfgs)
-        self.trainers = [Trainer(c, source, sae_metadata=sae_metadata) for c in cfgs]
+        d_in = int(source.d_in)
+        self.states = [TrainState.from_config(c, d_in, sae_metadata=sae_metadata) for c in cfgs]
         self.step = 0
 
     @property
+    def trainers(self) -> list[TrainState]:
+        """The per-SAE states (``states``; each has ``sae``, ``cfg``, ``last_metrics``)."""
+        return self.states
+
+    @property
     def saes(self) -> list[Any]:
-        return [t.sae for t in self.trainers]
+        return [s.sae for s in self.states]
 
     def fit(self, *, progress: bool = True, desc: str = "train",
             on_step: Callable[[int], None] | None = None) -> list[Any]:
         """Run ``steps`` batches; returns the SAEs (in the order of ``cfgs``)."""
         from tqdm.auto import tqdm
-
-        from .schedule import lr_at
-        from .step import set_lr, train_step
 
         c0 = self.cfgs[0]
         it = iter(self.source)
@@ -69,10 +74,9 @@ class MultiTrainer:
             first.append(b)
         if not first:
             raise ValueError("the data source yielded no batch")
-        for t in self.trainers:
-            torch.manual_seed(t.cfg.seed)
-            t._initialize(iter(list(first)))  # scale + b_dec from the first batches
-            t._pending = []
+        for st, cfg in zip(self.states, self.cfgs, strict=True):
+            torch.manual_seed(cfg.seed)
+            st.initialize(first)  # scale + b_dec from the first batches
 
         def batches() -> Iterator[Tensor]:
             yield from first
@@ -86,35 +90,18 @@ class MultiTrainer:
                 if self.step >= c0.steps:
                     break
                 B = x.shape[0]
-                for t in self.trainers:
-                    cfg = t.cfg
-                    xd = x.to(t.device, torch.float32)
-                    lr = lr_at(t.step, cfg)
-                    set_lr(t.optimizer, lr)
-                    coeff: float | Tensor = 0.0
-                    if t.sae.op.penalty is not None:
-                        coeff = (t.controller.coeff if t.controller is not None
-                                 else cfg.initial_penalty_coeff)
-                    use_aux = t.k_aux > 0 and t.tokens >= cfg.dead_tokens
-                    dead = t.tokens_since_fired >= cfg.dead_tokens if use_aux else None
-                    res = train_step(t.sae, t.optimizer, xd, penalty_coeff=coeff,
-                                     dead_mask=dead, k_aux=t.k_aux if use_aux else 0,
-                                     aux_coeff=cfg.aux_coeff)
-                    t.step += 1
-                    t.tokens += B
-                    t.tokens_since_fired.add_(B).masked_fill_(res.fired, 0)
-                    if t.controller is not None:
-                        t.controller.update(res.l0)
-                    if t.step % cfg.log_every == 0 or t.step == cfg.steps:
+                for st, cfg in zip(self.states, self.cfgs, strict=True):
+                    report = st.step(x)
+                    if st.steps_done % cfg.log_every == 0 or st.steps_done == cfg.steps:
                         now = time.perf_counter()
-                        t._log(res, xd, lr, coeff, B * cfg.log_every / max(now - t_last, 1e-9))
+                        st.metrics(report, B * cfg.log_every / max(now - t_last, 1e-9))
                 self.step += 1
                 bar.update(1)
                 if self.step % c0.log_every == 0 or self.step == c0.steps:
                     t_last = time.perf_counter()
-                    l0s = [t.last_metrics["l0"] for t in self.trainers if t.last_metrics]
+                    l0s = [s.last_metrics["l0"] for s in self.states if s.last_metrics]
                     if l0s:
-                        bar.set_postfix(saes=len(self.trainers),
+                        bar.set_postfix(saes=len(self.states),
                                         l0=f"{min(l0s):.0f}-{max(l0s):.0f}", refresh=False)
                 if on_step is not None:
                     on_step(self.step)

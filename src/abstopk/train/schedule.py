@@ -1,6 +1,10 @@
-"""Schedules: the learning rate over steps, and the target-L0 penalty controller.
+"""Schedules: the learning rate over steps, and the penalty-coefficient controllers.
 
-Learning rate (``lr_at``), with S steps, W = ceil(warmup_frac·S) warm-up steps and
+Both are pluggable pieces of :class:`~abstopk.train.state.TrainState`: an LR schedule is any
+callable ``step -> lr`` (0-based step), a controller anything with the
+:class:`PenaltyController` methods.
+
+Learning rate of the trainer (``lr_at``, :class:`WarmupDecayLR`), with S steps, W = ceil(warmup_frac·S) warm-up steps and
 D = floor(decay_frac·S) decay steps at the end (step index t = 0 … S−1)::
 
     t < W            lr · (t + 1) / W                                  linear warm-up
@@ -8,7 +12,10 @@ D = floor(decay_frac·S) decay steps at the end (step index t = 0 … S−1)::
     t ≥ S − D        lr · f(p),  p = (t − (S − D)) / D ∈ [0, 1)        decay
                      f = 1 − (1 − m)·p  (linear)  or  m + (1 − m)·(1 + cos πp)/2  (cosine)
 
-with m = ``lr_min_factor``.
+with m = ``lr_min_factor``. The synthetic benchmark's schedule (:class:`ConstantThenLinearDecayLR`)
+is constant, then decays linearly over the last steps from T₀ = int(constant_frac·S) on::
+
+    t < T₀   lr ;      t ≥ T₀   lr · (S − t) / max(1, S − T₀)
 
 Target-L0 controller (:class:`L0Controller`): the penalty coefficient c of ReLU (ℓ1) or the
 JumpReLU family (ℓ0) sets the equilibrium sparsity but not in a way one can predict, so it is
@@ -22,18 +29,36 @@ adapted during training by a PI controller in log space on the measured L0::
 Too many active latents (ℓ̂ > L0*) raise c multiplicatively, too few lower it; at equilibrium
 e = 0 and c = exp(I). Everything is a device tensor updated with tensor ops, so the controller
 never synchronises with the GPU; its state is saved in checkpoints.
+
+Multiplicative controller (:class:`MultiplicativeL0Controller`, the synthetic benchmark's):
+after each step, with the step's L0 and the target L0* (no smoothing, no clamp on c)::
+
+    c ← c · exp(rate · clip((L0 − L0*) / L0*, −1, 1))
+
+It reads the L0 on the host (one synchronisation per step) and keeps c a Python float.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from .config import TrainConfig
 
-__all__ = ["L0Controller", "lr_at", "lr_factor"]
+__all__ = [
+    "ConstantThenLinearDecayLR",
+    "L0Controller",
+    "LRSchedule",
+    "MultiplicativeL0Controller",
+    "PenaltyController",
+    "WarmupDecayLR",
+    "lr_at",
+    "lr_factor",
+]
 
 
 def lr_factor(step: int, steps: int, warmup_frac: float, decay_frac: float,
@@ -56,6 +81,103 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate of 0-based ``step`` under ``cfg``."""
     return cfg.lr * lr_factor(step, cfg.steps, cfg.lr_warmup_frac, cfg.lr_decay_frac,
                               cfg.lr_decay, cfg.lr_min_factor)
+
+
+@runtime_checkable
+class LRSchedule(Protocol):
+    """Learning rate of a 0-based optimisation step."""
+
+    def __call__(self, step: int) -> float: ...
+
+
+@dataclass(frozen=True)
+class WarmupDecayLR:
+    """The trainer's schedule: warm-up, constant, decay (see the module docstring).
+
+    ``WarmupDecayLR.from_config(cfg)(t) == lr_at(t, cfg)`` for every step t.
+    """
+
+    lr: float
+    steps: int
+    warmup_frac: float = 0.0
+    decay_frac: float = 0.0
+    decay: str = "linear"
+    min_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_lr_steps(self.lr, self.steps)
+        if not (0.0 <= self.warmup_frac <= 1.0 and 0.0 <= self.decay_frac <= 1.0):
+            raise ValueError(f"warmup_frac and decay_frac must be in [0, 1], got "
+                             f"{self.warmup_frac!r} and {self.decay_frac!r}")
+        if self.decay not in ("linear", "cosine", "none"):
+            raise ValueError(f"decay must be linear, cosine or none, got {self.decay!r}")
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> WarmupDecayLR:
+        return cls(cfg.lr, cfg.steps, cfg.lr_warmup_frac, cfg.lr_decay_frac, cfg.lr_decay,
+                   cfg.lr_min_factor)
+
+    def __call__(self, step: int) -> float:
+        return self.lr * lr_factor(step, self.steps, self.warmup_frac, self.decay_frac,
+                                   self.decay, self.min_factor)
+
+
+@dataclass(frozen=True)
+class ConstantThenLinearDecayLR:
+    """``lr`` until step T₀ = int(constant_frac·steps), then lr·(steps − t)/max(1, steps − T₀)
+    (the synthetic benchmark's schedule: linear decay over the last 30 % by default)."""
+
+    lr: float
+    steps: int
+    constant_frac: float = 0.7
+
+    def __post_init__(self) -> None:
+        _check_lr_steps(self.lr, self.steps)
+        if not 0.0 <= self.constant_frac <= 1.0:
+            raise ValueError(f"constant_frac must be in [0, 1], got {self.constant_frac!r}")
+
+    @property
+    def decay_start(self) -> int:
+        """T₀, the first step of the decay."""
+        return int(self.constant_frac * self.steps)
+
+    def __call__(self, step: int) -> float:
+        start = self.decay_start
+        if step >= start:
+            return self.lr * (self.steps - step) / max(1, self.steps - start)
+        return self.lr
+
+
+def _check_lr_steps(lr: float, steps: int) -> None:
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be positive and finite, got {lr!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+
+
+@runtime_checkable
+class PenaltyController(Protocol):
+    """Adapts the penalty coefficient from the measured L0 of each step.
+
+    ``coeff`` is the coefficient the next step uses (a float or a 0-dim device tensor that
+    ``update`` changes in place); the state methods give what a checkpoint saves.
+    """
+
+    coeff: float | Tensor
+
+    def update(self, l0: Tensor) -> float | Tensor:
+        """Feed the L0 of the step just taken; return the next coefficient."""
+        ...
+
+    def metrics(self) -> dict[str, float]:
+        """Extra numbers for the metrics record (reads the device)."""
+        ...
+
+    def state_tensors(self) -> dict[str, Tensor]: ...
+
+    def state_json(self) -> dict[str, Any]: ...
+
+    def load(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None: ...
 
 
 class L0Controller:
@@ -96,6 +218,10 @@ class L0Controller:
             return self.ema.clone()
         return self.ema / (1 - self.beta ** self.t)
 
+    def metrics(self) -> dict[str, float]:
+        """``l0_ema``: the bias-corrected EMA of the L0 (see :meth:`l0_estimate`)."""
+        return {"l0_ema": float(self.l0_estimate())}
+
     # checkpoint state: tensors + JSON scalars
     def state_tensors(self) -> dict[str, Tensor]:
         return {"ema": self.ema, "integral": self.integral, "coeff": self.coeff}
@@ -107,3 +233,38 @@ class L0Controller:
         self.t = int(meta["t"])
         for name, t in tensors.items():
             getattr(self, name).copy_(t)
+
+
+class MultiplicativeL0Controller:
+    """c ← c·exp(rate·clip((L0 − L0*)/L0*, −1, 1)) after each step (see the module docstring).
+
+    Args:
+        target: L0*, the requested mean number of active latents per token (> 0).
+        c0: initial coefficient. rate: step size of ln c per step at full relative error.
+    """
+
+    def __init__(self, target: float, c0: float, rate: float) -> None:
+        if not target > 0:
+            raise ValueError(f"target L0 must be positive, got {target!r}")
+        if not (math.isfinite(rate) and rate >= 0):
+            raise ValueError(f"rate must be finite and ≥ 0, got {rate!r}")
+        self.target, self.rate = float(target), float(rate)
+        self.coeff: float = float(c0)
+
+    def update(self, l0: Tensor) -> float:
+        """Feed the L0 of the step just taken (read on the host); return the next coefficient."""
+        rel = (float(l0) - self.target) / self.target
+        self.coeff *= math.exp(self.rate * max(-1.0, min(1.0, rel)))
+        return self.coeff
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    def state_json(self) -> dict[str, Any]:
+        return {"coeff": self.coeff, "target": self.target, "rate": self.rate}
+
+    def load(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self.coeff = float(meta["coeff"])
