@@ -135,7 +135,7 @@ def test_out_dir_of_a_different_run_is_refused(acts, tmp_path, capsys):
                             "--lr", "1e-3", "--resume"], capsys)
     assert code == 2 and "already holds a different run (lr: 0.003 → 0.001)" in err
     code, _, err = run_cli(["train", "--activations", str(path), "--out", out, *SMALL], capsys)
-    assert code == 2 and "already holds this run; resume it" in err
+    assert code == 2 and "pass --resume" in err
     assert (tmp_path / "o" / "sae_weights.safetensors").read_bytes() == before  # untouched
     code, _, _ = run_cli(["train", "--activations", str(path), "--out", out, *SMALL,
                           "--resume"], capsys)
