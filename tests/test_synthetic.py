@@ -179,7 +179,9 @@ def test_result_serialises(bench, tmp_path):
     d = bench.to_dict()
     json.dumps(d)
     assert [r["architecture"] for r in d["results"]] == ["topk", "abstopk"]
-    md = bench.to_markdown()
+    from abstopk.report.synthetic_table import markdown_table
+
+    md = markdown_table([r.to_dict() for r in bench.results])
     assert md.count("\n") == 4 and "`abstopk`" in md
 
 

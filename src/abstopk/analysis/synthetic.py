@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,15 @@ import torch
 from torch import Tensor
 
 from ..fields import doc_field
-from ..report.synthetic_table import TABLE_COLUMNS as TABLE_COLUMNS  # the rich table's header
+from .synthetic_data import (
+    SyntheticConfig,
+    SyntheticData,
+    generate,
+    require,
+    require_finite,
+    require_positive_int,
+    sample,
+)
 
 __all__ = [
     "ArchResult",
@@ -71,133 +79,6 @@ DEFAULT_ARCHITECTURES = (
 )
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
-def _pos_int(obj: Any, name: str) -> None:
-    v = getattr(obj, name)
-    _check(not isinstance(v, bool) and isinstance(v, int) and v >= 1,
-           f"{name} must be a positive integer, got {v!r}")
-
-
-def _finite(obj: Any, name: str, lo: float, lo_open: bool = False) -> None:
-    v = getattr(obj, name)
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (v > lo if lo_open else v >= lo)
-    _check(ok, f"{name} must be a finite number {'>' if lo_open else '≥'} {lo}, got {v!r}")
-
-
-# =============================================================================== data
-@dataclass
-class SyntheticConfig:
-    """Ground-truth data model. Validated on construction (``ValueError``)."""
-
-    d: int = doc_field("Dimension of the data (the 'residual width').", 64)
-    n_features: int = doc_field("Number of ground-truth feature directions G.", 128)
-    frac_bidirectional: float = doc_field("Fraction of features that are bidirectional (used with both signs).", 0.5)
-    mean_active: float = doc_field("Mean number of active features per sample.", 3.0)
-    magnitude_min: float = doc_field("Smallest coefficient magnitude (offset of the exponential).", 1.0)
-    magnitude_scale: float = doc_field("Mean of the exponential part of a coefficient magnitude.", 1.0)
-    noise: float = doc_field("Standard deviation of the isotropic Gaussian noise per coordinate.", 0.05)
-    bias_norm: float = doc_field("Norm of the constant offset b added to every sample.", 1.0)
-    n_train: int = doc_field("Number of training samples.", 32768)
-    n_test: int = doc_field("Number of held-out samples for evaluation.", 8192)
-    seed: int = doc_field("Seed of the data generator (dictionary, probabilities, samples).", 0)
-
-    def __post_init__(self) -> None:
-        for name in ("d", "n_features", "n_train", "n_test"):
-            _pos_int(self, name)
-        _check(isinstance(self.seed, int) and not isinstance(self.seed, bool),
-               f"seed must be an integer, got {self.seed!r}")
-        _check(self.d >= 2, f"d must be ≥ 2, got {self.d}")
-        _finite(self, "frac_bidirectional", 0.0)
-        _check(self.frac_bidirectional <= 1.0,
-               f"frac_bidirectional must be in [0, 1], got {self.frac_bidirectional}")
-        _finite(self, "mean_active", 0.0, lo_open=True)
-        _check(self.mean_active <= self.n_features,
-               f"mean_active ({self.mean_active}) exceeds n_features ({self.n_features})")
-        _finite(self, "magnitude_min", 0.0, lo_open=True)
-        _finite(self, "magnitude_scale", 0.0)
-        _finite(self, "noise", 0.0)
-        _finite(self, "bias_norm", 0.0)
-
-    @property
-    def n_bidirectional(self) -> int:
-        """Number of bidirectional features: round(frac_bidirectional · G)."""
-        return int(round(self.frac_bidirectional * self.n_features))
-
-
-@dataclass
-class SyntheticData:
-    """A generated data set with its ground truth.
-
-    Attributes:
-        cfg: the generating config.
-        dictionary: [G, d] unit-norm feature directions f_g.
-        bidirectional: [G] bool, True where the feature is used with both signs.
-        p_active: [G] activation probabilities p_g (sum = mean_active).
-        bias: [d] constant offset b.
-        x_train: [n_train, d] training samples.
-        x_test: [n_test, d] held-out samples; c_test: [n_test, G] their coefficients.
-    """
-
-    cfg: SyntheticConfig
-    dictionary: Tensor
-    bidirectional: Tensor
-    p_active: Tensor
-    bias: Tensor
-    x_train: Tensor
-    x_test: Tensor
-    c_test: Tensor
-
-    def summary(self) -> dict[str, float]:
-        """Facts about the draw: dictionary coherence and the realised sparsity."""
-        gram = self.dictionary @ self.dictionary.T
-        gram.fill_diagonal_(0.0)
-        return {
-            "max_coherence": float(gram.abs().max()),
-            "mean_abs_coherence": float(gram.abs().sum() / max(1, gram.numel() - gram.shape[0])),
-            "mean_active_test": float((self.c_test != 0).sum(1).float().mean()),
-            "n_bidirectional": int(self.bidirectional.sum()),
-        }
-
-
-def sample(n: int, dictionary: Tensor, bidirectional: Tensor, p_active: Tensor, bias: Tensor,
-           cfg: SyntheticConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Draw ``n`` samples: returns ``(x [n, d], c [n, G])`` with ``x = c F + b + σε``."""
-    G = dictionary.shape[0]
-    active = torch.rand(n, G, generator=gen) < p_active
-    neg = (torch.rand(n, G, generator=gen) < 0.5) & bidirectional
-    sign = 1.0 - 2.0 * neg.float()
-    mag = cfg.magnitude_min + cfg.magnitude_scale * torch.empty(n, G).exponential_(1.0, generator=gen)
-    c = active.float() * sign * mag
-    x = c @ dictionary + bias + cfg.noise * torch.randn(n, dictionary.shape[1], generator=gen)
-    return x, c
-
-
-def generate(cfg: SyntheticConfig) -> SyntheticData:
-    """Generate the dictionary, the feature statistics and train/test samples from ``cfg.seed``.
-
-    Exactly ``cfg.n_bidirectional`` features (a random subset) are bidirectional. Per-feature
-    probabilities are ``p_g = mean_active · w_g / Σw`` with ``w_g ~ U(0.5, 1.5)`` (clipped to 1).
-    """
-    gen = torch.Generator().manual_seed(cfg.seed)
-    G, d = cfg.n_features, cfg.d
-    F = torch.randn(G, d, generator=gen)
-    F = F / F.norm(dim=1, keepdim=True)
-    bidirectional = torch.zeros(G, dtype=torch.bool)
-    bidirectional[torch.randperm(G, generator=gen)[: cfg.n_bidirectional]] = True
-    w = 0.5 + torch.rand(G, generator=gen)
-    p_active = (cfg.mean_active * w / w.sum()).clamp(max=1.0)
-    b = torch.randn(d, generator=gen)
-    b = cfg.bias_norm * b / b.norm()
-    x_train, _ = sample(cfg.n_train, F, bidirectional, p_active, b, cfg, gen)
-    x_test, c_test = sample(cfg.n_test, F, bidirectional, p_active, b, cfg, gen)
-    return SyntheticData(cfg, F, bidirectional, p_active, b, x_train, x_test, c_test)
 
 
 # ========================================================================== training
@@ -225,22 +106,22 @@ class BenchConfig:
         if isinstance(self.architectures, str):
             self.architectures = tuple(a.strip() for a in self.architectures.split(",") if a.strip())
         self.architectures = tuple(self.architectures)
-        _check(len(self.architectures) > 0, "architectures must not be empty")
-        _check(len(set(self.architectures)) == len(self.architectures),
+        require(len(self.architectures) > 0, "architectures must not be empty")
+        require(len(set(self.architectures)) == len(self.architectures),
                f"architectures has duplicates: {self.architectures}")
         for a in self.architectures:
             get_operator(a)  # ValueError naming the known ones
         for name in ("k", "steps", "batch_size", "dead_steps"):
-            _pos_int(self, name)
-        _finite(self, "expansion", 0.0, lo_open=True)
-        _finite(self, "lr", 0.0, lo_open=True)
-        _finite(self, "tau", 0.0, lo_open=True)
-        _check(self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
-        _finite(self, "fire_frac", 0.0, lo_open=True)
-        _check(self.fire_frac <= 1.0, f"fire_frac must be in (0, 1], got {self.fire_frac}")
-        _check(isinstance(self.k_aux, int) and self.k_aux >= 0, f"k_aux must be ≥ 0, got {self.k_aux!r}")
-        _finite(self, "aux_coeff", 0.0)
-        _finite(self, "l0_adapt_rate", 0.0)
+            require_positive_int(self, name)
+        require_finite(self, "expansion", 0.0, lo_open=True)
+        require_finite(self, "lr", 0.0, lo_open=True)
+        require_finite(self, "tau", 0.0, lo_open=True)
+        require(self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        require_finite(self, "fire_frac", 0.0, lo_open=True)
+        require(self.fire_frac <= 1.0, f"fire_frac must be in (0, 1], got {self.fire_frac}")
+        require(isinstance(self.k_aux, int) and self.k_aux >= 0, f"k_aux must be ≥ 0, got {self.k_aux!r}")
+        require_finite(self, "aux_coeff", 0.0)
+        require_finite(self, "l0_adapt_rate", 0.0)
 
     def d_sae(self, data_cfg: SyntheticConfig) -> int:
         """SAE width: round(expansion · n_features), at least k."""
@@ -443,11 +324,6 @@ class BenchResult:
     def by_arch(self) -> dict[str, ArchResult]:
         return {r.architecture: r for r in self.results}
 
-    def to_markdown(self) -> str:
-        """A Markdown table, one row per architecture (fractions as percentages)."""
-        from ..report.synthetic_table import markdown_table
-
-        return markdown_table([r.to_dict() for r in self.results])
 
 
 def run_benchmark(data_cfg: SyntheticConfig | None = None, bench_cfg: BenchConfig | None = None,
@@ -467,10 +343,3 @@ def run_benchmark(data_cfg: SyntheticConfig | None = None, bench_cfg: BenchConfi
             on_result(r)
     return BenchResult(data_cfg, bench_cfg, data.summary(), results, time.perf_counter() - t0)
 
-
-def results_table_rows(results: Sequence[ArchResult]) -> list[list[str]]:
-    """Rows of formatted cells under :data:`TABLE_COLUMNS` (the rich table of
-    :mod:`abstopk.report.synthetic_table`)."""
-    from ..report.synthetic_table import results_table_rows as rows
-
-    return rows([r.to_dict() for r in results])

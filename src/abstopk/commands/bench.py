@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from ..analysis.synthetic import BenchConfig, SyntheticConfig
+from ..report.synthetic_table import markdown_table as synthetic_markdown
 from . import UserError
 from .options import config_kwargs, config_options
 from .outputs import check_output_file
@@ -102,7 +103,8 @@ def run_synthetic(data_cfg: Any, bench_cfg: Any, *, console: Any = None, threads
         atomic_write_json(json_out, result.to_dict())
         console.print(f"wrote {json_out}")
     if markdown_out is not None:
-        atomic_write_bytes(markdown_out, result.to_markdown().encode())
+        atomic_write_bytes(markdown_out, synthetic_markdown(
+            [r.to_dict() for r in result.results]).encode())
         console.print(f"wrote {markdown_out}")
     return result
 
