@@ -1,16 +1,8 @@
 """Synthetic ground-truth benchmark: do SAEs recover *bidirectional* features with one latent?
 
-Data model (all sizes from :class:`SyntheticConfig`)::
-
-    F ∈ R^{G×d}, rows f_g unit norm (random Gaussian directions, G = n_features)
-    a_g ~ Bernoulli(p_g)                                  which features are active
-    m_g = magnitude_min + Exp(magnitude_scale)             how strongly
-    s_g = ±1 with prob. ½ each if g is bidirectional, +1 otherwise
-    c_g = a_g · s_g · m_g                                  c ∈ R^G, sparse, signed
-    x   = c F + b + σ ε,   ε ~ N(0, I_d),  ‖b‖ = bias_norm
-
-A *bidirectional* feature is one direction used with both signs (male/female on one axis);
-a *unidirectional* one only appears with a positive coefficient.
+The data (a known dictionary F of unit directions, some used with both signs — a
+*bidirectional* feature, like male/female on one axis — others only positively) comes
+from :mod:`abstopk.analysis.synthetic_data`.
 
 One SAE per architecture is trained on the same data, in the same order, from the same seed,
 for the same number of steps, at equal k (TopK family) or at a matched L0 (ReLU / JumpReLU,
