@@ -9,6 +9,7 @@ or when a module grows past the size limit without saying why.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,42 @@ def test_cycle_finder_on_a_known_graph():
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_layer_table_names_only_known_layers(layer):
     assert ALLOWED[layer] <= set(ALLOWED), ALLOWED[layer] - set(ALLOWED)
+
+
+# ------------------------------------------------------------------ library error messages
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _raised_strings(tree: ast.AST):
+    """(line, text): the string constants inside each ``raise`` expression, joined in source
+    order (so a message split over several f-string parts is read whole)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            parts = sorted((sub.lineno, sub.col_offset, sub.value) for sub in ast.walk(node.exc)
+                           if isinstance(sub, ast.Constant) and isinstance(sub.value, str))
+            if parts:
+                yield node.lineno, "".join(p[2] for p in parts)
+
+
+def _flags_outside_backticks(text: str) -> list[str]:
+    """CLI flags in ``text`` that are not part of a quoted shell command (`pip … --no-deps`)."""
+    bare = re.sub(r"`[^`]*`", "", text)
+    return FLAG.findall(bare)
+
+
+def test_library_errors_name_no_cli_flag():
+    bad = []
+    for mod, path in _modules().items():
+        if _layer(mod) in ("commands", "cli"):
+            continue
+        for line, text in _raised_strings(ast.parse(path.read_text())):
+            flags = _flags_outside_backticks(text)
+            if flags:
+                bad.append(f"abstopk/{path.relative_to(PACKAGE)}:{line}: {', '.join(flags)}")
+    assert not bad, "library error messages quoting CLI flags:\n" + "\n".join(bad)
+
+
+def test_flag_finder_on_known_strings():
+    assert _flags_outside_backticks("use --skip-nonfinite to drop them") == ["--skip-nonfinite"]
+    assert _flags_outside_backticks("run `pip install --no-deps x` first") == []
+    assert _flags_outside_backticks("a range 1--2 and x-->y") == []

@@ -26,7 +26,15 @@ class UserError(Exception):
 
 
 class NonFiniteError(UserError, ValueError):
-    """The input activations hold NaN/Inf rows and skipping them was not asked for."""
+    """The input activations hold NaN/Inf rows and skipping them was not asked for.
+
+    ``detail`` says where and how many; the message adds how to skip them from Python (the
+    CLI rewords that part for its own option).
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"{detail} (skip_nonfinite=True drops them)")
 
 
 class CacheError(UserError, ValueError):

@@ -37,6 +37,7 @@ def train_command(
 ) -> None:
     """Train an SAE on activations; writes cfg.json + sae_weights.safetensors into --out."""
     from ..data.open import open_source
+    from ..errors import NonFiniteError
     from ..train.trainer import Trainer
 
     if (activations is None) == (cache is None):
@@ -64,11 +65,16 @@ def train_command(
             typer.echo(f"skipping {n_bad} rows holding NaN/Inf values", err=True)
         trainer = Trainer(cfg, source, sae_metadata=_metadata(activations))
         trainer.prepare()
+    except NonFiniteError as e:
+        raise UserError(f"{e.detail} (use --skip-nonfinite to drop them)") from None
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     if trainer.resumed_from is not None:
         typer.echo(f"resuming from step {trainer.resumed_from}", err=True)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except NonFiniteError as e:
+        raise UserError(f"{e.detail} (use --skip-nonfinite to drop them)") from None
     m = trainer.last_metrics or {}
     summary = ", ".join(
         f"{name} {m[name]:.4g}" for name in ("nmse", "l0", "dead_frac") if name in m)

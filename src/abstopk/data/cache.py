@@ -267,7 +267,7 @@ class CacheWriter:
                 k = diffs[0]
                 raise CacheError(
                     f"{self.path}: cannot resume, {k} differs (cache: {json.dumps(m.get(k))[:80]}, "
-                    f"now: {json.dumps(header[k])[:80]}); use another --out or --no-resume")
+                    f"now: {json.dumps(header[k])[:80]}); write to another folder or start the cache over")
             self.manifest = m
             self.resumed = True
         else:

@@ -209,7 +209,7 @@ class CacheLoader:
                 if not self.skip_nonfinite:
                     raise NonFiniteError(
                         f"{getattr(self.cache, 'path', 'cache')}: NaN/Inf rows near stream "
-                        f"position {position} (pass skip_nonfinite / --skip-nonfinite)")
+                        f"position {position}")
                 rows = rows[torch.isfinite(rows).all(dim=1)]
             pending.append(rows)
             have += rows.shape[0]

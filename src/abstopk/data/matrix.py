@@ -131,8 +131,7 @@ class MatrixSource:
         self.n_nonfinite = int(bad.size)
         if self.n_nonfinite and not skip_nonfinite:
             raise NonFiniteError(
-                f"{name}: {self.n_nonfinite} of {self.n_total} rows hold NaN/Inf values "
-                "(use --skip-nonfinite to drop them)"
+                f"{name}: {self.n_nonfinite} of {self.n_total} rows hold NaN/Inf values"
             )
         if self.n_nonfinite:
             keep = np.ones(self.n_total, dtype=bool)

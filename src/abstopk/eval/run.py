@@ -96,7 +96,7 @@ def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
     layer = pick(layer, cfg.hook_layer, "layer")
     if layer is None:
         raise ValueError("the SAE's cfg.json records no hook_layer (nor does a cache it names): "
-                         "pass --layer")
+                         "give the layer explicitly")
     keep_bos = getattr(cfg, "keep_bos", None)
     if keep_bos is None:
         keep_bos = next((bool(m["keep_bos"]) for m in manifests if "keep_bos" in m), False)

