@@ -7,7 +7,8 @@ For a selection of m latents per row (indices [B, m], weights [B, m]) of a B×F 
 * sddmm   ``(G · W_decᵀ)[S]``  [B, m]  — sampled / gathered dot products vs GEMM + gather
 
 Shapes follow W1 (B 4096, D 576, F 9216); m = 32 is the TopK selection, 288 (+32) the
-AuxK one when every latent is dead. The crossover sets ``kernels.dense_crossover``.
+AuxK one when every latent is dead. Each sparse op gets a fresh ``kernels.Selection`` (its
+CSR/CSC layouts are built in the warm-up call and reused by the timed ones, as in a step).
 
 Usage::
 
@@ -70,18 +71,18 @@ def _rows(m: int, X, W, g, dev: str, reps: int) -> None:
     def dense_s():
         return torch.zeros(B, Fn, device=dev).scatter_(1, idx, w)
 
-    ops = {
-        "decode": (lambda: K.sparse_decode(w, idx, W, None), lambda: dense_s() @ W),
-        "spmm_t": (lambda: K._spmm_t(idx, w, X, Fn), lambda: dense_s().t() @ X),
-        "sddmm": (lambda: K._sddmm(idx, X, W), lambda: (X @ W.t()).gather(1, idx)),
+    ops = {  # name -> (sparse op on a selection, dense equivalent)
+        "decode": (lambda s: K.sparse_decode(w, s, W, None), lambda: dense_s() @ W),
+        "spmm_t": (lambda s: K.spmm_t(s, w, X), lambda: dense_s().t() @ X),
+        "sddmm": (lambda s: K.sddmm(s, X, W), lambda: (X @ W.t()).gather(1, idx)),
     }
     if dev != "cpu":
-        ops["sddmm (cuSPARSE sampled_addmm)"] = (lambda: K._sddmm(idx, X, W, sampled=True),
+        ops["sddmm (cuSPARSE sampled_addmm)"] = (lambda s: K.sddmm(s, X, W, sampled=True),
                                                  lambda: (X @ W.t()).gather(1, idx))
     for name, (sp, de) in ops.items():
-        K._CSC_CACHE.clear()
+        sel = K.Selection(idx, Fn)
         try:
-            ts = _time(sp, dev, reps)
+            ts = _time(lambda sp=sp, sel=sel: sp(sel), dev, reps)
         except RuntimeError as e:
             print(f"| {m} | {name} | failed: {str(e)[:60]} | | |")
             continue

@@ -164,15 +164,15 @@ def build(name: str, s: Shape, device: str = "cpu"):
         return _plain_dense(s, next_batch, aux, device)
 
     if name.startswith("abstopk_"):
-        from abstopk import kernels
+        from abstopk.kernels import encoder_gemm
         from abstopk.sae import SAE, SAEConfig
         from abstopk.train.step import make_optimizer, train_step
 
         arch = name.split("_")[1]
         if name.endswith("_onednn"):
-            kernels.GEMM_BACKEND = "onednn"
+            encoder_gemm.GEMM_BACKEND = "onednn"
         if name.endswith("_nochunk"):
-            kernels.CPU_CHUNK_ROWS = None
+            encoder_gemm.CPU_CHUNK_ROWS = None
         sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k,
                             use_sparse_kernels=not name.endswith("_dense")), seed=0,
                   device=device)

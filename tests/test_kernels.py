@@ -175,9 +175,8 @@ def test_column_sums_both_paths():
     idx = torch.tensor([[0, 3, 3], [2, 0, 1], [4, 4, 0]])
     w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
     expect = torch.tensor([1.0 + 5.0 + 9.0, 6.0, 4.0, 2.0 + 3.0, 7.0 + 8.0, 0.0])
-    for segment in (False, True):
-        K._CSC_CACHE.clear()
-        assert torch.equal(K._column_sums(idx, w, 6, segment=segment), expect)
+    for segment in (False, True):  # a fresh selection each: no layout cached yet
+        assert torch.equal(K.column_sums(K.Selection(idx, 6), w, segment=segment), expect)
 
 
 def test_sddmm_both_paths():
@@ -186,8 +185,7 @@ def test_sddmm_both_paths():
     A, Bm = torch.randn(9, 5, generator=g), torch.randn(11, 5, generator=g)
     expect = (Bm[idx] * A[:, None, :]).sum(-1)
     for sampled, csc in ((True, False), (True, True), (False, False)):
-        K._CSC_CACHE.clear()
-        _close(K._sddmm(idx, A, Bm, sampled=sampled, csc=csc), expect)
+        _close(K.sddmm(K.Selection(idx, 11), A, Bm, sampled=sampled, csc=csc), expect)
 
 
 @pytest.mark.skipif(not K.onednn_available(), reason="oneDNN linear op not available")
@@ -377,14 +375,13 @@ def _padded_selection(counts, Fn, gen):
 
 
 def _products(idx, w, counts, A, X, Wd, **sddmm_kw):
-    """Every sparse product of the kernels on one selection, fresh caches."""
-    K._CSC_CACHE.clear()
-    Fn = Wd.shape[0]
-    return {"spmm": K._spmm(idx, w, Wd, counts),
-            "spmm_t": K._spmm_t(idx, w, X, Fn, counts),
-            "colsum": K._column_sums(idx, w, Fn, segment=False, counts=counts),
-            "colsum_seg": K._column_sums(idx, w, Fn, segment=True, counts=counts),
-            "sddmm": K._sddmm(idx, A, Wd, counts=counts, **sddmm_kw)}
+    """Every sparse product of the kernels on one (fresh) selection."""
+    sel = K.Selection(idx, Wd.shape[0], counts)
+    return {"spmm": K.spmm(sel, w, Wd),
+            "spmm_t": K.spmm_t(sel, w, X),
+            "colsum": K.column_sums(sel, w, segment=False),
+            "colsum_seg": K.column_sums(sel, w, segment=True),
+            "sddmm": K.sddmm(sel, A, Wd, **sddmm_kw)}
 
 
 @pytest.mark.parametrize("sddmm_kw", [{}, {"csc": False}, {"sampled": False}],

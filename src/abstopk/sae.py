@@ -137,6 +137,10 @@ class SAEOutput(NamedTuple):
     x_hat_s: [B, d_in] the reconstruction in normalised space.
     counts: [B] int64 real entries per row of a padded (batch-level) values/indices: row b's
         first counts[b] entries are kept, the rest is padding; None when there is no padding.
+    selection, aux_selection: the sparse path's :class:`~abstopk.kernels.Selection` of
+        ``indices`` (with ``counts``) and of ``aux_indices``, else None. Give them to
+        :func:`~abstopk.kernels.sparse_decode` so that its layouts are shared with the
+        encoder's backward.
     """
 
     x_hat: Tensor
@@ -150,6 +154,8 @@ class SAEOutput(NamedTuple):
     x_s: Tensor
     x_hat_s: Tensor
     counts: Tensor | None = None
+    selection: kernels.Selection | None = None
+    aux_selection: kernels.Selection | None = None
 
 
 class SAE(nn.Module):
@@ -299,19 +305,23 @@ class SAE(nn.Module):
         x_s, stats = self.normalize(x)
         cfg, op = self.cfg, self.op
         values = indices = counts = u = aux_v = aux_i = l0 = z = None
+        selection = aux_selection = None
         if self._use_kernels():
             shift = self.b_dec if cfg.apply_b_dec_to_input else None
-            if op.batch_level:  # training (eval uses the threshold rule, dense path)
-                values, indices, aux_v, aux_i, counts = kernels.batch_topk_encode(
-                    x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
-                    shift=shift, with_counts=True)
+            # batch-level operators: training only (eval uses the threshold rule, dense path)
+            enc = kernels.fused_topk_encode(
+                x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
+                batch=op.batch_level, shift=shift)
+            values, aux_v = enc.values, enc.aux_values
+            selection, aux_selection = enc.selection, enc.aux_selection
+            indices, counts = selection.indices, selection.counts
+            if aux_selection is not None:
+                aux_i = aux_selection.indices
+            if op.batch_level:
                 self._update_batch_threshold(values)
-            else:
-                values, indices, aux_v, aux_i = kernels.topk_encode(
-                    x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux, shift=shift)
-            # counts: the decode skips the batch padding (and shares its compaction with
-            # the encoder's backward)
-            x_hat_s = kernels.sparse_decode(values, indices, self.W_dec, self.b_dec, counts)
+            # the encoder's selection: the decode skips the batch padding and shares its
+            # layouts (compaction, CSC sort) with the encoder's backward
+            x_hat_s = kernels.sparse_decode(values, selection, self.W_dec, self.b_dec)
             if dense_code:  # scatter_add: batch padding (value 0) may repeat an index
                 z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype, device=values.device)
                 z = z.scatter_add(1, indices, values)
@@ -332,7 +342,8 @@ class SAE(nn.Module):
                     masked = u.masked_fill(~aux_mask, 0.0)
                     aux_v, aux_i = topk_select(masked, ka, signed=op.signed)
         x_hat = self.denormalize(x_hat_s, stats)
-        return SAEOutput(x_hat, z, values, indices, u, aux_v, aux_i, l0, x_s, x_hat_s, counts)
+        return SAEOutput(x_hat, z, values, indices, u, aux_v, aux_i, l0, x_s, x_hat_s, counts,
+                         selection, aux_selection)
 
     # ------------------------------------------------------------------ decoder norm
     @torch.no_grad()

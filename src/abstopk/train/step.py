@@ -148,7 +148,10 @@ def train_step(
         if dead_idx is not None:
             e_hat = _aux_decode_dense(sae, out.x_s, dead_idx, ka)
         else:
-            e_hat = kernels.sparse_decode(out.aux_values, out.aux_indices, sae.W_dec, None)
+            # the encoder's AuxK selection (sparse path): its CSC sort is shared with the
+            # encoder's backward; bare indices from the dense path
+            aux_sel = out.aux_selection if out.aux_selection is not None else out.aux_indices
+            e_hat = kernels.sparse_decode(out.aux_values, aux_sel, sae.W_dec, None)
         aux_loss = (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
         aux_loss = torch.nan_to_num(aux_loss, nan=0.0)
         loss = loss + aux_coeff * aux_loss

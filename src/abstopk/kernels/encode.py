@@ -1,0 +1,342 @@
+"""The fused encoder: GEMM + top-k (or batch top-k·B) selection (+ AuxK), sparse backward.
+
+One :class:`torch.autograd.Function`, :class:`TopKEncode`, in plain PyTorch ops (the same
+code on CPU and CUDA). B rows, D = d_in, F = d_sae, m = entries kept per row (k; the
+widest row for the batch operators), ka = AuxK width. Forward (no autograd graph on the
+B×F pre-activation; on CPU it is computed by row blocks, :mod:`.encoder_gemm`)::
+
+    u        = x_c @ W_enc + b_enc                       [B, F], block by block
+    TopK:    idx = topk(u, k);    v = relu(u[idx])
+    AbsTopK: idx = topk(|u|, k);  v = u[idx]             (sign kept)
+    batch:   the same rules over the whole B×F batch, k·B entries in all (per-row
+             candidates while the block is hot, then :func:`.batch_select.batch_from_candidates`);
+             rows padded to the widest, m, with counts [B]
+    AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead)
+
+The forward makes the :class:`~.selection.Selection` of the kept entries (and one of the
+AuxK entries) and returns it; the backward uses the same objects, and so does the decoder
+when it is given them (:func:`~.decode.sparse_decode`): each layout (CSR compaction, CSC
+sort) is computed once per step. Backward, with g [B, m] (and g_aux [B, ka]) the incoming
+gradient of the kept values (masked by ``v > 0`` for TopK, the relu) and S the sparse B×F
+matrix of g on the selection (padding skipped)::
+
+    ∂x_c  = S · W_encᵀ           [B, D]   spmm over the rows of W_encᵀ
+    ∂W_enc = x_cᵀ · S = (Sᵀ·x_c)ᵀ [D, F]   spmm_t (CSC order)
+    ∂b_enc = Σ_b S[b]            [F]      column_sums
+    ∂shift = −W_enc · ∂b_enc     [D]      one mat-vec (x_c = x − shift, x constant)
+
+so nothing of size B×F is kept for backward and it costs O(N·D) instead of O(B·F·D).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from . import batch_select, encoder_gemm
+from .batch_select import batch_from_candidates, entries_at_least
+from .encoder_gemm import onednn_available, u_blocks
+from .selection import Selection
+from .sparse_ops import column_sums, spmm, spmm_t
+
+__all__ = ["EncoderOutput", "TopKEncode", "batch_topk_encode", "fused_topk_encode",
+           "topk_encode"]
+
+
+class EncoderOutput(NamedTuple):
+    """What :func:`fused_topk_encode` returns.
+
+    values: [B, m] kept values (differentiable); m = k, or the widest row for ``batch``
+        (padding: value 0, no gradient).
+    selection: their :class:`~.selection.Selection` (``indices`` [B, m], ``counts`` [B] for
+        ``batch``, else None).
+    aux_values: [B, ka] AuxK values (differentiable), None without AuxK.
+    aux_selection: their selection (``indices`` [B, ka]), None without AuxK.
+    """
+
+    values: Tensor
+    selection: Selection
+    aux_values: Tensor | None
+    aux_selection: Selection | None
+
+
+def _select_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int, signed: bool,
+                  batch: bool, values: Tensor, indices: Tensor) -> Tensor | None:
+    """Rows [s, e) of the main selection from the block ``u`` [e − s, F]; returns |u| (or None).
+
+    Writes the top-``width`` by u (relu'd unless ``batch``: the candidates keep u, the
+    ranking key) or by |u| (signed values) into ``values``/``indices`` [B, width].
+    """
+    a = None
+    if signed:
+        a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
+        torch.topk(a, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+        torch.gather(u, 1, indices[s:e], out=values[s:e])
+    else:
+        torch.topk(u, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+        if not batch:  # batch candidates keep u (the ranking key); relu'd at the end
+            values[s:e].clamp_(min=0)
+    return a
+
+
+def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, signed: bool,
+                      dead_idx: Tensor | None, not_dead: Tensor | None, aux_v: Tensor,
+                      aux_i: Tensor) -> None:
+    """Rows [s, e) of the AuxK selection (width ka among the dead latents) from ``u``.
+
+    ``dead_idx`` given (few dead latents): select among those columns only. Else mask the
+    live ones (``not_dead`` [F]) in the scratch blocks ``a`` = |u| (signed) or ``u`` itself
+    (u is scratch once the main selection is taken).
+    """
+    if dead_idx is not None:
+        ud = u.index_select(1, dead_idx)
+        if signed:
+            loc = ud.abs().topk(ka, dim=1, sorted=False).indices
+            torch.gather(ud, 1, loc, out=aux_v[s:e])
+        else:
+            vals, loc = ud.topk(ka, dim=1, sorted=False)
+            aux_v[s:e] = vals.clamp_(min=0)
+        aux_i[s:e] = dead_idx[loc]
+    elif signed:
+        a.masked_fill_(not_dead, -1.0)  # |u| ≥ 0 > −1: live latents never win
+        torch.topk(a, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+        torch.gather(u, 1, aux_i[s:e], out=aux_v[s:e])
+    else:
+        u.masked_fill_(not_dead, float("-inf"))
+        torch.topk(u, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+        aux_v[s:e].clamp_(min=0)
+
+
+class TopKEncode(torch.autograd.Function):
+    """Fused encoder + per-row top-k or batch top-k·B (+ AuxK) selection, sparse backward.
+
+    ``apply(x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend,
+    batch)`` → ``(values [B, m], aux_values [B, ka], selection, aux_selection | None)``;
+    the math is in the module docstring. Arguments are checked by
+    :func:`fused_topk_encode`.
+    """
+
+    @staticmethod
+    def forward(ctx, x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
+                backend, batch=False):
+        x_c = x - shift if shift is not None else x
+        nb, n = x_c.shape[0], W_enc.shape[1]
+        dev, dt = x_c.device, x_c.dtype
+        width = min(n, batch_select.BATCH_CANDIDATES * k) if batch else k
+        values = torch.empty(nb, width, device=dev, dtype=dt)
+        indices = torch.empty(nb, width, device=dev, dtype=torch.int64)
+        aux_v = torch.empty(nb, ka, device=dev, dtype=dt)
+        aux_i = torch.empty(nb, ka, device=dev, dtype=torch.int64)
+        rows = nb if not chunk_rows or dev.type != "cpu" else max(1, min(nb, chunk_rows))
+        use_buf = dev.type == "cpu" and rows < nb
+        Wt = W_enc.t().contiguous() if backend == "onednn" else None
+        not_dead = None
+        if ka > 0 and dead_idx is None:
+            not_dead = ~aux_mask
+        for s, e, u, a_out in u_blocks(x_c, W_enc, Wt, b_enc, rows, use_buf):
+            a = _select_block(u, a_out, s, e, width, signed, batch, values, indices)
+            if ka > 0:
+                _select_aux_block(u, a, s, e, ka, signed, dead_idx, not_dead, aux_v, aux_i)
+        counts = None  # per-row widths of a padded (batch) selection
+        if batch:
+            def redo_rows(redo: Tensor, t: Tensor):
+                return entries_at_least(x_c, W_enc, Wt, b_enc, signed, rows, use_buf, redo, t)
+
+            values, indices, counts = batch_from_candidates(
+                values, indices, k, signed, redo_rows if width < n else None, n)
+        selection = Selection(indices, n, counts)
+        aux_selection = Selection(aux_i, n) if ka > 0 else None
+        ctx.signed = signed
+        ctx.ka = ka
+        ctx.has_shift = shift is not None
+        ctx.selection, ctx.aux_selection = selection, aux_selection
+        # the selection's tensors are saved too: autograd then reports an in-place change
+        ctx.save_for_backward(x_c, W_enc, values, aux_v, selection.indices, aux_i, counts)
+        return values, aux_v, selection, aux_selection
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_v, g_av, _g_sel, _g_aux_sel):
+        x_c, W_enc, values, aux_v, *_ = ctx.saved_tensors
+        sel, aux_sel, ka = ctx.selection, ctx.aux_selection, ctx.ka
+        if g_v is None:
+            g_v = torch.zeros_like(values)
+        if not ctx.signed:
+            g_v = g_v * (values > 0)
+        has_aux = ka > 0 and g_av is not None
+        if has_aux and not ctx.signed:
+            g_av = g_av * (aux_v > 0)
+        # the selection(s) with their gradients; batch padding is skipped by the products
+        sels = [(sel, g_v.contiguous())]
+        if has_aux:
+            sels.append((aux_sel, g_av.contiguous()))
+        gx = gshift = gW = gb = None
+        need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
+        if need_x:
+            joint = sels
+            if has_aux and sel.counts is None:  # fixed width + AuxK: one pass over [B, k + ka]
+                both = Selection(torch.cat([sel.indices, aux_sel.indices], 1), sel.n)
+                joint = [(both, torch.cat([g_v, g_av], 1))]
+            W_t = W_enc.t().contiguous()
+            gx = _total(spmm(s, g, W_t) for s, g in joint)
+        if ctx.needs_input_grad[2]:
+            gW = _total(spmm_t(s, g, x_c) for s, g in sels).t().contiguous()
+        if ctx.needs_input_grad[3] or need_shift:
+            # per selection: off the CPU each reuses the CSC sort its ∂W_enc already made
+            gb = _total(column_sums(s, g) for s, g in sels)
+        if need_shift:
+            # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
+            # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
+            gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
+        if not ctx.needs_input_grad[3]:
+            gb = None
+        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None
+
+
+def _total(parts) -> Tensor:
+    """Sum of the fresh tensors ``parts`` (in place into the first)."""
+    it = iter(parts)
+    out = next(it)
+    for p in it:
+        out += p
+    return out
+
+
+def fused_topk_encode(
+    x_c: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int,
+    signed: bool,
+    aux_mask: Tensor | None = None,
+    k_aux: int = 0,
+    *,
+    batch: bool = False,
+    chunk_rows: int | None = -1,
+    backend: str | None = None,
+    shift: Tensor | None = None,
+) -> EncoderOutput:
+    """Encode and select (one fused autograd op, sparse backward); returns the selections.
+
+    Arguments as :func:`topk_encode`; ``batch`` selects k·B entries over the whole batch
+    (as :func:`batch_topk_encode`). Give ``selection`` / ``aux_selection`` to
+    :func:`~.decode.sparse_decode` so that the decoder and this encoder's backward share
+    their layouts.
+    """
+    if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
+        raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
+    n = W_enc.shape[1]
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k} must be in [1, d_sae = {n}]")
+    ka, dead_idx = 0, None
+    if aux_mask is not None and k_aux > 0:
+        n_dead = int(aux_mask.sum())
+        ka = min(k_aux, n_dead)
+        if 0 < ka and 4 * n_dead < n:
+            dead_idx = aux_mask.nonzero().view(-1)
+    if chunk_rows == -1:
+        chunk_rows = encoder_gemm.CPU_CHUNK_ROWS
+    backend = backend or encoder_gemm.GEMM_BACKEND
+    if backend not in ("addmm", "onednn"):
+        raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
+    if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
+                                    and x_c.dtype == torch.float32):
+        backend = "addmm"
+    if shift is not None and shift.shape != (x_c.shape[1],):
+        raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
+    x_c = x_c.contiguous()
+    values, aux_v, selection, aux_selection = TopKEncode.apply(
+        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch)
+    if ka == 0:
+        aux_v = None
+    return EncoderOutput(values, selection, aux_v, aux_selection)
+
+
+def topk_encode(
+    x_c: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int,
+    signed: bool,
+    aux_mask: Tensor | None = None,
+    k_aux: int = 0,
+    *,
+    chunk_rows: int | None = -1,
+    backend: str | None = None,
+    shift: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Encode and select (one fused autograd op, sparse backward).
+
+    Args:
+        x_c: [B, d_in] input; the encoder sees ``x_c − shift`` (``shift`` [d_in], the
+            pre-encoder bias ``b_dec``, or None for none).
+        W_enc: [d_in, d_sae]; b_enc: [d_sae].
+        k: latents kept per row. ``signed``: rank by |u| and keep signs (AbsTopK);
+            otherwise rank by u and clip the kept values at 0 (TopK).
+        aux_mask: optional [d_sae] bool, the latents eligible for AuxK (dead ones).
+        k_aux: AuxK width; the aux selection keeps ``ka = min(k_aux, aux_mask.sum())`` per
+            row, ranked like the main selection (by u and relu'd, or by |u| with sign).
+            Reading ``aux_mask.sum()`` is one host sync on CUDA.
+        chunk_rows: rows per encoder-GEMM block on CPU (−1:
+            :data:`~.encoder_gemm.CPU_CHUNK_ROWS`; ``None``/0: the whole batch at once).
+            Ignored on other devices.
+        backend: "addmm" or "onednn" for the CPU GEMM (None:
+            :data:`~.encoder_gemm.GEMM_BACKEND`).
+        shift: optional [d_in] subtracted from every row before the GEMM. Passing ``b_dec``
+            here instead of subtracting it outside makes its gradient one [D, F]·[F] product
+            (−W_enc·∂b_enc) rather than a B×m×D pass, when ``x_c`` itself needs no gradient.
+
+    Returns:
+        values [B, k], indices [B, k] (int64), aux_values [B, ka] | None, aux_indices | None.
+        Gradients flow from ``values``/``aux_values`` to ``x_c``, ``W_enc`` and ``b_enc``.
+        (:func:`fused_topk_encode` returns the selections instead of the bare indices.)
+    """
+    out = fused_topk_encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, batch=False,
+                            chunk_rows=chunk_rows, backend=backend, shift=shift)
+    aux_i = out.aux_selection.indices if out.aux_selection is not None else None
+    return out.values, out.selection.indices, out.aux_values, aux_i
+
+
+def batch_topk_encode(
+    x_c: Tensor,
+    W_enc: Tensor,
+    b_enc: Tensor,
+    k: int,
+    signed: bool,
+    aux_mask: Tensor | None = None,
+    k_aux: int = 0,
+    *,
+    chunk_rows: int | None = -1,
+    backend: str | None = None,
+    shift: Tensor | None = None,
+    with_counts: bool = False,
+) -> tuple[Tensor, ...]:
+    """Encode and select k·B entries over the whole batch (BatchTopK / BatchAbsTopK).
+
+    The selection is that of :func:`abstopk.sparsity.batchtopk` (the k·B largest ``u`` of the
+    B×F batch, relu'd) or :func:`~abstopk.sparsity.batchabstopk` (the k·B largest ``|u|``,
+    signed), computed without keeping the B×F ``u``: each row block keeps its rows' top
+    ``c = min(F, BATCH_CANDIDATES·k)`` candidates while hot, the batch threshold is taken over
+    the candidates, and rows that may hold more than c kept entries are recomputed
+    (:func:`~.batch_select.batch_from_candidates` has the exactness argument). Arguments,
+    AuxK and the backward are those of :func:`topk_encode`.
+
+    Returns:
+        values [B, m], indices [B, m] (int64), aux_values [B, ka] | None, aux_indices | None,
+        where m is the largest number of entries any row keeps. Row b's kept entries come
+        first; the rest is padding with value 0 (indices spread over the latents), which adds
+        nothing to a decode (:func:`~.decode.sparse_decode`) and gets no gradient. Scatter
+        with ``scatter_add`` (padding may repeat an index). Exactly k·B entries are kept
+        (some of them 0 for BatchTopK, when fewer than k·B pre-activations are positive).
+        ``with_counts``: a fifth return, ``counts`` [B] int64 (row b keeps its first
+        counts[b] entries, Σ_b counts[b] = k·B); give it to :func:`~.decode.sparse_decode`
+        so that the decode and both backwards skip the padding (O(k·B·D) instead of
+        O(B·m·D)).
+    """
+    out = fused_topk_encode(x_c, W_enc, b_enc, k, signed, aux_mask, k_aux, batch=True,
+                            chunk_rows=chunk_rows, backend=backend, shift=shift)
+    aux_i = out.aux_selection.indices if out.aux_selection is not None else None
+    res = (out.values, out.selection.indices, out.aux_values, aux_i)
+    return (*res, out.selection.counts) if with_counts else res
