@@ -8,6 +8,7 @@ templating engine, no network resources (the pages open from ``file://``).
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -49,8 +50,15 @@ def fmt_signed(v: Any, digits: int = 3) -> str:
 
 def render_token(tok: Any) -> str:
     """One token as escaped text with whitespace made visible where it would vanish:
-    newline → ``⏎``, tab → ``⇥``; spaces stay (the context boxes use ``white-space: pre``)."""
-    s = "" if tok is None else str(tok)
+    newline → ``⏎``, tab → ``⇥``; spaces stay (the context boxes use ``white-space: pre``).
+    Memoised for strings (a dashboard renders millions of tokens from one vocabulary)."""
+    if isinstance(tok, str):
+        return _render_str(tok)
+    return _render_str("" if tok is None else str(tok))
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _render_str(s: str) -> str:
     return esc(s.replace("\r", "").replace("\n", "⏎").replace("\t", "⇥"))
 
 

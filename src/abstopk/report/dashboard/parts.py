@@ -64,7 +64,7 @@ def context_line(ex: Mapping[str, Any], vmax: float) -> str:
         if i == focus:
             parts.append(f'<mark style="--a:{_alpha(v, vmax):.3f}">{render_token(t)}</mark>')
         else:
-            parts.append(f"<span>{render_token(t)}</span>")
+            parts.append(render_token(t))
     row = ex.get("row")
     title = f' title="cache row {esc(row)}"' if row is not None else ""
     return (f'<div class="ctx {sign_class(v)}"{title}><span class="val">{fmt_signed(v)}</span>'

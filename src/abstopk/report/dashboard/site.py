@@ -123,8 +123,8 @@ def _index_page(idx: Mapping[str, Any], dirs: Sequence[tuple[str, str, Any]]) ->
                 scripts=["data/index.js", "assets/site.js"])
 
 
-def _write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def _write_text(path: Path, text: str, *, fsync: bool = True) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
 def build_site(stats_dir: str | Path, out_dir: str | Path, *,
@@ -154,7 +154,8 @@ def build_site(stats_dir: str | Path, out_dir: str | Path, *,
         name = f"{i:06d}.html"
         _write_text(out / "latents" / name, latent_page(merged, prev_index=prev_i,
                                                         next_index=next_i,
-                                                        negative_side=neg_side))
+                                                        negative_side=neg_side),
+                    fsync=False)   # thousands of derived pages; index.html (last) is synced
         written.add(name)
     for stale in (out / "latents").iterdir():
         if _LATENT_PAGE.match(stale.name) and stale.name not in written:
