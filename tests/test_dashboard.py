@@ -184,3 +184,61 @@ def test_server_binds_localhost_and_refuses_other_hosts(stats, tmp_path):
         server.server_close()
     with pytest.raises(UserError, match="not a built dashboard"):
         make_server(folder, 0)
+
+
+def test_cli_dashboard_from_sae_calls_the_statistics_producer(tmp_path, monkeypatch):
+    """--sae/--cache: compute_and_write(sae, cache, SITE/stats, ...) then the site from it."""
+    import sys
+    import types
+
+    calls = []
+
+    def compute_and_write(sae_dir, cache_dir, out_dir, **kw):
+        calls.append((str(sae_dir), str(cache_dir), str(out_dir), kw))
+        write_stats(out_dir)
+        return out_dir
+
+    fake = types.ModuleType("abstopk.analysis.latent_stats")
+    fake.compute_and_write = compute_and_write
+    monkeypatch.setitem(sys.modules, "abstopk.analysis.latent_stats", fake)
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "cache").mkdir()
+    site = tmp_path / "site"
+    assert _cli(["dashboard", "--sae", str(tmp_path / "sae"), "--cache", str(tmp_path / "cache"),
+                 "--out", str(site), "--top-n", "7", "--max-rows", "1000"]) == 0
+    assert len(calls) == 1
+    sae, cache, out, kw = calls[0]
+    assert (sae, cache, out) == (str(tmp_path / "sae"), str(tmp_path / "cache"),
+                                 str(site / "stats"))
+    assert kw["top_n"] == 7 and kw["max_rows"] == 1000 and kw["force"] is False
+    assert (site / "index.html").is_file() and (site / "latents" / "000000.html").is_file()
+
+
+def test_cli_serve_stops_on_ctrl_c(stats, tmp_path):
+    """``abstopk serve SITE --port 0`` listens on 127.0.0.1, serves, and SIGINT stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder, _ = stats
+    build_site(folder, tmp_path / "site")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "abstopk.cli", "serve", str(tmp_path / "site"),
+                             "--port", "0", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, line + proc.stderr.read() if proc.poll() is not None else line
+        code, body = _get(f"http://127.0.0.1:{m.group(1)}/index.html")
+        assert code == 200 and b"ABSTOPK_INDEX" not in body and b"data/index.js" in body
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
