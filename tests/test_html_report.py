@@ -78,7 +78,7 @@ def test_report_tables_readings_and_links(demo_out):
     assert matched.count("<tr>") == 4 and "k=16" not in matched
     m32 = [s for s in pipe["sweep"]["summary"] if s["sparsity"] == 32.0]
     best = min(m32, key=lambda s: s["nmse_mean"])["architecture"]
-    assert re.search(r"Lowest NMSE: (\w+)\.", doc).group(1).lower() == best
+    assert re.search(r"Lowest NMSE: (\w+)[.,]", doc).group(1).lower() == best
     # the PNG is embedded, nothing is fetched
     assert 'src="data:image/png;base64,' in doc and "http" not in doc.replace(
         'name="viewport"', "")
@@ -89,6 +89,19 @@ def test_report_tables_readings_and_links(demo_out):
     assert 'href="dashboard/latents/000007.html"' in doc
     lines = summary_lines(parts)
     assert len(lines) == 4 and lines[-1].endswith("1 AbsTopK latent covers 3 pairs")
+
+
+def test_sweep_reading_calls_near_ties():
+    from abstopk.report.html_report import sweep_reading
+
+    def row(arch, nmse):
+        return {"architecture": arch, "mode": "trained", "sparsity": 32.0, "nmse_mean": nmse,
+                "loss_recovered_mean": 0.9}
+
+    tie = sweep_reading({"sweep": {"summary": [row("topk", 0.204), row("abstopk", 0.205)]}})
+    assert "Lowest NMSE: TopK, within 2 % of AbsTopK (no clear difference)." in tie
+    clear = sweep_reading({"sweep": {"summary": [row("topk", 0.30), row("abstopk", 0.20)]}})
+    assert clear.endswith("Lowest NMSE: AbsTopK.")
 
 
 def test_report_without_results_says_not_run(tmp_path):

@@ -47,6 +47,9 @@ img.plot { max-width: 100%; border: 1px solid #eee; }
 .skipped { color: #888; font-style: italic; }
 """
 
+#: NMSEs closer than this relative gap are read as no clear difference
+TIE_REL = 0.02
+
 _ARCH_NAMES = {"topk": "TopK", "abstopk": "AbsTopK", "jumprelu": "JumpReLU",
                "absjumprelu": "AbsJumpReLU", "relu": "ReLU"}
 
@@ -96,11 +99,17 @@ def sweep_reading(pipe: Mapping[str, Any]) -> str:
     k_ref, rows = _matched(pipe)
     if not rows:
         return "No sweep results."
-    best = min(rows, key=lambda s: float(s.get("nmse_mean", math.inf)))
+    ranked = sorted(rows, key=lambda s: float(s.get("nmse_mean", math.inf)))
+    best = ranked[0]
     bits = [f"{_name(s['architecture'])} NMSE {_f(s.get('nmse_mean'))}, loss recovered "
             f"{_f(s.get('loss_recovered_mean'))}" for s in rows]
-    return (f"At matched L0 = {k_ref:g} (held-out tokens): " + "; ".join(bits)
-            + f". Lowest NMSE: {_name(best['architecture'])}.")
+    verdict = f" Lowest NMSE: {_name(best['architecture'])}"
+    if len(ranked) > 1:
+        b, nxt = float(best["nmse_mean"]), float(ranked[1]["nmse_mean"])
+        if nxt - b <= TIE_REL * abs(b):
+            verdict += (f", within {100 * TIE_REL:.0f} % of {_name(ranked[1]['architecture'])}"
+                        " (no clear difference)")
+    return f"At matched L0 = {k_ref:g} (held-out tokens): " + "; ".join(bits) + "." + verdict + "."
 
 
 def probe_reading(probe: Mapping[str, Any]) -> str:
