@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.abstopk-installed
 DEMO_ARGS ?=
 
-.PHONY: demo test lint install data clean
+.PHONY: demo test lint install data browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,17 @@ data: $(STAMP)
 	$(BIN)/abstopk data fetch probing
 	$(BIN)/python -c "from abstopk.lm import load_model; load_model()"
 
-test: $(STAMP) data
+# headless Chromium for the dashboard's browser tests (Playwright drives the system browser;
+# it cannot download its own here). Idempotent: apt runs only when chromium is missing; without
+# apt the browser tests skip with a message saying so.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; \
+	else echo "no apt-get: the browser tests will be skipped"; fi
+
+test: $(STAMP) data browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 

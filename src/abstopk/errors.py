@@ -17,6 +17,7 @@ __all__ = [
     "NonFiniteError",
     "OutputExistsError",
     "RunMismatchError",
+    "StatsFormatError",
     "UserError",
 ]
 
@@ -59,3 +60,7 @@ class RunMismatchError(UserError, ValueError):
 
 class OutputExistsError(UserError):
     """An output path holds a finished artefact, or is the command's own input."""
+
+
+class StatsFormatError(UserError, ValueError):
+    """A folder is not a readable latent-statistics folder (``abstopk-latent-stats``)."""

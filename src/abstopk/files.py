@@ -104,10 +104,14 @@ def _create_temp(folder: Path, name: str) -> str:
     raise FileExistsError(f"no free temporary name for {name} in {folder}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *,
+                 fsync: bool = True) -> Path:
     """Call ``write(tmp_path)`` then atomically rename ``tmp_path`` to ``path``.
 
     The final file has the mode a plain ``open()`` would give it: ``0o666 & ~umask``.
+    ``fsync=False`` skips flushing the data to disk before the rename (a reader still never
+    sees a partial file; after a power loss the file may be empty): for many small derived
+    files, such as the thousands of pages of a dashboard, that are cheap to rebuild.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +121,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         if os.stat(tmp).st_mode & 0o7777 != mode:   # a writer that replaced the file
             os.chmod(tmp, mode)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if fsync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -127,14 +132,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Atomically write ``data`` to ``path``."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
+    """Atomically write ``data`` to ``path`` (``fsync``: see :func:`atomic_write`)."""
 
     def _w(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
 
-    return atomic_write(path, _w)
+    return atomic_write(path, _w, fsync=fsync)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -103,9 +103,18 @@ add_stage(Stage("pipeline", "Real model: harvest, train TopK / AbsTopK / JumpReL
                 "evaluate", _pipeline_stage))
 
 
+def _report_stage(ctx: DemoContext) -> Any:
+    from ..experiments.demo_report import write_report
+
+    return str(write_report(ctx.out, console=ctx.console))
+
+
+add_stage(Stage("report", "One-page report (report.html) and summary", _report_stage))
+
+
 #: files whose presence marks a finished demo (or stage) in the out folder
 DEMO_RESULTS = ("synthetic.json", "synthetic.md", "pipeline/pipeline.json",
-                "pipeline/pipeline.md")
+                "pipeline/pipeline.md", "report.html")
 
 
 # ----------------------------------------------------------------------------- runner

@@ -5,7 +5,10 @@
 * :mod:`.eval_table` — the table of ``abstopk eval``;
 * :mod:`.synthetic_table` — the synthetic ground-truth benchmark;
 * :mod:`.demo_tables` — the demo pipeline's probing table and ``pipeline.md``;
-* :mod:`.plots` — plots of sweeps (matplotlib with the Agg backend).
+* :mod:`.plots` — plots of sweeps (matplotlib with the Agg backend);
+* :mod:`.html` — HTML building blocks (escaping, tables, page skeleton, JS data files);
+* :mod:`.html_report` — the demo's one-page ``report.html`` and its terminal summary;
+* :mod:`.dashboard` — the signed feature dashboard (static site over latent statistics).
 
 This package imports only the bottom modules (:mod:`abstopk.files`, :mod:`abstopk.fields`,
 :mod:`abstopk.errors`); importing it is light (rich and matplotlib load on first use).

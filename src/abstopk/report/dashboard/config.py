@@ -1,0 +1,44 @@
+"""``DashboardConfig``: what ``abstopk dashboard`` builds from (its field docs are the CLI help).
+
+Either a statistics folder that already exists (``stats``), or an SAE and an activation cache
+(``sae`` + ``cache``) from which the statistics are computed first (into ``SITE/stats``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...fields import doc_field
+
+__all__ = ["DashboardConfig"]
+
+
+@dataclass
+class DashboardConfig:
+    """Inputs of one dashboard build; validated on construction (ValueError)."""
+
+    stats: str | None = doc_field(
+        "Latent-statistics folder to render (format abstopk-latent-stats, with index.json).",
+        None)
+    sae: str | None = doc_field(
+        "Saved SAE folder; its statistics are computed over the cache first (with the cache).",
+        None)
+    cache: str | None = doc_field("Activation cache to compute the SAE's statistics over.", None)
+    model: str | None = doc_field(
+        "Model for the unembedding and tokenizer (default: the SAE's / cache's model).", None)
+    top_n: int = doc_field("Strongest contexts kept per sign and latent.", 20)
+    max_rows: int | None = doc_field("Read at most this many cache rows (default: all).", None)
+    directions: str | None = doc_field(
+        "JSON file with a list of directions {name, layer, top_pos, top_neg, logits_pos, "
+        "logits_neg}: one page each.", None)
+
+    def __post_init__(self) -> None:
+        if self.stats and (self.sae or self.cache):
+            raise ValueError("give either a statistics folder, or an SAE and a cache, not both")
+        if not self.stats and not (self.sae and self.cache):
+            raise ValueError("a dashboard needs a statistics folder, or an SAE together with "
+                             "an activation cache")
+        if self.top_n < 1:
+            raise ValueError(f"top_n must be ≥ 1, got {self.top_n}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"max_rows must be ≥ 1, got {self.max_rows}")

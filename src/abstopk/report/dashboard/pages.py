@@ -1,0 +1,161 @@
+"""The dashboard's per-item pages: one HTML page per latent and per direction.
+
+A latent page (``latents/{index:06d}.html``) shows, top to bottom: the label and explanation,
+the summary numbers (firing frequency per sign, max z per sign, bidirectionality score), the
+signed histogram, then **both signs side by side** — negative (blue) on the left, positive
+(red) on the right, each with the tokens that sign promotes through the unembedding and its
+strongest contexts — then the quantile samples over the whole signed range and the
+minimal-pair flips. Sections carry stable ids (``top-pos``, ``top-neg``, ``logits-pos``,
+``logits-neg``, ``quantiles``, ``minimal-pairs``, ``histogram``) for tests and links.
+
+For a non-negative SAE the negative side shows pre-activations (``negative_side ==
+"pre_activation"``), and its headings say so.
+
+A direction page (``directions/{slug}.html``) shows the same two columns for a DiM / steering
+direction ``{name, layer, top_pos, top_neg, logits_pos, logits_neg}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..html import esc, fmt_num, fmt_signed, page
+from .parts import context_list, example_vmax, histogram_svg, logit_table, sign_class
+
+__all__ = ["direction_page", "latent_page", "side_by_side"]
+
+
+def _side_names(negative_side: str | None) -> tuple[str, str]:
+    if negative_side == "pre_activation":
+        return "z > 0", "pre-activation u < 0 (z = 0 there: this SAE's codes are non-negative)"
+    return "z > 0", "z < 0"
+
+
+def side_by_side(item: Mapping[str, Any], *, negative_side: str | None = None,
+                 what: str = "latent") -> str:
+    """The two columns: negative (left, blue) and positive (right, red), each with its
+    ± logit table and top contexts."""
+    pos_name, neg_name = _side_names(negative_side)
+    top_pos, top_neg = item.get("top_pos") or [], item.get("top_neg") or []
+    vmax = example_vmax(top_pos, top_neg)
+    neg = (f'<section class="side neg" id="side-neg"><h2>Negative side: {esc(neg_name)}</h2>'
+           f'<h3>Tokens promoted by −{esc(what)} (bottom of W_U·d)</h3><div id="logits-neg">'
+           + logit_table(item.get("logits_neg"), sign="neg", empty="no logit data") + "</div>"
+           '<h3>Strongest negative contexts</h3><div id="top-neg">'
+           + context_list(top_neg, vmax, empty="no negative activations recorded")
+           + "</div></section>")
+    pos = (f'<section class="side pos" id="side-pos"><h2>Positive side: {esc(pos_name)}</h2>'
+           f'<h3>Tokens promoted by +{esc(what)} (top of W_U·d)</h3><div id="logits-pos">'
+           + logit_table(item.get("logits_pos"), sign="pos", empty="no logit data") + "</div>"
+           '<h3>Strongest positive contexts</h3><div id="top-pos">'
+           + context_list(top_pos, vmax, empty="no positive activations recorded")
+           + "</div></section>")
+    return f'<div class="sides">{neg}{pos}</div>'
+
+
+def _quantiles(lat: Mapping[str, Any]) -> str:
+    bins = lat.get("quantiles") or []
+    if not bins:
+        return '<p class="empty">no quantile samples</p>'
+    vmax = example_vmax(*[b.get("examples") or [] for b in bins])
+    out = []
+    for b in sorted(bins, key=lambda b: float(b.get("lo", 0.0))):
+        lo, hi = b.get("lo"), b.get("hi")
+        centre = (float(lo or 0) + float(hi or 0)) / 2
+        out.append(f'<div class="qbin {sign_class(centre)}"><h4>[{fmt_signed(lo)}, '
+                   f"{fmt_signed(hi)}]</h4>"
+                   + context_list(b.get("examples"), vmax, empty="no samples in this bin")
+                   + "</div>")
+    return "".join(out)
+
+
+def _minimal_pairs(lat: Mapping[str, Any]) -> str:
+    pairs = lat.get("minimal_pairs") or []
+    if not pairs:
+        return '<p class="empty">no minimal pairs recorded for this latent</p>'
+    rows = []
+    for p in pairs:
+        za, zb = p.get("z_a"), p.get("z_b")
+        try:
+            flips = float(za) * float(zb) < 0
+        except (TypeError, ValueError):
+            flips = False
+        tmpl = str(p.get("template") or "{}")
+        rows.append(
+            f"<tr><td>{esc(p.get('a'))}</td><td class=\"num {sign_class(za)}\">{fmt_signed(za)}"
+            f"</td><td>{esc(p.get('b'))}</td><td class=\"num {sign_class(zb)}\">"
+            f"{fmt_signed(zb)}</td><td>{'yes' if flips else 'no'}</td>"
+            f'<td class="tmpl">{esc(tmpl)}</td></tr>')
+    return ('<table class="tbl"><thead><tr><th>a</th><th>z(a)</th><th>b</th><th>z(b)</th>'
+            "<th>sign flips</th><th>template</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
+
+
+def _label_badge(label: Any) -> str:
+    lab = str(label) if label else "unlabelled"
+    return f'<span class="badge lab-{esc(lab)}">{esc(lab)}</span>'
+
+
+def _stat(name: str, value: str, cls: str = "") -> str:
+    return (f'<div class="stat {cls}"><div class="k">{esc(name)}</div>'
+            f'<div class="v">{value}</div></div>')
+
+
+def _pct(v: Any) -> str:
+    try:
+        return f"{100 * float(v):.3g} %"
+    except (TypeError, ValueError):
+        return "—"
+
+
+def latent_page(lat: Mapping[str, Any], *, title_prefix: str = "", prev_index: int | None = None,
+                next_index: int | None = None, negative_side: str | None = None) -> str:
+    """The HTML page of one latent (statistics dict of the contract). Links are relative to
+    ``latents/``: the index is ``../index.html``."""
+    i = int(lat["index"])
+    neg_side = lat.get("negative_side") or negative_side
+    nav = ['<a href="../index.html">← index</a>']
+    if prev_index is not None:
+        nav.append(f'<a href="{prev_index:06d}.html" id="prev">latent {prev_index}</a>')
+    if next_index is not None:
+        nav.append(f'<a href="{next_index:06d}.html" id="next">latent {next_index}</a>')
+    expl = lat.get("explanation")
+    stats = "".join([
+        _stat("fires z > 0", _pct(lat.get("freq_pos")), "pos"),
+        _stat("fires z < 0" if neg_side != "pre_activation" else "u < 0",
+              _pct(lat.get("freq_neg")), "neg"),
+        _stat("max z", fmt_signed(lat.get("max_pos")), "pos"),
+        _stat("min z" if neg_side != "pre_activation" else "min u",
+              fmt_signed(lat.get("max_neg")), "neg"),
+        _stat("bidirectionality score", fmt_num(lat.get("bidir_score"))),
+    ])
+    body = (
+        f'<nav>{" · ".join(nav)}</nav>'
+        f'<header><h1>{esc(title_prefix)}Latent {i} {_label_badge(lat.get("label"))}</h1>'
+        f'<p class="expl" id="explanation">{esc(expl) if expl else "no explanation yet"}</p>'
+        f'</header><div class="stats">{stats}</div>'
+        '<section id="histogram"><h2>Signed histogram of non-zero values</h2>'
+        + histogram_svg(lat.get("histogram")) + "</section>"
+        + side_by_side(lat, negative_side=neg_side)
+        + '<section id="quantiles"><h2>Samples across the signed range (quantile bins)</h2>'
+        + _quantiles(lat) + "</section>"
+        + '<section id="minimal-pairs"><h2>Minimal pairs</h2>' + _minimal_pairs(lat)
+        + "</section>"
+    )
+    return page(f"Latent {i}", f'<main class="latent" data-index="{i}">{body}</main>',
+                css=["../assets/style.css"])
+
+
+def direction_page(d: Mapping[str, Any]) -> str:
+    """The HTML page of a DiM / steering direction ``{name, layer, top_pos, top_neg,
+    logits_pos, logits_neg}`` (links relative to ``directions/``)."""
+    name = str(d.get("name") or "direction")
+    layer = d.get("layer")
+    extra = "".join(f"<p>{esc(k)}: {esc(v)}</p>" for k, v in d.items()
+                    if k in ("description", "source", "magnitude", "auc"))
+    body = ('<nav><a href="../index.html">← index</a></nav>'
+            f'<header><h1>Direction {esc(name)}</h1><p>layer {esc(layer)}</p>{extra}</header>'
+            + side_by_side(d, what="direction"))
+    return page(f"Direction {name}", f'<main class="direction">{body}</main>',
+                css=["../assets/style.css"])
