@@ -32,7 +32,7 @@ def demo_out(tmp_path):
     rng = random.Random(3)
     out = tmp_path / "demo-out"
     (out / "pipeline" / "sweep").mkdir(parents=True)
-    results = [{"architecture": a, "d_sae": 256, "nmse": rng.random(), "l0": 4.0,
+    results = [{"architecture": a, "d_sae": 256, "nmse": rng.random(), "fvu": rng.random(), "l0": 4.0,
                 "dead_frac": 0.01, "recovery": 0.99, "recovery_bi": 0.99, "recovery_uni": 0.99,
                 "bi_one_latent": rng.random(), "bi_pair": rng.random(), "bi_one_side": 0.0,
                 "bi_missed": 0.0, "uni_captured": 1.0, "latents_per_bi": 1.5,

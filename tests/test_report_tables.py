@@ -70,10 +70,10 @@ def test_generic_markdown_and_csv(tmp_path):
 
 
 SYNTH = [
-    {"architecture": "topk", "nmse": 0.1234, "l0": 4.0, "dead_frac": 0.05, "recovery_bi": 0.88,
+    {"architecture": "topk", "nmse": 0.1234, "fvu": 0.2345, "l0": 4.0, "dead_frac": 0.05, "recovery_bi": 0.88,
      "recovery_uni": 0.97, "bi_one_latent": 0.0, "bi_pair": 0.8, "bi_one_side": 0.15,
      "bi_missed": 0.05, "latents_per_bi": 2.0},
-    {"architecture": "abstopk", "nmse": 0.0987, "l0": 3.99, "dead_frac": 0.0, "recovery_bi": 0.94,
+    {"architecture": "abstopk", "nmse": 0.0987, "fvu": 0.1876, "l0": 3.99, "dead_frac": 0.0, "recovery_bi": 0.94,
      "recovery_uni": 0.96, "bi_one_latent": 0.97, "bi_pair": 0.01, "bi_one_side": 0.02,
      "bi_missed": 0.0, "latents_per_bi": math.nan},
 ]
@@ -81,13 +81,13 @@ SYNTH = [
 
 def test_synthetic_tables_pinned():
     assert synthetic_table.markdown_table(SYNTH) == (
-        "| architecture | NMSE | L0 | dead % | recovery bi | recovery uni | bi: one signed latent "
+        "| architecture | NMSE | FVU | L0 | dead % | recovery bi | recovery uni | bi: one signed latent "
         "| bi: ± pair | bi: one side | bi: missed | latents / bi feature |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
-        "| `topk` | 0.123 | 4.00 | 5.0 | 0.880 | 0.970 | 0 % | 80 % | 15 % | 5 % | 2.00 |\n"
-        "| `abstopk` | 0.099 | 3.99 | 0.0 | 0.940 | 0.960 | 97 % | 1 % | 2 % | 0 % | – |\n")
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| `topk` | 0.123 | 0.234 | 4.00 | 5.0 | 0.880 | 0.970 | 0 % | 80 % | 15 % | 5 % | 2.00 |\n"
+        "| `abstopk` | 0.099 | 0.188 | 3.99 | 0.0 | 0.940 | 0.960 | 97 % | 1 % | 2 % | 0 % | – |\n")
     assert synthetic_table.results_table_rows(SYNTH)[1] == [
-        "abstopk", "0.099", "3.99", "0.0", "0.940", "0.960", "97%", "1%", "2%", "0%", "–"]
+        "abstopk", "0.099", "0.188", "3.99", "0.0", "0.940", "0.960", "97%", "1%", "2%", "0%", "–"]
     setup = {"d": 64, "n_features": 128, "n_bidirectional": 64, "mean_active_test": 3.02,
              "k": 4, "d_sae": 256, "steps": 10, "seed": 0, "tau": 0.9, "seconds": 12.3}
     assert synthetic_table.caption(setup) == (

@@ -159,6 +159,7 @@ def test_abstopk_captures_bidirectional_features_with_one_latent(bench):
     topk, abst = r["topk"], r["abstopk"]
     # both reach the same exact sparsity and reconstruct well
     assert topk.l0 <= 3.0 + 1e-6 and abst.l0 <= 3.0 + 1e-6
+    assert topk.fvu < 0.3 and abst.fvu < 0.3
     assert topk.nmse < 0.3 and abst.nmse < 0.3
     # AbsTopK: one signed latent per bidirectional feature
     assert abst.bi_one_latent >= 0.8

@@ -152,11 +152,11 @@ def test_training_learns_and_logs_metrics(tmp_path):
     tr.fit()
     lines = [json.loads(s) for s in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [50, 100, 150, 200, 250, 300]
-    keys = {"step", "tokens", "loss", "mse", "nmse", "l0", "dead_frac", "penalty_coeff", "lr",
+    keys = {"step", "tokens", "loss", "mse", "fvu", "l0", "dead_frac", "penalty_coeff", "lr",
             "tokens_per_s", "aux_loss", "penalty"}
     assert keys <= set(lines[0])
     assert lines[-1]["tokens"] == 300 * 128 and lines[-1]["l0"] == 6.0
-    assert lines[-1]["nmse"] < 0.8 * lines[0]["nmse"] and lines[-1]["nmse"] < 0.2
+    assert lines[-1]["fvu"] < 0.8 * lines[0]["fvu"] and lines[-1]["fvu"] < 0.2
     assert lines[-1]["lr"] == pytest.approx(lr_at(299, tr.cfg))
     assert all(g["lr"] == pytest.approx(lr_at(299, tr.cfg)) for g in tr.optimizer.param_groups)
     # decoder rows stay unit norm
@@ -319,7 +319,7 @@ def test_training_from_an_activation_cache_folder_resumes_bit_identically(tmp_pa
     c = Trainer(_cfg(out=str(tmp_path / "b"), resume=True, **kw), str(cache))
     c.fit()
     assert c.resumed_from == 40 and _weights_equal(a.sae, c.sae)
-    assert a.last_metrics["nmse"] < 0.6
+    assert a.last_metrics["fvu"] < 0.6
 
 
 def test_resume_after_a_crash_before_the_first_checkpoint_starts_over(tmp_path):

@@ -9,7 +9,8 @@ for the same number of steps, at equal k (TopK family) or at a matched L0 (ReLU 
 whose penalty coefficient is adapted during training so the L0 lands near k). On held-out
 data we measure (all sparsity counts are ``z != 0``; signs are kept):
 
-* ``nmse`` = Σ‖x − x̂‖² / Σ‖x − x̄‖²;
+* ``nmse`` = mean over samples of ‖x − x̂‖² / ‖x‖² (the paper's normalised MSE) and
+  ``fvu`` = Σ‖x − x̂‖² / Σ‖x − x̄‖² (fraction of variance unexplained = 1 − explained variance);
 * ``recovery`` of feature g = max_j |cos(f_g, d_j)| over decoder rows d_j, averaged over the
   bidirectional and the unidirectional features separately;
 * for each bidirectional feature, *how* it is captured. Latent j *covers sign s* of g if
@@ -188,6 +189,7 @@ class ArchResult:
     architecture: str
     d_sae: int
     nmse: float
+    fvu: float
     l0: float
     dead_frac: float
     recovery: float
@@ -260,7 +262,12 @@ def evaluate_sae(sae, data: SyntheticData, cfg: BenchConfig, architecture: str,
     sae.eval()
     out = sae(data.x_test)
     x, x_hat, z = data.x_test, out.x_hat, out.z
-    nmse = float((x_hat - x).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+    from ..eval.metrics import MetricAccumulator
+
+    acc = MetricAccumulator(x.shape[1], z.shape[1])   # one definition of nmse and fvu
+    acc.update(x, x_hat, z)
+    rec = acc.result().summary
+    nmse, fvu = float(rec["nmse"]), float(rec["fvu"])
     fired = z != 0
     cap = capture_analysis(z, sae.W_dec.detach(), data.dictionary, data.c_test,
                            cfg.tau, cfg.fire_frac)
@@ -277,6 +284,7 @@ def evaluate_sae(sae, data: SyntheticData, cfg: BenchConfig, architecture: str,
         architecture=architecture,
         d_sae=sae.cfg.d_sae,
         nmse=nmse,
+        fvu=fvu,
         l0=float(fired.sum(1).float().mean()),
         dead_frac=float((~fired.any(0)).float().mean()),
         recovery=float(cap["recovery"].mean()),

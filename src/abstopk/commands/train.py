@@ -77,7 +77,7 @@ def train_command(
         raise UserError(f"{e.detail} (use --skip-nonfinite to drop them)") from None
     m = trainer.last_metrics or {}
     summary = ", ".join(
-        f"{name} {m[name]:.4g}" for name in ("nmse", "l0", "dead_frac") if name in m)
+        f"{name} {m[name]:.4g}" for name in ("fvu", "l0", "dead_frac") if name in m)
     typer.echo(f"saved {cfg.architecture} SAE (d_sae {cfg.d_sae}) to {out}"
                + (f" [{summary}]" if summary else ""))
 

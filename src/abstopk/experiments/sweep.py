@@ -194,7 +194,7 @@ def run_sweep(cfg: SweepConfig, *, console: Any = None, loaded: tuple | None = N
             lm_ = tr.last_metrics or {}
             rows.append(_row(spec, cfg, ev[spec.name], mode="trained",
                              k_eval=int(spec.sparsity) if spec.uses_k else None,
-                             extra={"train_l0": lm_.get("l0"), "train_nmse": lm_.get("nmse"),
+                             extra={"train_l0": lm_.get("l0"), "train_fvu": lm_.get("fvu"),
                                     "train_seconds": round(train_s, 2),
                                     "sae_dir": str(out / "saes" / spec.name)}))
         # inference-time k on the reference TopK/AbsTopK SAEs of this seed

@@ -29,6 +29,7 @@ from .demo_tables import PROBE_COLUMNS
 from .html import esc, html_table, page
 from .sweep_tables import TABLE_HEADER, results_table_rows
 from .synthetic_table import MARKDOWN_COLUMNS as SYN_COLUMNS
+from .synthetic_table import metric_cells
 
 __all__ = ["REPORT_CSS", "render_demo_report", "summary_lines"]
 
@@ -135,10 +136,7 @@ def _section(sid: str, title: str, reading: str, body: str) -> str:
 
 def _synthetic_section(syn: Mapping[str, Any]) -> str:
     res = syn.get("results") or []
-    rows = [[_name(r["architecture"]), _f(r.get("nmse")), _f(r.get("l0"), ".2f"),
-             _pct(r.get("dead_frac")), _f(r.get("recovery_bi")), _f(r.get("recovery_uni")),
-             _pct(r.get("bi_one_latent")), _pct(r.get("bi_pair")), _pct(r.get("bi_one_side")),
-             _pct(r.get("bi_missed")), _f(r.get("latents_per_bi"), ".2f")] for r in res]
+    rows = [[_name(r["architecture"]), *metric_cells(r)] for r in res]
     d, b = syn.get("data") or {}, syn.get("bench") or {}
     setup = (f"Data: {d.get('n_features', '?')} ground-truth directions in "
              f"R^{d.get('d', '?')}, {(syn.get('data_summary') or {}).get('n_bidirectional', '?')}"

@@ -27,7 +27,7 @@ CSV_COLUMNS = (
     "d_sae", "steps", "batch_size", "l0", "mse", "nmse", "fvu", "explained_variance", "cosine",
     "dead_fraction", "dense_fraction", "negative_firing_fraction", "n_bidirectional",
     "ce_clean", "ce_spliced", "ce_zero_ablated", "loss_recovered", "kl", "train_l0",
-    "train_nmse", "train_seconds", "sae_dir",
+    "train_fvu", "train_seconds", "sae_dir",
 )
 
 TABLE_HEADER = ["architecture", "sparsity", "L0", "MSE", "NMSE", "expl. var.", "dead frac.",

@@ -14,13 +14,13 @@ from typing import Any
 from .tables import markdown_table as _markdown
 from .tables import rich_table
 
-__all__ = ["MARKDOWN_COLUMNS", "TABLE_COLUMNS", "caption", "markdown_table", "render_table",
-           "results_table_rows"]
+__all__ = ["MARKDOWN_COLUMNS", "TABLE_COLUMNS", "caption", "markdown_table", "metric_cells",
+           "render_table", "results_table_rows"]
 
-TABLE_COLUMNS = ("architecture", "NMSE", "L0", "dead%", "rec.bi", "rec.uni",
+TABLE_COLUMNS = ("architecture", "NMSE", "FVU", "L0", "dead%", "rec.bi", "rec.uni",
                  "bi:1 signed", "bi:± pair", "bi:1 side", "bi:missed", "lat/bi")
 
-MARKDOWN_COLUMNS = ("architecture", "NMSE", "L0", "dead %", "recovery bi", "recovery uni",
+MARKDOWN_COLUMNS = ("architecture", "NMSE", "FVU", "L0", "dead %", "recovery bi", "recovery uni",
                     "bi: one signed latent", "bi: ± pair", "bi: one side", "bi: missed",
                     "latents / bi feature")
 
@@ -32,8 +32,9 @@ def _num(v: float, fmt: str = ".2f") -> str:
     return "–" if math.isnan(v) else format(v, fmt)
 
 
-def _cells(r: Mapping[str, Any], pct: str) -> list[str]:
-    return [f"{r['nmse']:.3f}", f"{r['l0']:.2f}", f"{100 * r['dead_frac']:.1f}",
+def metric_cells(r: Mapping[str, Any], pct: str = " %") -> list[str]:
+    """The formatted metric cells of one result (everything after the architecture)."""
+    return [f"{r['nmse']:.3f}", f"{r['fvu']:.3f}", f"{r['l0']:.2f}", f"{100 * r['dead_frac']:.1f}",
             f"{r['recovery_bi']:.3f}", f"{r['recovery_uni']:.3f}",
             f"{100 * r['bi_one_latent']:.0f}{pct}", f"{100 * r['bi_pair']:.0f}{pct}",
             f"{100 * r['bi_one_side']:.0f}{pct}", f"{100 * r['bi_missed']:.0f}{pct}",
@@ -42,13 +43,13 @@ def _cells(r: Mapping[str, Any], pct: str) -> list[str]:
 
 def results_table_rows(results: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """Rows of formatted cells under :data:`TABLE_COLUMNS` (the rich table)."""
-    return [[r["architecture"], *_cells(r, "%")] for r in results]
+    return [[r["architecture"], *metric_cells(r, "%")] for r in results]
 
 
 def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     """A Markdown table under :data:`MARKDOWN_COLUMNS` (architecture in backticks)."""
     return _markdown(MARKDOWN_COLUMNS,
-                     [[f"`{r['architecture']}`", *_cells(r, " %")] for r in results])
+                     [[f"`{r['architecture']}`", *metric_cells(r, " %")] for r in results])
 
 
 def caption(setup: Mapping[str, Any]) -> str:

@@ -203,8 +203,9 @@ class TrainState:
     def metrics(self, report: StepReport, tokens_per_s: float) -> dict[str, Any]:
         """The metrics record of the step just taken (reads the device; also ``last_metrics``).
 
-        ``nmse`` = mse / var with var = mean over rows and features of (x_s − x̄_s)² of the
-        normalised batch; ``dead_frac`` = fraction of latents that are dead after the step;
+        ``fvu`` = mse / var with var = mean over rows and features of (x_s − x̄_s)² of the
+        normalised batch (the batch's fraction of variance unexplained; the paper's per-token
+        ``nmse`` is measured by :mod:`abstopk.eval.metrics`); ``dead_frac`` = fraction of latents that are dead after the step;
         ``penalty_coeff`` = the coefficient of the next step; the controller may add keys
         (``l0_ema``).
         """
@@ -217,7 +218,7 @@ class TrainState:
             "tokens": self.tokens,
             "loss": float(res.loss),
             "mse": mse,
-            "nmse": mse / var if var > 0 else float("nan"),
+            "fvu": mse / var if var > 0 else float("nan"),
             "l0": float(res.l0),
             "aux_loss": float(res.aux_loss),
             "penalty": float(res.penalty),

@@ -225,7 +225,7 @@ class Trainer:
                     rec = state.metrics(report, rate)
                     self._write_metrics(rec)
                     t_last, tok_last = now, state.tokens
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}", nmse=f"{rec['nmse']:.4f}",
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}", fvu=f"{rec['fvu']:.4f}",
                                     l0=f"{rec['l0']:.1f}", dead=f"{100 * rec['dead_frac']:.1f}%",
                                     tok_s=f"{rate:,.0f}", refresh=False)
                 if (self.out is not None and cfg.checkpoint_every
