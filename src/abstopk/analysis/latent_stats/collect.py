@@ -1,0 +1,121 @@
+"""The streaming pass: every row of a cache through the SAE once, every accumulator fed.
+
+Per batch of rows x [B, d_in]: u = pre-activations, z = the SAE's code (eval mode; firing is
+z ≠ 0). The *positive side* of latent i is its rows with z_i > 0, ranked by z_i. The
+*negative side* is its rows with v_i < 0, ranked by |v_i|, where v = z for a signed SAE
+(AbsTopK, AbsJumpReLU, batch AbsTopK) and v = u, the pre-activation, for a non-negative one
+(TopK, ReLU, JumpReLU, BatchTopK): ``negative_side`` is then ``"pre_activation"`` and those
+rows did not fire. Collected in one pass (see :mod:`.stream`): firing counts per sign, top-N
+of each side, a uniform reservoir of each side (for the quantile samples), the signed
+histogram of the non-zero z.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ...data.cache import ActivationCache
+from ...sae import SAE
+from .stream import NEG_INF, SignedHistogram, TopN, firing_counts
+
+__all__ = ["LatentStats", "collect", "negative_side"]
+
+
+def negative_side(sae: SAE) -> str:
+    """``"activation"`` for a signed SAE, ``"pre_activation"`` for a non-negative one."""
+    return "activation" if sae.op.signed else "pre_activation"
+
+
+@dataclass
+class LatentStats:
+    """What the pass collected. ``count_*`` [F] int64; the buffers are :class:`TopN`."""
+
+    rows_read: int
+    negative_side: str
+    count_pos: torch.Tensor
+    count_neg: torch.Tensor
+    top_pos: TopN
+    top_neg: TopN
+    sample_pos: TopN
+    sample_neg: TopN
+    hist: SignedHistogram
+    seconds: float
+
+    @property
+    def freq_pos(self) -> torch.Tensor:
+        return self.count_pos.double() / max(self.rows_read, 1)
+
+    @property
+    def freq_neg(self) -> torch.Tensor:
+        return self.count_neg.double() / max(self.rows_read, 1)
+
+
+def _batches(cache: ActivationCache, batch_rows: int, max_rows: int | None):
+    """``(start_row, x [B, d_in] float32)`` over the cache in order."""
+    start, limit = 0, cache.total_rows if max_rows is None else min(max_rows, cache.total_rows)
+    for i, s in enumerate(cache.shards):
+        if start >= limit:
+            return
+        acts = cache.open_shard(i)["activations"]
+        n = min(int(s["rows"]), limit - start)
+        for a in range(0, n, batch_rows):
+            b = min(n, a + batch_rows)
+            yield start + a, acts.rows(a, b)
+        start += n
+
+
+@torch.no_grad()
+def collect(sae: SAE, cache: ActivationCache, *, top_n: int = 20, sample_n: int = 64,
+            half_bins: int = 32, batch_rows: int = 4096, max_rows: int | None = None,
+            seed: int = 0, progress: Callable[[int, int], None] | None = None) -> LatentStats:
+    """One pass over ``cache`` (its first ``max_rows`` rows) → :class:`LatentStats`.
+
+    ``sample_n``: reservoir size per latent and side; ``seed`` seeds the reservoir priorities.
+    ``progress(rows_done, rows_total)`` is called after each batch.
+    """
+    if cache.d_in != sae.cfg.d_in:
+        raise ValueError(f"cache rows have d_in={cache.d_in}, the SAE expects {sae.cfg.d_in}")
+    sae.eval()
+    F = sae.cfg.d_sae
+    signed = sae.op.signed
+    gen = torch.Generator().manual_seed(seed)
+    top_pos, top_neg = TopN(F, top_n), TopN(F, top_n)
+    smp_pos, smp_neg = TopN(F, sample_n), TopN(F, sample_n)
+    hist = SignedHistogram(F, half_bins)
+    cpos = torch.zeros(F, dtype=torch.int64)
+    cneg = torch.zeros(F, dtype=torch.int64)
+    total = cache.total_rows if max_rows is None else min(max_rows, cache.total_rows)
+    simple = sae.cfg.n_steps == 1
+    t0, done = time.perf_counter(), 0
+    for start, x in _batches(cache, batch_rows, max_rows):
+        x = x.to(sae.dtype)
+        if simple:
+            x_s, _ = sae.normalize(x)
+            u = sae.pre_acts(x_s)
+            z = sae.activation(u).float()
+        else:
+            out = sae.forward(x)
+            u, z = out.pre_acts, out.z.float()
+        u = u.float()
+        rows = torch.arange(start, start + x.shape[0])
+        p, n = firing_counts(z)
+        cpos += p
+        cneg += n
+        v = z if signed else u
+        on_pos, on_neg = z > 0, v < 0
+        top_pos.update(torch.where(on_pos, z, NEG_INF), z, rows)
+        top_neg.update(torch.where(on_neg, -v, NEG_INF), v, rows)
+        pr = torch.rand(z.shape, generator=gen)
+        smp_pos.update(torch.where(on_pos, -pr, NEG_INF), z, rows)
+        pr = torch.rand(z.shape, generator=gen)
+        smp_neg.update(torch.where(on_neg, -pr, NEG_INF), v, rows)
+        hist.update(z)
+        done += x.shape[0]
+        if progress is not None:
+            progress(done, total)
+    return LatentStats(done, negative_side(sae), cpos, cneg, top_pos, top_neg, smp_pos, smp_neg,
+                       hist, time.perf_counter() - t0)
