@@ -53,6 +53,6 @@ def logit_effects(W_dec: Tensor, W_U: Tensor, gain: Tensor | None, n: int,
         lg = W[a:a + chunk] @ W_U.T
         tv, ti = lg.topk(n, dim=1)
         bv, bi = lg.topk(n, dim=1, largest=False)
-        for o, t in zip(outs, (tv, ti, bv, bi)):
+        for o, t in zip(outs, (tv, ti, bv, bi), strict=False):
             o.append(t)
     return tuple(torch.cat(o) if o else torch.zeros(0, n) for o in outs)  # type: ignore[return-value]

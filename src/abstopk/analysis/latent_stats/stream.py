@@ -87,7 +87,7 @@ class TopN:
     def entries(self, i: int) -> list[tuple[float, int]]:
         """Latent ``i``'s kept ``(value, row)`` pairs, largest key first."""
         m = self.keys[i] > NEG_INF
-        return [(float(v), int(r)) for v, r in zip(self.values[i][m], self.rows[i][m])]
+        return [(float(v), int(r)) for v, r in zip(self.values[i][m], self.rows[i][m], strict=False)]
 
 
 def firing_counts(z: Tensor) -> tuple[Tensor, Tensor]:

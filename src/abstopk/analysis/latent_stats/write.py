@@ -160,9 +160,9 @@ def compute_and_write(sae_dir: str | Path, cache_dir: str | Path, out_dir: str |
         for b in rec["quantiles"]:
             b["examples"] = [ctx(v, r) for v, r in b["examples"]]
         rec["logits_pos"] = [{"token": t, "value": float(v)}
-                             for t, v in zip(decode(ti[i].tolist()), tv[i])]
+                             for t, v in zip(decode(ti[i].tolist()), tv[i], strict=False)]
         rec["logits_neg"] = [{"token": t, "value": float(v)}
-                             for t, v in zip(decode(bi[i].tolist()), bv[i])]
+                             for t, v in zip(decode(bi[i].tolist()), bv[i], strict=False)]
         rec.update(bidir_score=score, label=label, explanation=None, minimal_pairs=[])
         atomic_write_json(out / "latents" / f"{i:06d}.json", rec)
     c = sae.cfg
