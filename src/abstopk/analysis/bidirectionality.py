@@ -10,6 +10,9 @@ Definitions (n = number of examples on a side, U(T) = set of distinct tokens of 
 * coherence  C(T) = 1 − (|U(T)| − 1)/(n − 1) ∈ [0, 1]   (n ≥ ``min_examples``, else 0):
   1 when every example is the same token, 0 when all n are different;
 * distinctness D = 1 − |U(T₊) ∩ U(T₋)| / |U(T₊) ∪ U(T₋)|  (one minus the Jaccard overlap);
+* balance B = min(M₊, M₋) / max(M₊, M₋) ∈ [0, 1], M = mean |value| of a side's top-N
+  examples: an opposite pole is as strong as the first one, interference from another
+  feature in superposition (a small overlap of the encoder direction) is much weaker;
 * score S = min(C(T₊), C(T₋)) · D ∈ [0, 1]: high only when both poles are coherent
   and they are about different tokens (man/he/his vs woman/she/her).
 
@@ -17,7 +20,7 @@ Labels (the paper's categories, ``coherent`` = C ≥ ``min_coherence``):
 
 * ``dead``: never fired (no z ≠ 0);
 * ``bidirectional``: fires with both signs (≥ ``min_examples`` rows each), both sides
-  coherent and D ≥ ``min_distinct``;
+  coherent, D ≥ ``min_distinct`` and B ≥ ``min_balance``;
 * ``unidirectional``: otherwise, when at least one firing side is coherent;
 * ``unclear`` ("no clear meaning"): no firing side is coherent.
 
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 
 from ..fields import doc_field
 
-__all__ = ["BidirConfig", "classify", "coherence", "distinctness", "fraction_with_ci",
+__all__ = ["BidirConfig", "balance", "classify", "coherence", "distinctness", "fraction_with_ci",
            "wilson_interval"]
 
 LABELS = ("bidirectional", "unidirectional", "unclear", "dead")
@@ -52,14 +55,15 @@ class BidirConfig:
     """Thresholds of the bidirectionality proxy. Validated on construction (``ValueError``)."""
 
     min_examples: int = doc_field("Fewest examples a side needs to count as firing.", 5)
-    min_coherence: float = doc_field("Coherence a side needs (1 − (distinct focus tokens − 1)/(n − 1)).", 0.5)
+    min_coherence: float = doc_field("Coherence a side needs (1 − (distinct focus tokens − 1)/(n − 1)).", 0.6)
     min_distinct: float = doc_field("Distinctness the two sides need (1 − Jaccard of their focus-token sets).", 0.5)
+    min_balance: float = doc_field("Strength ratio the weaker side needs (mean |top value| of one side over the other's).", 0.5)
 
     def __post_init__(self) -> None:
         if isinstance(self.min_examples, bool) or not isinstance(self.min_examples, int) \
                 or self.min_examples < 2:
             raise ValueError(f"min_examples must be an integer ≥ 2, got {self.min_examples!r}")
-        for name in ("min_coherence", "min_distinct"):
+        for name in ("min_coherence", "min_distinct", "min_balance"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v!r}")
@@ -81,12 +85,25 @@ def distinctness(a: Sequence, b: Sequence) -> float:
     return 1.0 - len(A & B) / len(A | B)
 
 
+def balance(pos_values: Sequence[float], neg_values: Sequence[float]) -> float:
+    """B = min(M₊, M₋)/max(M₊, M₋), M = mean |value| of a side; 0 when a side is empty."""
+    if not pos_values or not neg_values:
+        return 0.0
+    a = sum(abs(v) for v in pos_values) / len(pos_values)
+    b = sum(abs(v) for v in neg_values) / len(neg_values)
+    return min(a, b) / max(a, b) if max(a, b) > 0 else 0.0
+
+
 def classify(pos_tokens: Sequence, neg_tokens: Sequence, count_pos: int, count_neg: int,
-             signed: bool, cfg: BidirConfig | None = None) -> tuple[float, str]:
+             signed: bool, cfg: BidirConfig | None = None, *,
+             pos_values: Sequence[float] | None = None,
+             neg_values: Sequence[float] | None = None) -> tuple[float, str]:
     """``(score S, label)`` of one latent (see the module docstring).
 
     ``count_pos``/``count_neg``: rows with z > 0 / z < 0 over the whole cache;
-    ``signed``: whether the negative side is real firing (else pre-activations).
+    ``signed``: whether the negative side is real firing (else pre-activations);
+    ``pos_values``/``neg_values``: the examples' values, for the balance B (not checked when
+    omitted).
     """
     cfg = cfg or BidirConfig()
     cp = coherence(pos_tokens, cfg.min_examples)
@@ -98,7 +115,9 @@ def classify(pos_tokens: Sequence, neg_tokens: Sequence, count_pos: int, count_n
     fires_neg = signed and count_neg >= cfg.min_examples
     coh_pos = fires_pos and cp >= cfg.min_coherence
     coh_neg = fires_neg and cn >= cfg.min_coherence
-    if coh_pos and coh_neg and distinctness(pos_tokens, neg_tokens) >= cfg.min_distinct:
+    bal = 1.0 if pos_values is None or neg_values is None else balance(pos_values, neg_values)
+    if coh_pos and coh_neg and distinctness(pos_tokens, neg_tokens) >= cfg.min_distinct \
+            and bal >= cfg.min_balance:
         return s, "bidirectional"
     if coh_pos or coh_neg:
         return s, "unidirectional"

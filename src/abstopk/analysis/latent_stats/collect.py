@@ -13,7 +13,7 @@ histogram of the non-zero z.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +22,7 @@ from ...data.cache import ActivationCache
 from ...sae import SAE
 from .stream import NEG_INF, SignedHistogram, TopN, firing_counts
 
-__all__ = ["LatentStats", "collect", "negative_side"]
+__all__ = ["LatentStats", "collect", "collect_batches", "negative_side"]
 
 
 def negative_side(sae: SAE) -> str:
@@ -68,17 +68,25 @@ def _batches(cache: ActivationCache, batch_rows: int, max_rows: int | None):
         start += n
 
 
-@torch.no_grad()
-def collect(sae: SAE, cache: ActivationCache, *, top_n: int = 20, sample_n: int = 64,
-            half_bins: int = 32, batch_rows: int = 4096, max_rows: int | None = None,
-            seed: int = 0, progress: Callable[[int, int], None] | None = None) -> LatentStats:
-    """One pass over ``cache`` (its first ``max_rows`` rows) → :class:`LatentStats`.
-
-    ``sample_n``: reservoir size per latent and side; ``seed`` seeds the reservoir priorities.
-    ``progress(rows_done, rows_total)`` is called after each batch.
-    """
+def collect(sae: SAE, cache: ActivationCache, *, max_rows: int | None = None,
+            batch_rows: int = 4096, **kw) -> LatentStats:
+    """One pass over ``cache`` (its first ``max_rows`` rows) → :class:`LatentStats`; keyword
+    arguments as :func:`collect_batches`."""
     if cache.d_in != sae.cfg.d_in:
         raise ValueError(f"cache rows have d_in={cache.d_in}, the SAE expects {sae.cfg.d_in}")
+    total = cache.total_rows if max_rows is None else min(max_rows, cache.total_rows)
+    return collect_batches(sae, _batches(cache, batch_rows, max_rows), total, **kw)
+
+
+@torch.no_grad()
+def collect_batches(sae: SAE, batches: Iterable[tuple[int, torch.Tensor]], total: int, *,
+                    top_n: int = 20, sample_n: int = 64, half_bins: int = 32, seed: int = 0,
+                    progress: Callable[[int, int], None] | None = None) -> LatentStats:
+    """Feed ``(start_row, x [B, d_in])`` batches (rows in order) through ``sae``.
+
+    ``sample_n``: reservoir size per latent and side; ``seed`` seeds the reservoir priorities.
+    ``progress(rows_done, total)`` is called after each batch.
+    """
     sae.eval()
     F = sae.cfg.d_sae
     signed = sae.op.signed
@@ -88,10 +96,9 @@ def collect(sae: SAE, cache: ActivationCache, *, top_n: int = 20, sample_n: int 
     hist = SignedHistogram(F, half_bins)
     cpos = torch.zeros(F, dtype=torch.int64)
     cneg = torch.zeros(F, dtype=torch.int64)
-    total = cache.total_rows if max_rows is None else min(max_rows, cache.total_rows)
     simple = sae.cfg.n_steps == 1
     t0, done = time.perf_counter(), 0
-    for start, x in _batches(cache, batch_rows, max_rows):
+    for start, x in batches:
         x = x.to(sae.dtype)
         if simple:
             x_s, _ = sae.normalize(x)

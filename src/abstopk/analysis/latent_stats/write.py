@@ -26,9 +26,10 @@ from typing import Any
 from ...data.cache import ActivationCache
 from ...errors import OutputExistsError, UserError
 from ...files import atomic_write_json
-from ..bidirectionality import BidirConfig, classify, fraction_with_ci
+from ..bidirectionality import BidirConfig, fraction_with_ci
 from .collect import LatentStats, collect
 from .contexts import RowIndex, TokenDecoder
+from .labels import label_all
 from .logits import final_norm_gain, logit_effects, unembedding
 from .stream import TopN
 
@@ -142,14 +143,12 @@ def compute_and_write(sae_dir: str | Path, cache_dir: str | Path, out_dir: str |
         return {"value": v, "tokens": decode(ids), "focus": focus, "row": r}
 
     cfg = bidir or BidirConfig()
+    scores, labels = label_all(st, index.token_ids, sae.op.signed, cfg)
     (out / "latents").mkdir(parents=True, exist_ok=True)
     summary = []
     for i in range(sae.cfg.d_sae):
         rec = latent_record(st, i, n_bins=n_quantile_bins, per_bin=examples_per_bin)
-        pos_focus = [int(index.token_ids[r]) for _, r in rec["top_pos"]]
-        neg_focus = [int(index.token_ids[r]) for _, r in rec["top_neg"]]
-        score, label = classify(pos_focus, neg_focus, rec["count_pos"], rec["count_neg"],
-                                sae.op.signed, cfg)
+        score, label = scores[i], labels[i]
         row = {k: rec[k] for k in ("index", "freq_pos", "freq_neg", "max_pos", "max_neg")}
         row.update(bidir_score=score, label=label, explanation=None)
         summary.append(row)
