@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MinimalPair", "coverage", "flips", "load_pairs", "pair_codes", "sentences",
+__all__ = ["MinimalPair", "analyze_sae", "coverage", "flips", "load_pairs", "pair_codes", "sentences",
            "splits", "word_activations"]
 
 ANTIPODAL_COS = -0.9
@@ -195,4 +195,51 @@ def coverage(za: Tensor, zb: Tensor, signed: bool, W_dec: Tensor | None = None,
             if bool(((W[ia] @ W[ib].T) < ANTIPODAL_COS).any()):
                 anti += 1
         out["antipodal_covered"] = anti
+    return out
+
+
+def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
+                pairs: Sequence[MinimalPair] | None = None) -> dict[str, Any]:
+    """Coverage of the shipped (or given) pairs by one SAE, at its own hook site.
+
+    ``model``/``tok``: a loaded LM (else ``model_ref``, else the SAE's ``model_name``, is
+    loaded). Returns :func:`coverage`'s dict plus ``"per_pair"``: for each pair the flipping
+    (signed) or on-for-one-word-only (non-negative) latents.
+    """
+    from ..errors import UserError
+    from ..lm import load_model
+    from ..lm.hooks import parse_hook_name
+
+    c = sae.cfg
+    if c.hook_layer is not None:
+        layer, site = c.hook_layer, c.hook_site or "resid_post"
+    elif c.hook_name:
+        layer, site = parse_hook_name(c.hook_name)
+    else:
+        raise UserError("the SAE records no hook layer; it cannot be run on words")
+    if model is None:
+        ref = model_ref or c.model_name
+        if not ref:
+            raise UserError("the SAE records no model_name; name the model to run")
+        model, tok, _ = load_model(ref)
+    pairs = list(pairs) if pairs is not None else load_pairs()
+    acts = word_activations(model, tok, layer, site, sentences(pairs))
+    za, zb = pair_codes(sae, pairs, acts)
+    signed = bool(sae.op.signed)
+    out = coverage(za, zb, signed, sae.W_dec.detach(), pairs)
+    out.update(architecture=c.architecture, d_sae=c.d_sae, k=c.k, layer=layer, site=site)
+    per = []
+    if signed:
+        fl = flips(za, zb)
+        for p, pr in enumerate(pairs):
+            ids = torch.nonzero(fl[p]).flatten().tolist()
+            per.append({"a": pr.a, "b": pr.b, "category": pr.category, "latents": ids,
+                        "z_a": [float(za[p, i]) for i in ids], "z_b": [float(zb[p, i]) for i in ids]})
+    else:
+        A, B = splits(za, zb)
+        for p, pr in enumerate(pairs):
+            per.append({"a": pr.a, "b": pr.b, "category": pr.category,
+                        "on_a_only": torch.nonzero(A[p]).flatten().tolist(),
+                        "on_b_only": torch.nonzero(B[p]).flatten().tolist()})
+    out["per_pair"] = per
     return out

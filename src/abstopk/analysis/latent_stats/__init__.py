@@ -7,7 +7,9 @@ tokens the decoder row promotes and suppresses, :mod:`.write` writes the stats f
 (:func:`compute_and_write`).
 """
 
-from .collect import LatentStats, collect, negative_side
+from .collect import LatentStats, collect, collect_batches, negative_side
+from .config import StatsConfig
 from .write import FORMAT, VERSION, compute_and_write
 
-__all__ = ["FORMAT", "VERSION", "LatentStats", "collect", "compute_and_write", "negative_side"]
+__all__ = ["FORMAT", "VERSION", "LatentStats", "StatsConfig", "collect", "collect_batches",
+           "compute_and_write", "negative_side"]
