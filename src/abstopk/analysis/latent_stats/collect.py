@@ -20,7 +20,7 @@ import torch
 
 from ...data.cache import ActivationCache
 from ...sae import SAE
-from .stream import NEG_INF, SignedHistogram, TopN, firing_counts
+from .stream import NEG_INF, SignedHistogram, TopN
 
 __all__ = ["LatentStats", "collect", "collect_batches", "negative_side"]
 
@@ -108,19 +108,26 @@ def collect_batches(sae: SAE, batches: Iterable[tuple[int, torch.Tensor]], total
             out = sae.forward(x)
             u, z = out.pre_acts, out.z.float()
         u = u.float()
-        rows = torch.arange(start, start + x.shape[0])
-        p, n = firing_counts(z)
-        cpos += p
-        cneg += n
-        v = z if signed else u
-        on_pos, on_neg = z > 0, v < 0
-        top_pos.update(torch.where(on_pos, z, NEG_INF), z, rows)
-        top_neg.update(torch.where(on_neg, -v, NEG_INF), v, rows)
-        pr = torch.rand(z.shape, generator=gen)
-        smp_pos.update(torch.where(on_pos, -pr, NEG_INF), z, rows)
-        pr = torch.rand(z.shape, generator=gen)
-        smp_neg.update(torch.where(on_neg, -pr, NEG_INF), v, rows)
-        hist.update(z)
+        B = x.shape[0]
+        rows = torch.arange(start, start + B)
+        # the code is sparse: every statistic of z works on its non-zero entries
+        b_idx, f_idx = torch.nonzero(z, as_tuple=True)
+        val = z[b_idx, f_idx]
+        r_e = rows[b_idx]
+        pos, neg = val > 0, val < 0
+        cpos += torch.bincount(f_idx[pos], minlength=F)
+        cneg += torch.bincount(f_idx[neg], minlength=F)
+        pr = -torch.rand(B, generator=gen)                       # one priority per row
+        top_pos.update_entries(f_idx[pos], val[pos], val[pos], r_e[pos])
+        smp_pos.update_entries(f_idx[pos], pr[b_idx[pos]], val[pos], r_e[pos])
+        if signed:
+            top_neg.update_entries(f_idx[neg], -val[neg], val[neg], r_e[neg])
+            smp_neg.update_entries(f_idx[neg], pr[b_idx[neg]], val[neg], r_e[neg])
+        else:                                                    # dense: negative pre-activations
+            on_neg = u < 0
+            top_neg.update(torch.where(on_neg, -u, NEG_INF), u, rows)
+            smp_neg.update(torch.where(on_neg, pr[:, None], NEG_INF), u, rows)
+        hist.update_entries(f_idx, val)
         done += x.shape[0]
         if progress is not None:
             progress(done, total)

@@ -6,10 +6,13 @@ together with the rows' global indices ``rows`` [B], and keeps per latent:
 * ``TopN``: the N largest *keys* with their value and row. Top-N positive: key = z where
   z > 0; top-N negative: key = −v where v < 0 (v = z for a signed SAE, the pre-activation u for
   a non-negative one). A uniform reservoir sample is the same buffer with key = −priority,
-  priority ~ U(0, 1) i.i.d. per (row, latent): the M smallest priorities among the firing rows
-  are a uniform sample without replacement of them.
+  priority ~ U(0, 1) i.i.d. per row (shared by the latents): for each latent the M smallest
+  priorities among its firing rows are a uniform sample without replacement of those rows
+  (the samples of different latents are correlated, which no statistic here depends on).
   Update cost: one comparison pass over [B, F] against the current N-th key, then a sort of
-  the few candidates (after the first batches almost no entry beats the N-th key).
+  the few candidates (after the first batches almost no entry beats the N-th key); while
+  candidates are many (the first batches) a dense per-latent ``topk`` of the batch is merged
+  instead.
   Ties: an entry equal to the current N-th key is not a candidate (first come is kept).
 * ``SignedHistogram``: counts over the non-zero values in 2·H equal-width bins on [−R_f, R_f],
   R_f a power of two strictly above max|z_f| seen so far. When a larger value arrives R_f
@@ -50,12 +53,24 @@ class TopN:
     def update(self, keys: Tensor, values: Tensor, rows: Tensor) -> None:
         """Offer ``keys`` [B, F] (−inf = not eligible), ``values`` [B, F], ``rows`` [B]."""
         thr = self.keys[:, -1]                                   # current n-th key, [F]
-        b_idx, f_idx = torch.nonzero(keys > thr, as_tuple=True)
-        if b_idx.numel() == 0:
+        cand = keys > thr
+        n_cand = int(cand.sum())
+        if n_cand == 0:
             return
-        cand_k = keys[b_idx, f_idx].float()
-        cand_v = values[b_idx, f_idx].float()
-        cand_r = rows[b_idx]
+        if n_cand > 4 * self.n * keys.shape[1]:                  # early batches: dense merge
+            self._dense_update(keys, values, rows)
+            return
+        b_idx, f_idx = torch.nonzero(cand, as_tuple=True)
+        self._merge(f_idx, keys[b_idx, f_idx].float(), values[b_idx, f_idx].float(), rows[b_idx])
+
+    def update_entries(self, f_idx: Tensor, keys: Tensor, values: Tensor, rows: Tensor) -> None:
+        """Offer a flat list of entries: latent ``f_idx`` [E], ``keys``/``values`` [E], ``rows``
+        [E] (the sparse form of :meth:`update`, for k-sparse codes)."""
+        cand = keys > self.keys[f_idx, -1]
+        if bool(cand.any()):
+            self._merge(f_idx[cand], keys[cand].float(), values[cand].float(), rows[cand])
+
+    def _merge(self, f_idx: Tensor, cand_k: Tensor, cand_v: Tensor, cand_r: Tensor) -> None:
         touched = torch.unique(f_idx)
         # the touched latents' old entries join the candidates
         old_k = self.keys[touched].reshape(-1)
@@ -83,6 +98,24 @@ class TopN:
         self.keys[fk, pk] = k[keep]
         self.values[fk, pk] = v[keep]
         self.rows[fk, pk] = r[keep]
+
+    def _dense_update(self, keys: Tensor, values: Tensor, rows: Tensor) -> None:
+        """Per latent top-n of the batch (``topk``), merged with the kept entries."""
+        m = min(self.n, keys.shape[0])
+        kk, ii = keys.T.float().topk(m, dim=1)
+        vv = values.T.float().gather(1, ii)
+        rr = rows[ii]
+        k = torch.cat([self.keys, kk], 1)
+        v = torch.cat([self.values, vv], 1)
+        r = torch.cat([self.rows, rr], 1)
+        # stable order: kept entries first among equal keys (as the sparse path)
+        order = torch.argsort(k, dim=1, descending=True, stable=True)[:, : self.n]
+        self.keys = k.gather(1, order)
+        self.values = v.gather(1, order)
+        self.rows = r.gather(1, order)
+        pad = self.keys == NEG_INF
+        self.values[pad] = float("nan")
+        self.rows[pad] = -1
 
     def entries(self, i: int) -> list[tuple[float, int]]:
         """Latent ``i``'s kept ``(value, row)`` pairs, largest key first."""
@@ -143,9 +176,13 @@ class SignedHistogram:
     def update(self, z: Tensor) -> None:
         """Count the non-zero entries of ``z`` [B, F]."""
         b_idx, f_idx = torch.nonzero(z, as_tuple=True)
+        self.update_entries(f_idx, z[b_idx, f_idx])
+
+    def update_entries(self, f_idx: Tensor, values: Tensor) -> None:
+        """Count non-zero ``values`` [E] of latents ``f_idx`` [E]."""
         if f_idx.numel() == 0:
             return
-        v = z[b_idx, f_idx].double()
+        v = values.double()
         a = v.abs()
         need = torch.zeros_like(self.radius).scatter_reduce(0, f_idx, a, "amax")
         self._grow(need)
