@@ -9,7 +9,7 @@ With z_a, z_b [P, F] the SAE codes of the two words averaged over the templates:
 
 * a signed SAE: latent i **flips** on pair p when z_a · z_b < 0 (both fire, opposite signs);
   one latent then carries both ends of the pair;
-* a non-negative SAE: A_p = {i: z_a > 0 = z_b} (on for a only), B_p = {i: z_b > 0 = z_a};
+* a non-negative SAE: A_p = {i: z_a ≠ 0 = z_b} (on for a only), B_p = {i: z_b ≠ 0 = z_a};
   pair p is **split** when both are non-empty: it takes (at least) two latents, and the split
   is **antipodal** when some i ∈ A_p, j ∈ B_p have decoder cosine cos(d_i, d_j) < −0.9.
 
@@ -133,8 +133,9 @@ def flips(za: Tensor, zb: Tensor) -> Tensor:
 
 
 def splits(za: Tensor, zb: Tensor) -> tuple[Tensor, Tensor]:
-    """``(A, B)`` [P, F] bool: on for a only (z_a > 0 = z_b), on for b only."""
-    return (za > 0) & (zb == 0), (zb > 0) & (za == 0)
+    """``(A, B)`` [P, F] bool: on for a only (z_a ≠ 0 = z_b), on for b only (for a
+    non-negative SAE ≠ 0 is > 0)."""
+    return (za != 0) & (zb == 0), (zb != 0) & (za == 0)
 
 
 def _greedy_cover(needs: list[list[set]]) -> int:
@@ -158,11 +159,15 @@ def coverage(za: Tensor, zb: Tensor, signed: bool, W_dec: Tensor | None = None,
     """How many pairs the SAE's latents cover and how many latents that takes (module docstring).
 
     Returns ``{"pairs", "covered", "max_pairs_one_latent", "best_latent", "best_latent_pairs",
-    "latents_needed"}`` plus, for a non-negative SAE with ``W_dec``, ``"antipodal_covered"``.
+    "latents_needed", "split_covered"}`` plus, for a non-negative SAE with ``W_dec``,
+    ``"antipodal_covered"``. ``split_covered`` (any SAE): pairs with a latent on for a only
+    and one on for b only (the way a one-sided code must separate them).
     """
     P = za.shape[0]
     name = (lambda p: f"{pairs[p].a}/{pairs[p].b}") if pairs else str
     out: dict[str, Any] = {"pairs": P, "signed": signed}
+    A, B = splits(za, zb)
+    out["split_covered"] = int((A.any(1) & B.any(1)).sum())
     if signed:
         fl = flips(za, zb)
         per_latent = fl.sum(0)
@@ -175,7 +180,6 @@ def coverage(za: Tensor, zb: Tensor, signed: bool, W_dec: Tensor | None = None,
                                       torch.nonzero(fl[:, best]).flatten().tolist()] if P else [],
                    latents_needed=_greedy_cover(needs))
         return out
-    A, B = splits(za, zb)
     covered = A.any(1) & B.any(1)
     per_latent = (A | B)[covered].sum(0) if bool(covered.any()) else torch.zeros(za.shape[1])
     needs = [[set(torch.nonzero(A[p]).flatten().tolist()),
@@ -229,6 +233,8 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
     out = coverage(za, zb, signed, sae.W_dec.detach(), pairs)
     out.update(architecture=c.architecture, d_sae=c.d_sae, k=c.k, layer=layer, site=site)
     per = []
+    A, B = splits(za, zb)
+    out["split_covered"] = int((A.any(1) & B.any(1)).sum())
     if signed:
         fl = flips(za, zb)
         for p, pr in enumerate(pairs):

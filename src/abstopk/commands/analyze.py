@@ -48,10 +48,9 @@ def latents_cmd(
 ) -> None:
     """Per-latent statistics in one pass: top ± contexts, quantile samples, signed histogram,
     frequencies per sign, ± logits, bidirectionality score and label."""
-    from rich.console import Console
-
     from ..analysis.latent_stats import compute_and_write
     from ..report.latent_tables import render_bidir
+    from ..report.tables import table_console
 
     check_output(out, what="latent statistics", finished=("index.json",), inputs=[sae, cache],
                  force=force)
@@ -61,8 +60,9 @@ def latents_cmd(
     import json
 
     ix = json.loads((path / "index.json").read_text())
-    Console().print(render_bidir([(str(sae), ix)]))
-    Console().print(f"wrote {path} ({ix['cache']['rows_read']:,} rows, "
+    console = table_console()
+    console.print(render_bidir([(str(sae), ix)]))
+    console.print(f"wrote {path} ({ix['cache']['rows_read']:,} rows, "
                     f"{ix['seconds']['pass']:.0f} s pass)")
 
 
@@ -77,12 +77,11 @@ def pairs_cmd(
 ) -> None:
     """Minimal pairs: latents that flip sign (signed SAEs) or switch on/off (non-negative
     ones) between man/woman, good/bad, ...; coverage per SAE."""
-    from rich.console import Console
-
     from ..analysis.minimal_pairs import analyze_sae
     from ..files import atomic_write_json
     from ..lm import load_model
     from ..report.latent_tables import render_pairs
+    from ..report.tables import table_console
     from ..sae import SAE
 
     check_output_file(json_out, what="a results file", inputs=sae, force=force)
@@ -100,9 +99,10 @@ def pairs_cmd(
     for path, x in zip(sae, saes, strict=True):
         m, tok = loaded[model or x.cfg.model_name]
         results.append((str(path), analyze_sae(x, m, tok)))
-    Console().print(render_pairs(results))
+    console = table_console()
+    console.print(render_pairs(results))
     for name, r in results:
-        Console().print(f"{name}: latent {r['best_latent']} covers "
+        console.print(f"{name}: latent {r['best_latent']} covers "
                         f"{', '.join(r['best_latent_pairs'][:12])}")
     if json_out is not None:
         atomic_write_json(json_out, {name: r for name, r in results})

@@ -17,7 +17,7 @@ __all__ = ["bidir_rows", "pairs_rows", "render_bidir", "render_pairs", "BIDIR_CO
 BIDIR_COLUMNS = ("SAE", "architecture", "negative side", "live", "bidirectional",
                  "fraction (95 % CI)", "unidirectional", "unclear", "dead")
 PAIRS_COLUMNS = ("SAE", "architecture", "pairs", "covered", "max by one latent",
-                 "latents needed", "antipodal covered")
+                 "latents needed", "antipodal covered", "split on/off")
 
 
 def bidir_rows(indexes: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[str]]:
@@ -38,7 +38,8 @@ def pairs_rows(results: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[st
     """``(name, analyze_sae result)`` → table rows."""
     return [[name, r["architecture"], str(r["pairs"]), str(r["covered"]),
              str(r["max_pairs_one_latent"]), str(r["latents_needed"]),
-             "–" if r.get("signed") else str(r.get("antipodal_covered", "–"))]
+             "–" if r.get("signed") else str(r.get("antipodal_covered", "–")),
+             str(r.get("split_covered", "–"))]
             for name, r in results]
 
 
