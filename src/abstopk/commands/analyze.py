@@ -102,6 +102,8 @@ def pairs_cmd(
     console = table_console()
     console.print(render_pairs(results))
     for name, r in results:
+        if r["max_pairs_one_latent"] == 0:
+            continue
         console.print(f"{name}: latent {r['best_latent']} covers "
                         f"{', '.join(r['best_latent_pairs'][:12])}")
     if json_out is not None:
