@@ -65,6 +65,7 @@ def test_topk_needs_two_antipodal_latents():
     za, zb = pair_codes(sae, _pairs(P), _acts(v))
     cov = coverage(za, zb, signed=False, W_dec=sae.W_dec.detach())
     assert cov["covered"] == P and cov["latents_needed"] == 2
+    assert cov["split_covered"] == P and cov["split_latents_needed"] == 2
     assert cov["antipodal_covered"] == P
     assert cov["best_latent"] in (3, 5)
 

@@ -161,13 +161,18 @@ def coverage(za: Tensor, zb: Tensor, signed: bool, W_dec: Tensor | None = None,
     Returns ``{"pairs", "covered", "max_pairs_one_latent", "best_latent", "best_latent_pairs",
     "latents_needed", "split_covered"}`` plus, for a non-negative SAE with ``W_dec``,
     ``"antipodal_covered"``. ``split_covered`` (any SAE): pairs with a latent on for a only
-    and one on for b only (the way a one-sided code must separate them).
+    and one on for b only (the way a one-sided code must separate them);
+    ``split_latents_needed``: the greedy cover of those.
     """
     P = za.shape[0]
     name = (lambda p: f"{pairs[p].a}/{pairs[p].b}") if pairs else str
     out: dict[str, Any] = {"pairs": P, "signed": signed}
     A, B = splits(za, zb)
-    out["split_covered"] = int((A.any(1) & B.any(1)).sum())
+    split = A.any(1) & B.any(1)
+    out["split_covered"] = int(split.sum())
+    out["split_latents_needed"] = _greedy_cover(
+        [[set(torch.nonzero(A[p]).flatten().tolist()), set(torch.nonzero(B[p]).flatten().tolist())]
+         for p in range(P) if bool(split[p])])
     if signed:
         fl = flips(za, zb)
         per_latent = fl.sum(0)
@@ -234,7 +239,11 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
     out.update(architecture=c.architecture, d_sae=c.d_sae, k=c.k, layer=layer, site=site)
     per = []
     A, B = splits(za, zb)
-    out["split_covered"] = int((A.any(1) & B.any(1)).sum())
+    split = A.any(1) & B.any(1)
+    out["split_covered"] = int(split.sum())
+    out["split_latents_needed"] = _greedy_cover(
+        [[set(torch.nonzero(A[p]).flatten().tolist()), set(torch.nonzero(B[p]).flatten().tolist())]
+         for p in range(P) if bool(split[p])])
     if signed:
         fl = flips(za, zb)
         for p, pr in enumerate(pairs):

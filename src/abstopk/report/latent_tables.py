@@ -17,7 +17,8 @@ __all__ = ["bidir_rows", "pairs_rows", "render_bidir", "render_pairs", "BIDIR_CO
 BIDIR_COLUMNS = ("SAE", "architecture", "negative side", "live", "bidirectional",
                  "fraction (95 % CI)", "unidirectional", "unclear", "dead")
 PAIRS_COLUMNS = ("SAE", "architecture", "pairs", "covered", "max by one latent",
-                 "latents needed", "antipodal covered", "split on/off")
+                 "latents needed", "antipodal covered", "split on/off",
+                 "latents needed (split)")
 
 
 def bidir_rows(indexes: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[str]]:
@@ -39,7 +40,7 @@ def pairs_rows(results: Sequence[tuple[str, Mapping[str, Any]]]) -> list[list[st
     return [[name, r["architecture"], str(r["pairs"]), str(r["covered"]),
              str(r["max_pairs_one_latent"]), str(r["latents_needed"]),
              "–" if r.get("signed") else str(r.get("antipodal_covered", "–")),
-             str(r.get("split_covered", "–"))]
+             str(r.get("split_covered", "–")), str(r.get("split_latents_needed", "–"))]
             for name, r in results]
 
 
