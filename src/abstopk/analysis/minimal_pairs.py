@@ -238,12 +238,6 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
     out = coverage(za, zb, signed, sae.W_dec.detach(), pairs)
     out.update(architecture=c.architecture, d_sae=c.d_sae, k=c.k, layer=layer, site=site)
     per = []
-    A, B = splits(za, zb)
-    split = A.any(1) & B.any(1)
-    out["split_covered"] = int(split.sum())
-    out["split_latents_needed"] = _greedy_cover(
-        [[set(torch.nonzero(A[p]).flatten().tolist()), set(torch.nonzero(B[p]).flatten().tolist())]
-         for p in range(P) if bool(split[p])])
     if signed:
         fl = flips(za, zb)
         for p, pr in enumerate(pairs):
