@@ -142,9 +142,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
     return atomic_write(path, _w, fsync=fsync)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON."""
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, fsync: bool = True) -> Path:
+    """Atomically write ``obj`` as indented JSON (``fsync``: see :func:`atomic_write`)."""
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(),
+                              fsync=fsync)
 
 
 def atomic_save_safetensors(
