@@ -61,10 +61,6 @@ class CacheWriter:
                 raise CacheError(
                     f"{self.path}: cannot resume, {k} differs (cache: {json.dumps(m.get(k))[:80]}, "
                     f"now: {json.dumps(header[k])[:80]}); use another --out or --no-resume")
-            if int(m["version"]) < 2 and m["shards"]:
-                raise CacheError(
-                    f"{self.path}: harvested before per-row positions were recorded (cache "
-                    f"format version {m['version']}); it cannot be resumed, harvest it again")
             self.manifest = m
             self.resumed = True
         else:

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputExistsError, UserError
+from ..errors import CacheError, OutputExistsError, UserError
 from ..fields import doc_field
 
 __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
@@ -195,7 +195,12 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             "requested_tokens": cfg.tokens, "batch_size": cfg.batch_size,
             "shard_rows": cfg.shard_rows,
         }
-        writers.append(CacheWriter(path, header, resume=cfg.resume))
+        w = CacheWriter(path, header, resume=cfg.resume)
+        if w.resumed and w.manifest["shards"] and int(w.manifest["version"]) < 2:
+            raise CacheError(f"{path}: harvested before per-row positions were recorded "
+                             f"(cache format version {w.manifest['version']}); it cannot be "
+                             f"resumed, harvest it again")
+        writers.append(w)
 
     # bring the per-layer caches in step (a kill may fall between two manifest updates)
     consumed = min(w.contexts_consumed for w in writers)
