@@ -96,7 +96,9 @@ def test_float16_and_keep_bos(lm, hidden, tmp_path):
     assert c.open_shard(0)["activations"].array.dtype.name == "float16"
     acts, toks = _read(tmp_path / "c")
     ref_acts, ref_toks = _reference(lm, hidden, 100, 3, keep_bos=True)
-    assert toks[0] == lm[1].bos_token_id                 # the stream starts with BOS
+    # every position of a context is a row, the BOS ones included
+    assert c.rows_with_context(0, CTX)["positions"].tolist() == list(range(CTX))
+    assert int((toks == lm[1].bos_token_id).sum()) == int((ref_toks == lm[1].bos_token_id).sum())
     assert torch.equal(toks, ref_toks)
     assert torch.equal(acts, ref_acts.half().float())
 
