@@ -176,3 +176,88 @@ def test_find_caches_and_cli(tmp_path):
     r = runner.invoke(app, ["cache", "info", str(tmp_path / "multi" / "layer_2"), "--json"])
     info = json.loads(r.output)
     assert info["layer"] == 2 and info["total_rows"] == 3 and info["identity"].startswith("toy/")
+
+
+# ------------------------------------------------------------------ format version 2
+def _make_v2(path, sizes=((4, 0), (3, 1), (2, 2))):
+    """Shards of (rows, first context): context c has rows at positions 1..n (BOS at 0 is not a
+    row); rows of one context may continue into the next shard."""
+    w = CacheWriter(path, _header())
+    start, ctx_of, pos_of = 0, [], []
+    for c, n in ((0, 3), (1, 4), (2, 2)):                       # 9 rows in 3 contexts
+        ctx_of += [c] * n
+        pos_of += list(range(1, n + 1))
+    for n, _ in sizes:
+        a, t = _rows(n, start)
+        w.write_shard(a, t, contexts=1, context_ids=torch.tensor(ctx_of[start:start + n]),
+                      positions=torch.tensor(pos_of[start:start + n]),
+                      mix={"austen": n - 1, "linux-doc": 1})
+        start += n
+    w.set(complete=True)
+    return ctx_of, pos_of
+
+
+def test_v2_rows_with_context_and_token_context(tmp_path):
+    ctx_of, pos_of = _make_v2(tmp_path / "c")
+    c = ActivationCache(tmp_path / "c")
+    assert c.version == 2 and c.has_positions and c.verify() == []
+    assert c.token_mix == {"austen": 6, "linux-doc": 3}
+    assert c.summary()["token_mix"] == {"austen": 6, "linux-doc": 3}
+    got = c.rows_with_context(2, 8)                              # spans all three shards
+    assert got["token_ids"].tolist() == list(range(102, 108))
+    assert got["context_ids"].tolist() == ctx_of[2:8] and got["context_ids"].dtype == torch.int64
+    assert got["positions"].tolist() == pos_of[2:8] and got["positions"].dtype == torch.int32
+    assert c.rows_with_context(7, 100)["token_ids"].tolist() == [107, 108]   # clipped
+    # row 4 = context 1, position 2; its context is rows 3..6 (token ids 103..106)
+    tc = c.token_context(4, window=8)
+    assert (tc.token_ids, tc.positions, tc.focus, tc.context_id) == \
+        ([103, 104, 105, 106], [1, 2, 3, 4], 1, 1)
+    tc = c.token_context(4, window=1)
+    assert (tc.token_ids, tc.focus) == ([103, 104, 105], 1)
+    tc = c.token_context(0, window=2)
+    assert (tc.token_ids, tc.positions, tc.focus) == ([100, 101, 102], [1, 2, 3], 0)
+    with pytest.raises(IndexError):
+        c.token_context(9)
+
+
+def test_v1_cache_reads_but_has_no_contexts(tmp_path):
+    _make(tmp_path / "c")                          # shards without context ids: version 1
+    c = ActivationCache(tmp_path / "c")
+    assert c.version == 1 and not c.has_positions and c.token_mix is None
+    assert c.open_shard(0)["activations"].rows(0, 4).shape == (4, D)   # still readable
+    for call in (lambda: c.token_context(0), lambda: c.rows_with_context(0, 3)):
+        with pytest.raises(CacheError, match="harvested before per-row positions were "
+                                             "recorded .*harvest it again"):
+            call()
+    # shards with positions cannot be appended to a version-1 cache
+    w = CacheWriter(tmp_path / "c", _header())
+    with pytest.raises(ValueError, match="every shard"):
+        w.write_shard(*_rows(1, 9), 1, context_ids=torch.zeros(1), positions=torch.ones(1))
+
+
+def test_v2_writer_rules_and_verify(tmp_path):
+    w = CacheWriter(tmp_path / "c", _header())
+    a, t = _rows(3)
+    with pytest.raises(ValueError, match="go together"):
+        w.write_shard(a, t, 1, context_ids=torch.zeros(3))
+    with pytest.raises(ValueError, match="positions has shape"):
+        w.write_shard(a, t, 1, context_ids=torch.zeros(3), positions=torch.zeros(2))
+    w.write_shard(a, t, 1, context_ids=torch.zeros(3), positions=torch.arange(3),
+                  mix={"x": 3})
+    with pytest.raises(ValueError, match="every shard"):
+        w.write_shard(*_rows(2, 3), 1)
+    w.write_shard(*_rows(2, 3), 1, context_ids=torch.ones(2), positions=torch.arange(2),
+                  mix={"x": 1, "y": 1})
+    assert w.manifest["token_mix"] == {"x": 4, "y": 1}
+    w.rollback_to(1)
+    assert w.manifest["token_mix"] == {"x": 3}
+    # a version-2 manifest over a shard without positions: verify names it
+    m = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    _make(tmp_path / "v1")
+    (tmp_path / "c" / "shard_000000.safetensors").write_bytes(
+        (tmp_path / "v1" / "shard_000002.safetensors").read_bytes())        # 2 rows, v1
+    m["shards"][0]["rows"] = 2
+    m["total_rows"] = 2
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(m))
+    problems = ActivationCache(tmp_path / "c").verify(checksums=False)
+    assert any("context_ids is missing, format version 2 needs I64 [2]" in p for p in problems)

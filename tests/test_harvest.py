@@ -96,7 +96,9 @@ def test_float16_and_keep_bos(lm, hidden, tmp_path):
     assert c.open_shard(0)["activations"].array.dtype.name == "float16"
     acts, toks = _read(tmp_path / "c")
     ref_acts, ref_toks = _reference(lm, hidden, 100, 3, keep_bos=True)
-    assert toks[0] == lm[1].bos_token_id                 # the stream starts with BOS
+    # every position of a context is a row, the BOS ones included
+    assert c.rows_with_context(0, CTX)["positions"].tolist() == list(range(CTX))
+    assert int((toks == lm[1].bos_token_id).sum()) == int((ref_toks == lm[1].bos_token_id).sum())
     assert torch.equal(toks, ref_toks)
     assert torch.equal(acts, ref_acts.half().float())
 
@@ -273,3 +275,60 @@ TEXT_PARAGRAPHS = [
     "The event had every promise of happiness for her friend. Mr. Weston was a man of "
     "unexceptionable character, easy fortune, suitable age, and pleasant manners.",
 ]
+
+
+def test_v2_rows_record_context_position_and_source(lm, tmp_path):
+    """Each row's (context id, position) points at its token in the packed context, rebuilt
+    here independently: documents in the seeded order, [BOS] doc [BOS] doc ... cut every CTX
+    tokens, window 0 of 1024 contexts permuted by default_rng([seed, 1, 0]). The manifest's
+    token_mix counts the rows of each corpus part."""
+    import numpy as np
+
+    from abstopk.data.text import iter_documents
+
+    _, tok, _ = lm
+    _run(lm, tmp_path / "c", tokens=150, shard_rows=40)
+    c = ActivationCache(tmp_path / "c")
+    assert c.version == 2 and c.has_positions and c.seed == 0 and c.verify() == []
+    got = c.rows_with_context(0, c.total_rows)
+    cids, pos, toks = got["context_ids"], got["positions"].long(), got["token_ids"]
+    assert len(toks) == 150 and torch.equal(toks, _read(tmp_path / "c")[1])
+    assert (cids[1:] >= cids[:-1]).all()                       # rows of a context consecutive
+    same = cids[1:] == cids[:-1]
+    assert (pos[1:][same] > pos[:-1][same]).all()              # positions increasing
+    # the last batch may end in contexts that gave no row (the count was reached before them)
+    assert 0 <= c.manifest["contexts_consumed"] - (int(cids.max()) + 1) < BATCH
+
+    bos = tok.bos_token_id
+    stream, labels = [], []
+    for text, label in iter_documents("embedded", "train", seed=0):
+        ids = [bos] + tok(text, add_special_tokens=False)["input_ids"]
+        stream += ids
+        labels += [label] * len(ids)
+        if len(stream) >= 1024 * CTX:
+            break
+    perm = np.random.default_rng([0, 1, 0]).permutation(1024)
+    mix: dict[str, int] = {}
+    for cid in cids.unique().tolist():
+        start = int(perm[cid]) * CTX
+        ctx = torch.tensor(stream[start:start + CTX])
+        rows = cids == cid
+        assert torch.equal(toks[rows], ctx[pos[rows]])        # the token at its position
+        if cid < int(cids.max()):                              # whole contexts: every non-BOS
+            assert pos[rows].tolist() == [p for p in range(CTX) if ctx[p] != bos]
+        for p in pos[rows].tolist():
+            mix[labels[start + p]] = mix.get(labels[start + p], 0) + 1
+    assert c.token_mix == dict(sorted(mix.items())) and sum(mix.values()) == 150
+    ctx_row = c.token_context(60, window=3)
+    assert ctx_row.token_ids[ctx_row.focus] == int(toks[60])
+    assert len(ctx_row.token_ids) <= 7 and ctx_row.context_id == int(cids[60])
+
+
+def test_resuming_a_version_1_cache_is_refused(lm, tmp_path):
+    _run(lm, tmp_path / "c", tokens=60, shard_rows=40)
+    mp = tmp_path / "c" / "manifest.json"
+    m = json.loads(mp.read_text())
+    m.update(version=1, complete=False)
+    mp.write_text(json.dumps(m))
+    with pytest.raises(CacheError, match="harvested before per-row positions were recorded"):
+        _run(lm, tmp_path / "c", tokens=60, shard_rows=40)

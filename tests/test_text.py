@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -45,16 +46,47 @@ def split_of(docs, split):
 
 
 def test_local_files_give_the_same_documents_and_split(files):
-    txt_docs = list(iter_texts(files / "docs.txt", "all"))
+    txt_docs = list(iter_texts(files / "docs.txt", "all", seed=None))
     assert len(txt_docs) == 60 and txt_docs[3] == DOCS[3]
     assert txt_docs[0] == DOCS[0].replace("fox", "fox\n", 1)
     for name in ("docs.jsonl", "docs.parquet"):
-        assert list(iter_texts(files / name, "all")) == DOCS
-        train, held = list(iter_texts(files / name, "train")), list(iter_texts(files / name,
-                                                                              "heldout"))
+        assert list(iter_texts(files / name, "all", seed=None)) == DOCS
+        train, held = (list(iter_texts(files / name, s, seed=None)) for s in ("train", "heldout"))
         assert train == split_of(DOCS, "train") and held == split_of(DOCS, "heldout")
         assert held and not set(train) & set(held) and len(train) + len(held) == 60
-    assert list(iter_texts(files / "folder", "all")) == DOCS[:5]
+    assert list(iter_texts(files / "folder", "all", seed=None)) == DOCS[:5]
+
+
+def test_local_files_shuffled_by_document_with_the_same_split(files, tmp_path):
+    """The seeded order is a permutation of each split's documents (the split decided in file
+    order, so shuffling never moves a document between splits), reproducible, seed-dependent,
+    and the same for every file kind holding the same documents."""
+    txt = [t.replace("fox\n", "fox", 1) for t in iter_texts(files / "docs.txt", "all", seed=0)]
+    for name in ("docs.jsonl", "docs.txt", "docs.parquet"):
+        for split in ("train", "heldout", "all"):
+            a = [t.replace("fox\n", "fox", 1) for t in iter_texts(files / name, split, seed=0)]
+            want = DOCS if split == "all" else split_of(DOCS, split)
+            assert sorted(a) == sorted(want)
+            if split == "all":
+                assert a == txt and a != DOCS                       # shuffled, kind-independent
+        b = list(iter_texts(files / name, "train", seed=1))
+        assert b != list(iter_texts(files / name, "train", seed=0))
+        assert b == list(iter_texts(files / name, "train", seed=1))
+    assert sorted(iter_texts(files / "folder", "all", seed=3)) == sorted(DOCS[:5])
+    # a parquet file of several row groups is shuffled in blocks: one row group at a time
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": DOCS}), tmp_path / "rg.parquet", row_group_size=10)
+    got = list(iter_texts(tmp_path / "rg.parquet", "all", seed=0))
+    assert sorted(got) == sorted(DOCS) and got != DOCS
+    groups = [DOCS.index(t) // 10 for t in got]
+    assert all(groups[i] == groups[i // 10 * 10] for i in range(60))     # blocks of 10
+    assert groups[::10] != sorted(groups[::10])                          # block order permuted
+    # a bad line of a .jsonl is reported when its turn comes, with its line number
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{oops\n')
+    with pytest.raises(UserError, match=r"bad.jsonl:2: not valid JSON"):
+        list(iter_texts(tmp_path / "bad.jsonl", "all", seed=0))
 
 
 def test_hf_datasets_path_on_local_files(files):
@@ -102,10 +134,12 @@ def corpus_manifest():
 
 
 def test_embedded_source(corpus_manifest):
-    held = list(iter_texts("embedded", "heldout"))
+    held = list(iter_texts("embedded", "heldout", seed=None))
     assert len(held) == corpus_manifest["splits"]["heldout"]["n_docs"]
     first = json.loads(C.split_path("heldout").open().readline())["text"]
     assert held[0] == first
+    shuffled = list(iter_texts("embedded", "heldout"))              # seed 0, the default
+    assert sorted(shuffled) == sorted(held) and shuffled != held
     d = describe_source("embedded", "train")
     assert d["n_docs"] == corpus_manifest["splits"]["train"]["n_docs"]
     assert d["sha256"]["train"] == corpus_manifest["splits"]["train"]["sha256"]
@@ -158,10 +192,59 @@ def test_embedded_contexts_are_deterministic(tokenizer, corpus_manifest):
     a = list(itertools.islice(iter_contexts(tokenizer, "embedded", "heldout", 128), 50))
     b = list(itertools.islice(iter_contexts(tokenizer, "embedded", "heldout", 128), 50))
     assert len(a) == 50 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    c = list(itertools.islice(iter_contexts(tokenizer, "embedded", "heldout", 128, seed=1), 50))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+    a = list(itertools.islice(iter_contexts(tokenizer, "embedded", "heldout", 128, seed=None),
+                              50))
     assert a[0][0].item() == tokenizer.bos_token_id  # the first document starts the stream
-    first_doc = next(iter_texts("embedded", "heldout"))
+    first_doc = next(iter_texts("embedded", "heldout", seed=None))
     ids = tokenizer(first_doc, add_special_tokens=False)["input_ids"]
     assert a[0][1:].tolist() == ids[:127]
     # real English: decoding gives back text of the first document
     assert tokenizer.decode(a[0][1:20]) in first_doc
     assert not Path(C.split_path("heldout")).read_text().count("<|im_start|>")
+
+
+# ------------------------------------------------------------------ the corpus mix
+def test_first_tokens_contain_every_corpus_source(tokenizer, corpus_manifest):
+    """The first 4,096 tokens of the harvest order (train) and of the held-out order hold
+    text of linux-doc, python-doc and austen, for several seeds; file order (seed=None) is
+    kernel pages only, which is what the shuffle fixes."""
+    from abstopk.data.tokens import ContextStream
+
+    def first_mix(split, seed, n_ctx=32):
+        stream = ContextStream(tokenizer, "embedded", split, 128, seed=seed)
+        counts: dict[str, int] = {}
+        for _, src in itertools.islice(stream, n_ctx):
+            for j in src.tolist():
+                counts[stream.labels[j]] = counts.get(stream.labels[j], 0) + 1
+        assert sum(counts.values()) == n_ctx * 128
+        return counts
+
+    for split, seeds in (("train", (0, 1, 2)), ("heldout", (0, 1))):
+        for seed in seeds:
+            mix = first_mix(split, seed)
+            assert set(mix) == {"linux-doc", "python-doc", "austen"}, (split, seed, mix)
+            assert min(mix.values()) >= 128, (split, seed, mix)     # at least a context's worth
+    assert set(first_mix("train", None)) == {"linux-doc"}
+
+
+def test_heldout_documents_never_appear_in_train(corpus_manifest):
+    """Over the whole embedded corpus in the seeded order: the two splits share no document
+    (nor any document id), and each is a permutation of its file."""
+    from abstopk.data.text import iter_documents
+
+    train = list(iter_documents("embedded", "train", seed=0))
+    held = list(iter_documents("embedded", "heldout", seed=0))
+    assert len(train) == corpus_manifest["splits"]["train"]["n_docs"]
+    assert len(held) == corpus_manifest["splits"]["heldout"]["n_docs"]
+    train_text = {t for t, _ in train}
+    assert not train_text & {t for t, _ in held}
+    ids = {sp: [json.loads(line)["id"] for line in C.split_path(sp).open()]
+           for sp in ("train", "heldout")}
+    assert not set(ids["train"]) & set(ids["heldout"])
+    assert all(C.is_heldout(i) for i in ids["heldout"])
+    assert not any(C.is_heldout(i) for i in ids["train"])
+    assert sorted(train_text) == sorted(iter_texts("embedded", "train", seed=None))
+    labels = {lab for _, lab in train} | {lab for _, lab in held}
+    assert labels == {"linux-doc", "python-doc", "austen"}

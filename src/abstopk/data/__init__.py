@@ -4,11 +4,14 @@
   fetched into ``$ABSTOPK_CACHE``: ``abstopk data fetch corpus``.
 - :mod:`abstopk.data.labelled` — the probing tasks' labelled sentences (VADER, FEVER,
   linux-doc translations, users' files): ``abstopk data fetch probing``.
-- :mod:`abstopk.data.text` — ``iter_texts(source, split)``: embedded corpus, local
-  ``.txt``/``.jsonl``/``.parquet`` files, Hugging Face datasets (streaming).
-- :mod:`abstopk.data.tokens` — ``iter_contexts``: tokenise, prepend BOS, pack into contexts.
+- :mod:`abstopk.data.text` — ``iter_texts(source, split, seed=0)`` / ``iter_documents``:
+  embedded corpus, local ``.txt``/``.jsonl``/``.parquet`` files, Hugging Face datasets
+  (streaming); finite sources in a seeded shuffled document order (:mod:`.doc_order`).
+- :mod:`abstopk.data.tokens` — ``iter_contexts`` / ``ContextStream``: tokenise, prepend BOS,
+  pack into contexts, mix them in windows.
 - :mod:`abstopk.data.harvest`, :mod:`abstopk.data.cache` — activation harvesting and the
-  on-disk cache (see CACHE_FORMAT in the docs).
+  on-disk cache (format and manifest check: :mod:`.cache_format`; writer:
+  :mod:`.cache_writer`; see docs/data.md).
 - :mod:`abstopk.data.heldout` — ``heldout_activations``: held-out activations in memory.
 - :mod:`abstopk.data.loader` — ``CacheLoader``: streaming shuffled fp32 batches from a cache.
 - :mod:`abstopk.data.sources` — the ``BatchSource`` protocol the trainer reads;

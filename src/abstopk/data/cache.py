@@ -4,100 +4,80 @@ Layout (the contract shared with the loader and the trainer)::
 
     CACHE/manifest.json
     CACHE/shard_000000.safetensors   {"activations": [rows, d_in] (manifest dtype),
-    CACHE/shard_000001.safetensors    "token_ids":   [rows] int64}
-    ...
+    CACHE/shard_000001.safetensors    "token_ids":   [rows] int64,
+    ...                               "context_ids": [rows] int64   (version 2)
+                                      "positions":   [rows] int32}  (version 2)
+
+``context_ids`` is the global index (in harvest order) of the packed context a row came from,
+``positions`` the position of the row's token in that context. Rows of one context are
+consecutive; BOS/pad positions are not rows, so positions may skip 0. Version-1 caches (no
+such tensors) stay readable for training and evaluation; asking them for a row's context
+(:meth:`ActivationCache.token_context`, :meth:`ActivationCache.rows_with_context`) raises
+:class:`CacheError`.
 
 The manifest records the model (ref + revision), layer, site, hook name, ``d_in``, ``dtype``,
-context size, corpus description, ``requested_tokens``, ``total_rows`` (= Σ shard rows),
-``contexts_consumed`` (the resume position in the packed-context stream), ``complete`` and,
-per shard, ``file``, ``rows``, ``contexts`` (packed contexts it was harvested from) and the
+context size, corpus description, the corpus order (``corpus_order``: seed, rules),
+``requested_tokens``, ``total_rows`` (= Σ shard rows), ``token_mix`` (rows per corpus part,
+e.g. ``linux-doc`` / ``python-doc`` / ``austen``), ``contexts_consumed`` (the resume position
+in the packed-context stream), ``complete`` and, per shard, ``file``, ``rows``, ``contexts``
+(packed contexts it was harvested from), ``mix`` (its rows per corpus part) and the
 ``sha256`` of the file's bytes.
 
-Writes are crash-safe: a shard is written to a temporary name and renamed (``abstopk.files``),
-*then* the manifest is rewritten atomically. A kill at any moment leaves a valid cache whose
-manifest lists only complete shards; a shard file not yet in the manifest is simply rewritten
-(bit-identical) when the harvest resumes.
+Writes are crash-safe (:class:`~abstopk.data.cache_writer.CacheWriter`): a shard is written
+to a temporary name and renamed (``abstopk.files``), *then* the manifest is rewritten
+atomically. A kill at any moment leaves a valid cache whose manifest lists only complete
+shards; a shard file not yet in the manifest is simply rewritten (bit-identical) when the
+harvest resumes.
 
 A multi-layer harvest writes one cache per layer in ``CACHE/layer_L``; :func:`find_caches`
-lists them.
+lists them. Format constants and the manifest check: :mod:`abstopk.data.cache_format`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CacheError
 from ..files import sha256_file
+from .cache_format import (
+    FORMAT,
+    MANIFEST,
+    READABLE_VERSIONS,
+    ST_DTYPE,
+    VERSION,
+    find_caches,
+    read_manifest,
+    shard_name,
+)
+from .cache_writer import CacheWriter
 
 __all__ = [
     "FORMAT",
+    "READABLE_VERSIONS",
     "VERSION",
     "ActivationCache",
     "CacheError",
     "CacheWriter",
+    "TokenContext",
     "find_caches",
     "shard_name",
 ]
 
-FORMAT = "abstopk-activation-cache"
-VERSION = 1
-MANIFEST = "manifest.json"
-DTYPES = ("float32", "float16", "bfloat16")
-_ST_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-_REQUIRED = ("format", "version", "model", "layer", "site", "d_in", "dtype", "context_size",
-             "total_rows", "contexts_consumed", "complete", "shards")
 
+@dataclass
+class TokenContext:
+    """A row's neighbourhood inside its own context: ``token_ids`` and ``positions`` of the
+    rows shown, ``focus`` (index of the row itself among them) and ``context_id``."""
 
-
-def shard_name(i: int) -> str:
-    """``shard_{i:06d}.safetensors``."""
-    return f"shard_{i:06d}.safetensors"
-
-
-def find_caches(path: str | os.PathLike) -> list[Path]:
-    """The cache folders at ``path``: itself if it holds a manifest, else its ``layer_*``
-    sub-folders that do (sorted by layer). Empty list when there are none."""
-    p = Path(path)
-    if (p / MANIFEST).is_file():
-        return [p]
-    subs = [d for d in p.glob("layer_*") if (d / MANIFEST).is_file()]
-
-    def key(d: Path):
-        tail = d.name[len("layer_"):]
-        return (0, int(tail), "") if tail.isdigit() else (1, 0, tail)
-
-    return sorted(subs, key=key)
-
-
-def _read_manifest(path: Path) -> dict:
-    mp = path / MANIFEST
-    if not path.is_dir():
-        raise CacheError(f"{path}: no such cache folder")
-    try:
-        text = mp.read_text()
-    except FileNotFoundError:
-        subs = find_caches(path)
-        hint = f" (it holds per-layer caches: {', '.join(s.name for s in subs)})" if subs else ""
-        raise CacheError(f"{path}: not an activation cache, no {MANIFEST}{hint}") from None
-    try:
-        m = json.loads(text)
-    except ValueError as e:
-        raise CacheError(f"{mp}: invalid JSON ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise CacheError(f"{mp}: not an abstopk activation cache manifest")
-    if int(m.get("version", -1)) != VERSION:
-        raise CacheError(f"{mp}: unsupported cache version {m.get('version')} (expected {VERSION})")
-    missing = [k for k in _REQUIRED if k not in m]
-    if missing:
-        raise CacheError(f"{mp}: manifest lacks {', '.join(missing)}")
-    if m["dtype"] not in DTYPES:
-        raise CacheError(f"{mp}: unsupported dtype {m['dtype']!r}")
-    return m
+    token_ids: list[int]
+    positions: list[int]
+    focus: int
+    context_id: int
 
 
 class ActivationCache:
@@ -105,12 +85,13 @@ class ActivationCache:
 
     Attributes: ``path``, ``manifest`` (dict), ``d_in``, ``dtype`` (str), ``total_rows``,
     ``shards`` (list of ``{"file", "rows", "sha256", ...}``), ``layer``, ``site``,
-    ``context_size``, ``complete``.
+    ``context_size``, ``complete``, ``version``, ``token_mix`` (rows per corpus part, or
+    None), ``seed`` (of the corpus order, or None).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.manifest = _read_manifest(self.path)
+        self.manifest = read_manifest(self.path)
         m = self.manifest
         self.d_in = int(m["d_in"])
         self.dtype = str(m["dtype"])
@@ -120,6 +101,8 @@ class ActivationCache:
         self.site = str(m["site"])
         self.context_size = int(m["context_size"])
         self.complete = bool(m["complete"])
+        self.version = int(m["version"])
+        self._starts: list[int] | None = None
 
     def __len__(self) -> int:
         return self.total_rows
@@ -159,6 +142,7 @@ class ActivationCache:
             "shards": len(self.shards), "bytes": n_bytes,
             "corpus": (m.get("corpus") or {}).get("name") or (m.get("corpus") or {}).get("source"),
             "corpus_split": (m.get("corpus") or {}).get("split"),
+            "version": self.version, "seed": self.seed, "token_mix": self.token_mix,
         }
 
     def verify(self, *, checksums: bool = True,
@@ -175,7 +159,7 @@ class ActivationCache:
         from ..files import safetensors_header
 
         problems: list[str] = []
-        want_dtype = _ST_DTYPE[self.dtype]
+        want_dtype = ST_DTYPE[self.dtype]
         for i, s in enumerate(self.shards):
             name = str(s.get("file", f"<shard {i}>"))
             p = self.path / name
@@ -200,6 +184,13 @@ class ActivationCache:
                 if toks["shape"] != [rows] or toks["dtype"] != "I64":
                     problems.append(f"{name}: token_ids are {toks['dtype']} {toks['shape']}, "
                                     f"manifest says I64 [{rows}]")
+                if self.version >= 2:
+                    for key, want in (("context_ids", "I64"), ("positions", "I32")):
+                        t = header.get(key)
+                        if t is None or t["shape"] != [rows] or t["dtype"] != want:
+                            got = "missing" if t is None else f"{t['dtype']} {t['shape']}"
+                            problems.append(f"{name}: {key} is {got}, format version "
+                                            f"{self.version} needs {want} [{rows}]")
                 end = max(int(t["data_offsets"][1]) for k, t in header.items()
                           if k != "__metadata__")
                 size = p.stat().st_size
@@ -223,134 +214,84 @@ class ActivationCache:
             problems.append(f"{MANIFEST}: complete with {total} rows, {req} were requested")
         return problems
 
-
-def _same(old: Any, new: Any) -> bool:
-    """Equal as JSON; for dicts (e.g. the corpus description) only the keys both have count,
-    so a newer version describing more does not block resuming an older cache."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return all(_same(old[k], new[k]) for k in old.keys() & new.keys())
-    return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
-
-
-class CacheWriter:
-    """Appends shards to one cache folder (used by the harvest).
-
-    ``CacheWriter(path, header, resume=True)`` opens or creates the cache. ``header`` holds
-    the fields that define the content (model, model_revision, layer, site, d_in, dtype,
-    context_size, keep_bos, corpus, ...). On resume they must equal the existing manifest's
-    (``requested_tokens`` and ``batch_size`` may differ; the caller decides on them);
-    otherwise :class:`CacheError`. ``resume=False`` deletes an existing manifest and its
-    shard files first. Leftover temporary files of a killed run are removed.
-    """
-
-    #: manifest keys that may legitimately change between runs
-    MUTABLE = ("requested_tokens", "batch_size", "shard_rows", "abstopk_version", "model")
-
-    def __init__(self, path: str | os.PathLike, header: dict[str, Any], *, resume: bool = True):
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        for tmp in self.path.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        mp = self.path / MANIFEST
-        if mp.exists() and not resume:
-            old = _read_manifest(self.path)
-            for s in old["shards"]:
-                (self.path / s["file"]).unlink(missing_ok=True)
-            for p in self.path.glob("shard_*.safetensors"):
-                p.unlink()
-            mp.unlink()
-        if mp.exists():
-            m = _read_manifest(self.path)
-            diffs = [k for k, v in header.items()
-                     if k not in self.MUTABLE and not _same(m.get(k), v)]
-            if diffs:
-                k = diffs[0]
-                raise CacheError(
-                    f"{self.path}: cannot resume, {k} differs (cache: {json.dumps(m.get(k))[:80]}, "
-                    f"now: {json.dumps(header[k])[:80]}); write to another folder or start the cache over")
-            self.manifest = m
-            self.resumed = True
-        else:
-            self.manifest = {
-                "format": FORMAT, "version": VERSION, **header,
-                "total_rows": 0, "contexts_consumed": 0, "complete": False, "shards": [],
-            }
-            self.resumed = False
-            self._save()
-
-    # -- state
+    # -- provenance
     @property
-    def total_rows(self) -> int:
-        return int(self.manifest["total_rows"])
+    def token_mix(self) -> dict[str, int] | None:
+        """Rows per corpus part (e.g. ``{"austen": .., "linux-doc": .., "python-doc": ..}``),
+        None for a cache harvested before it was recorded."""
+        mix = self.manifest.get("token_mix")
+        return None if mix is None else {str(k): int(v) for k, v in mix.items()}
 
     @property
-    def contexts_consumed(self) -> int:
-        return int(self.manifest["contexts_consumed"])
+    def seed(self) -> int | None:
+        """Seed of the corpus order the cache was harvested in (None when not recorded)."""
+        order = self.manifest.get("corpus_order") or {}
+        s = order.get("seed") if isinstance(order, dict) else None
+        return None if s is None else int(s)
 
+    # -- per-row contexts (format version 2)
     @property
-    def complete(self) -> bool:
-        return bool(self.manifest["complete"])
+    def has_positions(self) -> bool:
+        """Whether the shards carry ``context_ids`` and ``positions`` (format version 2)."""
+        return self.version >= 2
 
-    def set(self, **fields) -> None:
-        """Update manifest fields and save atomically."""
-        self.manifest.update(fields)
-        self._save()
+    def _require_positions(self) -> None:
+        if not self.has_positions:
+            raise CacheError(f"{self.path}: harvested before per-row positions were recorded "
+                             f"(cache format version {self.version}); harvest it again")
 
-    def _save(self) -> None:
-        from .. import __version__
-        from ..files import atomic_write_json
+    def _shard_starts(self) -> list[int]:
+        if self._starts is None:
+            starts, n = [], 0
+            for s in self.shards:
+                starts.append(n)
+                n += int(s["rows"])
+            self._starts = starts
+        return self._starts
 
-        self.manifest["abstopk_version"] = __version__
-        atomic_write_json(self.path / MANIFEST, self.manifest)
+    def rows_with_context(self, start: int, stop: int) -> dict[str, Any]:
+        """``{"token_ids" [n] int64, "context_ids" [n] int64, "positions" [n] int32}`` of the
+        global rows ``start..stop-1`` (clipped to the cache; may span shards).
 
-    def rollback_to(self, contexts: int) -> None:
-        """Drop trailing shards so that ``contexts_consumed == contexts`` (used to bring the
-        per-layer caches of a multi-layer harvest back in step after a kill)."""
-        shards = list(self.manifest["shards"])
-        c = self.contexts_consumed
-        while c > contexts and shards:
-            s = shards.pop()
-            c -= int(s["contexts"])
-        if c != contexts:
-            raise CacheError(f"{self.path}: cannot roll back to {contexts} contexts "
-                             f"(shard boundaries do not match)")
-        if len(shards) != len(self.manifest["shards"]):
-            self.manifest.update(shards=shards, contexts_consumed=c, complete=False,
-                                 total_rows=sum(int(s["rows"]) for s in shards))
-            self._save()
-
-    # -- writing
-    def write_shard(self, activations, token_ids, contexts: int) -> dict[str, Any]:
-        """Write the next shard (atomically), then record it in the manifest.
-
-        ``activations`` [rows, d_in] (converted to the manifest dtype), ``token_ids`` [rows];
-        ``contexts``: how many packed contexts these rows came from (advances the resume
-        position). Returns the shard's manifest entry.
+        Raises :class:`CacheError` for a version-1 cache (no per-row positions).
         """
+        import bisect
+
         import torch
-        from safetensors.torch import save
 
-        from ..files import atomic_write_bytes
+        self._require_positions()
+        start, stop = max(0, int(start)), min(self.total_rows, int(stop))
+        keys = ("token_ids", "context_ids", "positions")
+        parts: dict[str, list] = {k: [] for k in keys}
+        starts = self._shard_starts()
+        i = max(0, bisect.bisect_right(starts, start) - 1)
+        while start < stop and i < len(self.shards):
+            lo = start - starts[i]
+            hi = min(int(self.shards[i]["rows"]), stop - starts[i])
+            shard = self.open_shard(i)
+            for k in keys:
+                parts[k].append(shard[k].rows(lo, hi))
+            start = starts[i] + hi
+            i += 1
+        empty = {"token_ids": torch.int64, "context_ids": torch.int64, "positions": torch.int32}
+        return {k: torch.cat(v) if v else torch.zeros(0, dtype=empty[k]) for k, v in parts.items()}
 
-        dtype = getattr(torch, self.manifest["dtype"])
-        acts = activations.detach().to("cpu", dtype).contiguous()
-        toks = token_ids.detach().to("cpu", torch.int64).contiguous()
-        if acts.ndim != 2 or acts.shape[1] != int(self.manifest["d_in"]) \
-                or toks.shape != (acts.shape[0],):
-            raise ValueError(f"shard shapes {tuple(acts.shape)} / {tuple(toks.shape)} do not "
-                             f"match d_in={self.manifest['d_in']}")
-        i = len(self.manifest["shards"])
-        name = shard_name(i)
-        # one metadata key: safetensors writes a multi-key metadata map in random order, and
-        # the bytes (hence the sha256) must be reproducible for resumed harvests
-        meta = json.dumps({"format": FORMAT, "layer": self.manifest["layer"],
-                           "site": self.manifest["site"], "index": i}, sort_keys=True)
-        data = save({"activations": acts, "token_ids": toks}, metadata={"abstopk": meta})
-        entry = {"file": name, "rows": int(acts.shape[0]), "contexts": int(contexts),
-                 "sha256": hashlib.sha256(data).hexdigest()}
-        atomic_write_bytes(self.path / name, data)
-        self.manifest["shards"].append(entry)
-        self.manifest["total_rows"] = self.total_rows + entry["rows"]
-        self.manifest["contexts_consumed"] = self.contexts_consumed + int(contexts)
-        self._save()
-        return entry
+    def token_context(self, row: int, window: int = 8) -> TokenContext:
+        """The rows of ``row``'s own context within ``window`` rows on either side.
+
+        Returns a :class:`TokenContext`: their ``token_ids`` and ``positions`` (in order) and
+        ``focus``, the index of ``row`` among them. Raises :class:`CacheError` for a version-1
+        cache and :class:`IndexError` for a row outside the cache.
+        """
+        self._require_positions()
+        row = int(row)
+        if not 0 <= row < self.total_rows:
+            raise IndexError(f"row {row} is outside the cache (0..{self.total_rows - 1})")
+        lo = max(0, row - int(window))
+        got = self.rows_with_context(lo, row + int(window) + 1)
+        same = got["context_ids"] == got["context_ids"][row - lo]
+        idx = same.nonzero().squeeze(1)
+        return TokenContext(token_ids=got["token_ids"][idx].tolist(),
+                            positions=got["positions"][idx].tolist(),
+                            focus=int((idx < row - lo).sum()),
+                            context_id=int(got["context_ids"][row - lo]))

@@ -1,11 +1,16 @@
 """Harvest a language model's activations into a resumable on-disk cache.
 
-Pipeline: text (``abstopk.data.text``) → packed contexts of ``context_size`` tokens with BOS
-before each document (``abstopk.data.tokens.iter_contexts``, deterministic order) → batches of
+Pipeline: text (``abstopk.data.text``, documents of every corpus part in a seeded, shuffled,
+document-level order) → packed contexts of ``context_size`` tokens with BOS before each
+document, mixed in windows of 1024 contexts (``abstopk.data.tokens.ContextStream``,
+deterministic given ``seed``) → batches of
 ``batch_size`` contexts → truncated forward to the last requested layer
 (``abstopk.lm.run_to_layer``) → rows = positions that are not BOS/pad (``keep_bos`` keeps BOS)
 → shards of about ``shard_rows`` rows, always made of whole contexts → one cache per layer
-(``abstopk.data.cache``).
+(``abstopk.data.cache``). Each row records its context id (global index of its packed
+context in this order) and its position in that context (cache format version 2); the
+manifest records the seed and order (``corpus_order``) and the rows per corpus part
+(``token_mix``).
 
 Exactly ``tokens`` rows are written: the last shard is cut after the row that reaches the
 count. Resuming: the manifest's ``contexts_consumed`` is the number of contexts already
@@ -27,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputExistsError, UserError
+from ..errors import CacheError, OutputExistsError, UserError
 from ..fields import doc_field
 
 __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
@@ -56,6 +61,8 @@ class HarvestConfig:
                      "file, a folder of .txt files, or a Hugging Face dataset (owner/name).", "embedded")
     split: str = doc_field("Corpus split: train or heldout (they never share a document).", "train")
     keep_bos: bool = doc_field("Keep the BOS positions (excluded by default, like pad).", False)
+    seed: int = doc_field("Seed of the corpus order: documents shuffled, contexts mixed in "
+                          "windows of 1024 (Hugging Face datasets: stream order).", 0)
     device: str = doc_field("Device of the model forward: cpu, cuda, cuda:1, ...", "cpu")
     model_dtype: str = doc_field("Dtype the model runs in (float32, bfloat16, float16).", "float32")
     shard_rows: int = doc_field("Approximate rows per shard (shards hold whole contexts).", 65536)
@@ -152,8 +159,9 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
 
     from ..lm import hook_name, load_model, run_to_layer
     from .cache import CacheWriter
-    from .text import describe_source
-    from .tokens import iter_contexts
+    from .doc_order import ORDER_RULE
+    from .text import describe_source, resolve_source
+    from .tokens import MIX_WINDOW, ContextStream
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if model is None:
@@ -163,6 +171,12 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
                         f"{info.n_layers} blocks (0..{info.n_layers - 1})")
     device = next(model.parameters()).device
     corpus = describe_source(cfg.corpus, cfg.split)
+    streamed = resolve_source(cfg.corpus)[0] == "hf"
+    order = {"seed": cfg.seed,
+             "documents": "stream order (not indexable)" if streamed else ORDER_RULE,
+             "mix_window": MIX_WINDOW,
+             "contexts": "window w of mix_window packed contexts in the order "
+                         "numpy.random.default_rng([seed, 1, w]).permutation(len(window))"}
 
     # d_in from a one-context probe (mlp_out/attn_out of some models may differ from d_model)
     probe = torch.full((1, 2), int(tokenizer.bos_token_id or 0), dtype=torch.long, device=device)
@@ -177,10 +191,16 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             "layer": L, "site": cfg.site, "hook_name": hook_name(L, cfg.site), "d_in": d_in,
             "dtype": cfg.dtype, "model_dtype": cfg.model_dtype, "context_size": cfg.context_size,
             "keep_bos": cfg.keep_bos, "prepend_bos": True, "corpus": corpus,
+            "corpus_order": order,
             "requested_tokens": cfg.tokens, "batch_size": cfg.batch_size,
             "shard_rows": cfg.shard_rows,
         }
-        writers.append(CacheWriter(path, header, resume=cfg.resume))
+        w = CacheWriter(path, header, resume=cfg.resume)
+        if w.resumed and w.manifest["shards"] and int(w.manifest["version"]) < 2:
+            raise CacheError(f"{path}: harvested before per-row positions were recorded "
+                             f"(cache format version {w.manifest['version']}); it cannot be "
+                             f"resumed, harvest it again")
+        writers.append(w)
 
     # bring the per-layer caches in step (a kill may fall between two manifest updates)
     consumed = min(w.contexts_consumed for w in writers)
@@ -211,15 +231,19 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
         log(f"resuming {cfg.out}: {done} rows from {consumed} contexts already harvested")
 
     store_dtype = getattr(torch, cfg.dtype)
-    contexts = iter_contexts(tokenizer, cfg.corpus, cfg.split, cfg.context_size,
-                             prepend_bos=True)
-    contexts = itertools.islice(contexts, consumed, None)
+    stream = ContextStream(tokenizer, cfg.corpus, cfg.split, cfg.context_size,
+                           prepend_bos=True, seed=cfg.seed, mix_window=MIX_WINDOW)
+    contexts = itertools.islice(iter(stream), consumed, None)
+    next_context = consumed          # global id of the next context of the stream
     delay = float(os.environ.get(_DELAY_ENV, "0") or 0)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abstopk-shard-writer")
     pending: Future | None = None
     buf_acts: list[list] = [[] for _ in writers]
     buf_toks: list = []
+    buf_cids: list = []
+    buf_pos: list = []
+    buf_src: list = []
     buf_rows = 0
     buf_ctx = 0
     target = cfg.tokens
@@ -231,20 +255,25 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
                     desc=f"harvest L{','.join(map(str, cfg.layers))}", dynamic_ncols=True,
                     smoothing=0.1)
 
-    def write_all(acts_per_layer, toks, n_ctx):
+    def write_all(acts_per_layer, toks, n_ctx, cids, pos, mix):
         for w, a in zip(writers, acts_per_layer, strict=True):
-            w.write_shard(a, toks, n_ctx)
+            w.write_shard(a, toks, n_ctx, context_ids=cids, positions=pos, mix=mix)
 
     def flush(final: bool) -> None:
-        nonlocal pending, buf_acts, buf_toks, buf_rows, buf_ctx
+        nonlocal pending, buf_acts, buf_toks, buf_cids, buf_pos, buf_src, buf_rows, buf_ctx
         if pending is not None:
             pending.result()
             pending = None
         if buf_rows:
             toks = torch.cat(buf_toks)
             acts = [torch.cat(b) for b in buf_acts]
-            pending = pool.submit(write_all, acts, toks, buf_ctx)
+            codes = torch.cat(buf_src).long()
+            counts = torch.bincount(codes, minlength=len(stream.labels)).tolist()
+            mix = {stream.labels[j]: int(n) for j, n in enumerate(counts) if n}
+            pending = pool.submit(write_all, acts, toks, buf_ctx, torch.cat(buf_cids),
+                                  torch.cat(buf_pos), mix)
         buf_acts, buf_toks, buf_rows, buf_ctx = [[] for _ in writers], [], 0, 0
+        buf_cids, buf_pos, buf_src = [], [], []
         if final and pending is not None:
             pending.result()
             pending = None
@@ -254,7 +283,9 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     t_start = time.perf_counter()
     try:
         for batch in _batches(contexts, batch_size):
-            ids = torch.stack(batch).to(device)
+            ids = torch.stack([b[0] for b in batch]).to(device)
+            src = torch.stack([b[1] for b in batch])
+            T = ids.shape[1]
             acts = run_to_layer(model, ids, None, cfg.layers, cfg.site)
             keep = keep_positions(ids, tokenizer, cfg.keep_bos)
             flat = keep.reshape(-1).nonzero().squeeze(1)
@@ -264,7 +295,12 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             for j, L in enumerate(cfg.layers):
                 a = acts[L].reshape(-1, d_in).index_select(0, flat)
                 buf_acts[j].append(a.to("cpu", store_dtype))
+            flat_cpu = flat.to("cpu")
             buf_toks.append(ids.reshape(-1).index_select(0, flat).to("cpu"))
+            buf_cids.append(next_context + torch.div(flat_cpu, T, rounding_mode="floor"))
+            buf_pos.append((flat_cpu % T).to(torch.int32))
+            buf_src.append(src.reshape(-1).index_select(0, flat_cpu))
+            next_context += len(batch)
             n = int(flat.numel())
             buf_rows += n
             buf_ctx += len(batch)

@@ -2,6 +2,8 @@
 
 The same rule as harvesting (:func:`abstopk.data.harvest.keep_positions`): a truncated forward
 to ``layer`` on packed contexts of the corpus's *held-out* split, BOS/pad positions dropped.
+The contexts come in the same seeded order as a harvest's (documents shuffled, contexts mixed
+in windows; :mod:`abstopk.data.tokens`), so the first ``n_tokens`` span every corpus part.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ __all__ = ["heldout_activations"]
 def heldout_activations(model: Any, tokenizer: Any, *, layer: int, site: str, n_tokens: int,
                         context_size: int = 128, source: str = "embedded",
                         batch_size: int = 8, keep_bos: bool = False,
-                        progress: bool = False) -> Tensor:
+                        progress: bool = False, seed: int | None = 0) -> Tensor:
     """``n_tokens`` activations [n, d_in] (float32) of held-out contexts, BOS/pad dropped
     (``keep_bos``: BOS kept, as in a cache harvested with ``keep_bos``).
 
-    Contexts of ``context_size`` tokens are run ``batch_size`` at a time; the last batch is
-    cut so that exactly ``n_tokens`` rows come back (fewer when the split runs out).
+    Contexts of ``context_size`` tokens (in the order of ``seed``; None: file order) are run
+    ``batch_size`` at a time; the last batch is cut so that exactly ``n_tokens`` rows come
+    back (fewer when the split runs out).
     """
     from ..lm.hooks import run_to_layer
     from .harvest import keep_positions
@@ -47,7 +50,7 @@ def heldout_activations(model: Any, tokenizer: Any, *, layer: int, site: str, n_
 
     try:
         for c in iter_contexts(tokenizer, source=source, split="heldout",
-                               context_size=context_size):
+                               context_size=context_size, seed=seed):
             buf.append(c)
             if len(buf) < batch_size:
                 continue

@@ -16,6 +16,13 @@ separately. For a local file, document ``i`` (0-based, in file order) is held ou
 hub dataset, ``heldout`` reads its ``validation`` (else ``test``) split and ``train`` its
 ``train`` split; a dataset with only ``train`` is divided by the same row-index rule.
 ``"all"`` reads every document of a local file or of the embedded corpus.
+
+Order: with ``seed`` (an int, default 0) the documents of a finite, indexable source (the
+embedded corpus, .txt, .jsonl, .parquet, a folder) come in a seeded, shuffled, document-level
+order (:mod:`abstopk.data.doc_order`; the split is decided on the file order first, so the
+shuffle never moves a document between splits). ``seed=None`` reads them in file order. A
+Hugging Face dataset is streamed and not indexable: it is read in its stream order whatever
+the seed.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 from ..errors import UserError
 from .corpus import DEFAULT_HELDOUT_FRACTION, is_heldout
 
-__all__ = ["describe_source", "iter_hf_texts", "iter_texts", "resolve_source"]
+__all__ = ["describe_source", "iter_documents", "iter_hf_texts", "iter_texts", "resolve_source"]
 
 SPLITS = ("train", "heldout", "all")
 _HF_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -72,7 +79,7 @@ def _keep(i: int, split: str) -> bool:
     return split == "all" or (is_heldout(str(i)) == (split == "heldout"))
 
 
-def _iter_embedded(split: str) -> Iterator[str]:
+def _iter_embedded(split: str) -> Iterator[tuple[str, str]]:
     from .corpus import ensure_corpus, split_path
 
     ensure_corpus()
@@ -80,7 +87,8 @@ def _iter_embedded(split: str) -> Iterator[str]:
         with open(split_path(sp), encoding="utf-8") as f:
             for line in f:
                 if line.strip():
-                    yield json.loads(line)["text"]
+                    obj = json.loads(line)
+                    yield obj["text"], str(obj.get("source", "embedded"))
 
 
 def _iter_txt(path: str) -> Iterator[str]:
@@ -168,26 +176,43 @@ def iter_hf_texts(path: str, config: str | None = None, split: str = "train", *,
                 yield str(t)
 
 
-def iter_texts(source: str | os.PathLike = "embedded", split: str = "train", *,
-               text_field: str = "text") -> Iterator[str]:
-    """Documents of ``source`` for ``split`` ("train", "heldout" or "all"), in a fixed order.
-
-    See the module docstring for the accepted sources and the split rule.
-    """
+def iter_documents(source: str | os.PathLike = "embedded", split: str = "train", *,
+                   text_field: str = "text", seed: int | None = 0
+                   ) -> Iterator[tuple[str, str]]:
+    """``(text, label)`` of the documents of ``source`` for ``split`` ("train", "heldout" or
+    "all"): seeded shuffled order (``seed`` an int) or file order (``seed=None``); see the
+    module docstring. ``label`` names the part of the corpus a document comes from: the
+    embedded corpus's source (``linux-doc``, ``python-doc``, ``austen``), else the file,
+    folder or dataset name."""
     _check_split(split)
     kind, ref, config = resolve_source(source)
+    if kind == "hf":
+        for t in iter_hf_texts(ref, config, split, text_field=text_field):
+            yield t, ref
+        return
+    if seed is not None:
+        from .doc_order import iter_shuffled_documents
+
+        yield from iter_shuffled_documents(kind, ref, split, int(seed), text_field=text_field)
+        return
     if kind == "embedded":
         yield from _iter_embedded(split)
         return
-    if kind == "hf":
-        yield from iter_hf_texts(ref, config, split, text_field=text_field)
-        return
+    label = Path(ref).name
     it = {"txt": lambda: _iter_txt(ref), "txtdir": lambda: _iter_txtdir(ref),
           "jsonl": lambda: _iter_jsonl(ref, text_field),
           "parquet": lambda: _iter_parquet(ref, text_field)}[kind]()
     for i, doc in enumerate(it):
         if _keep(i, split):
-            yield doc
+            yield doc, label
+
+
+def iter_texts(source: str | os.PathLike = "embedded", split: str = "train", *,
+               text_field: str = "text", seed: int | None = 0) -> Iterator[str]:
+    """Documents of ``source`` for ``split`` ("train", "heldout" or "all"), in the seeded
+    shuffled order (``seed=None``: file order); see :func:`iter_documents`."""
+    for text, _ in iter_documents(source, split, text_field=text_field, seed=seed):
+        yield text
 
 
 def _file_fingerprint(path: Path) -> dict:
