@@ -51,3 +51,7 @@ class RunMismatchError(UserError, ValueError):
 
 class OutputExistsError(UserError):
     """An output path holds a finished artefact, or is the command's own input."""
+
+
+class SteeringError(UserError, ValueError):
+    """A steering run that cannot be done as asked (bad settings, missing SAE, no data)."""
