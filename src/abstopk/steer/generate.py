@@ -18,13 +18,18 @@ __all__ = ["continuation_nll", "distinct_n", "encode_left_padded", "repetition_r
            "sample_continuations"]
 
 
-def encode_left_padded(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids [B, T], attention_mask [B, T]): BOS + prompt tokens, left-padded."""
+def encode_left_padded(tokenizer, prompts: Sequence[str], bos: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids [B, T], attention_mask [B, T]): [BOS +] prompt tokens, left-padded.
+
+    ``bos=False`` for prompts that already start with their special tokens (chat templates).
+    """
     from ..data.tokens import bos_token_id
 
-    bos = bos_token_id(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else bos
-    ids = [[bos] + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    b = bos_token_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else b
+    head = [b] if bos else []
+    ids = [head + tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     T = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), T), pad, dtype=torch.long)
     mask = torch.zeros((len(ids), T), dtype=torch.long)
@@ -36,14 +41,14 @@ def encode_left_padded(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor,
 
 @torch.no_grad()
 def sample_continuations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int,
-                         seed: int, temperature: float = 0.7, top_p: float = 0.9
-                         ) -> list[list[int]]:
+                         seed: int, temperature: float = 0.7, top_p: float = 0.9,
+                         bos: bool = True) -> list[list[int]]:
     """New token ids per prompt (cut before the first EOS/pad), sampled with ``seed``.
 
     ``temperature = 0`` is greedy decoding. Run it inside an intervention's ``with`` block
     to steer (one block per call: the block's position tracker starts at the prompt).
     """
-    input_ids, mask = encode_left_padded(tokenizer, prompts)
+    input_ids, mask = encode_left_padded(tokenizer, prompts, bos)
     dev = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
