@@ -6,6 +6,14 @@ Reads saved SAEs and the LM; imports nothing above ``eval``. Submodules:
 decoder cosine, signed standardised effect) and
 :mod:`~abstopk.steer.interventions` (add a direction, ablate it, edit SAE latents with the
 error term kept — context managers that work inside ``generate``).
+
+The comparison behind ``abstopk steer``: :mod:`~abstopk.steer.axes` (concept axes with
+train/held and dev/test splits), :mod:`~abstopk.steer.scorers` (offline concept scorers),
+:mod:`~abstopk.steer.generate` (seeded batched sampling, continuation perplexity),
+:mod:`~abstopk.steer.costs` (held-out LM loss under an intervention),
+:mod:`~abstopk.steer.methods` (DiM / SAE latents at signed strengths in one unit),
+:mod:`~abstopk.steer.config`, :mod:`~abstopk.steer.run`, :mod:`~abstopk.steer.summary`,
+:mod:`~abstopk.steer.stats`, and :mod:`~abstopk.steer.refusal` (the refusal table).
 """
 
 from .directions import (
