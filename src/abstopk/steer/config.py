@@ -24,7 +24,7 @@ class SteerConfig:
     layer: int = doc_field("Block whose output (resid_post) is steered.", 6)
     strengths: list[float] = doc_field(
         "Signed strengths in units of the DiM's typical magnitude (95th-percentile "
-        "|projection| on held-out corpus tokens); 0 is the unsteered row.", [-8.0, -4.0, 4.0, 8.0])
+        "|projection| on held-out corpus tokens); 0 is the unsteered row.", [-1.0, -0.5, 0.5, 1.0])
     n_prompts: int = doc_field("Neutral prompts per split (dev and test; at most 10).", 4)
     samples: int = doc_field("Sampled continuations per prompt (generation seeds 0..n-1).", 3)
     max_new_tokens: int = doc_field("Tokens generated per continuation.", 16)
@@ -33,7 +33,7 @@ class SteerConfig:
     positions: str = doc_field("Positions steered while generating: all, generated.", "all")
     latent_mode: str = doc_field("SAE latent edit: add (z_i += value) or set (z_i = value).",
                                  "add")
-    n_train: int = doc_field("Texts per axis end used to estimate directions and latents.", 48)
+    n_train: int = doc_field("Texts per axis end used to estimate directions and latents.", 128)
     capability_contexts: int = doc_field("Held-out corpus contexts for the capability loss.", 4)
     capability_context_size: int = doc_field("Tokens per capability context.", 48)
     magnitude_tokens: int = doc_field(
