@@ -16,6 +16,8 @@ train/held and dev/test splits), :mod:`~abstopk.steer.scorers` (offline concept 
 :mod:`~abstopk.steer.stats`, and :mod:`~abstopk.steer.refusal` (the refusal table).
 """
 
+from .axes import AXES, Axis, build_axis
+from .config import SteerConfig
 from .directions import (
     Direction,
     diff_in_means,
@@ -32,14 +34,26 @@ from .interventions import (
     edit_latents,
 )
 from .latents import LatentScore, latent_pair, latent_scores, rank_latents
+from .refusal import RefusalConfig, run_refusal
+from .run import run_steer
+from .scorers import LexiconScorer, TextClassifierScorer, VaderScorer
+from .summary import summarize
 
 __all__ = [
+    "AXES",
+    "Axis",
     "Direction",
     "LatentEdit",
     "LatentScore",
+    "LexiconScorer",
     "PositionTracker",
+    "RefusalConfig",
+    "SteerConfig",
+    "TextClassifierScorer",
+    "VaderScorer",
     "ablate_direction",
     "add_direction",
+    "build_axis",
     "diff_in_means",
     "edit_latents",
     "latent_pair",
@@ -47,6 +61,9 @@ __all__ = [
     "pooled_activations",
     "projection_auc",
     "rank_latents",
+    "run_refusal",
+    "run_steer",
+    "summarize",
     "token_activations",
     "typical_magnitude",
 ]
