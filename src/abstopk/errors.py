@@ -18,6 +18,7 @@ __all__ = [
     "OutputExistsError",
     "RunMismatchError",
     "StatsFormatError",
+    "SteeringError",
     "UserError",
 ]
 
@@ -64,3 +65,7 @@ class OutputExistsError(UserError):
 
 class StatsFormatError(UserError, ValueError):
     """A folder is not a readable latent-statistics folder (``abstopk-latent-stats``)."""
+
+
+class SteeringError(UserError, ValueError):
+    """A steering run that cannot be done as asked (bad settings, missing SAE, no data)."""
