@@ -70,6 +70,11 @@ def collect_parts(out: str | Path) -> dict[str, Any]:
         secs = pipe.get("stage_seconds") or {}
         if secs:
             prov["pipeline time"] = ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
+    times = _load(out / "stage_times.json")
+    if isinstance(times, dict) and times:
+        prov["stage times"] = ", ".join(
+            f"{k} {v.get('wall_s', 0):.0f} s wall / {v.get('cpu_s', 0):.0f} s CPU"
+            for k, v in times.items() if isinstance(v, dict))
     if syn:
         prov["synthetic seed"] = (syn.get("bench") or {}).get("seed")
     dash = out / "dashboard" / "index.html"
