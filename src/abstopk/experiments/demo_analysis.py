@@ -4,19 +4,25 @@ minimal pairs and a dashboard of the demo's SAEs.
 :func:`run_analysis` reads ``OUT/pipeline/pipeline.json`` (the cache and the SAEs the pipeline
 trained) and, for the seed-0 (first seed) TopK, AbsTopK and JumpReLU SAEs at the matched L0:
 
-1. **statistics** — :func:`abstopk.analysis.latent_stats.compute_and_write` over the first
-   ``rows`` rows of the demo's cache (default 16,384 of 65,536; quick 4,096) into
-   ``OUT/analysis/stats/<arch>/``: per latent the top-N rows of each sign, frequencies per sign,
-   the histogram, ± logits, and the judge-free proxy's label (``docs/latent-stats.md``);
+1. **statistics** — for the SAEs with a dashboard (AbsTopK by default)
+   :func:`abstopk.analysis.latent_stats.compute_and_write` over the first ``rows`` rows of the
+   demo's cache (default 16,384 of 65,536; quick 4,096) into ``OUT/analysis/stats/<arch>/``:
+   per latent the top-N rows of each sign, frequencies per sign, the histogram, ± logits, and
+   the judge-free proxy's label (``docs/latent-stats.md``). For the others only the streaming
+   pass and the labels (:func:`~abstopk.analysis.latent_stats.collect`,
+   :func:`~abstopk.analysis.latent_stats.labels.label_all`): no per-latent files, which are
+   most of the cost;
 2. **bidirectional fraction** — the proxy's count of ``bidirectional`` latents among live ones
    with the 95 % Wilson interval (from each stats folder's ``index.json``) →
    ``OUT/bidirectional.json``;
 3. **minimal pairs** — the shipped word pairs run once through the LM up to the SAEs' hook
    site; per SAE :func:`abstopk.analysis.minimal_pairs.coverage` → ``OUT/minimal_pairs.json``.
-   The pairs of the latents the report names are written into their statistics (the
-   dashboard pages show them);
+   Each pair is read in its category's first ``templates`` templates (default 1: the LM
+   forward is the stage's largest cost). The pairs of the latents the report names are
+   written into their statistics (the dashboard pages show them);
 4. **dashboard** — :func:`abstopk.report.dashboard.build_site` of AbsTopK into
-   ``OUT/dashboard/`` (and TopK into ``OUT/dashboard-topk/``). To bound the time, pages are
+   ``OUT/dashboard/`` (with ``dashboards=("abstopk", "topk")`` also TopK into
+   ``OUT/dashboard-topk/``). To bound the time, pages are
    rendered for the ``pages`` most frequent latents plus every latent the report names (a
    statistics folder of hard links, ``OUT/analysis/site-stats/<arch>/``); the index lists all
    latents.
@@ -29,10 +35,12 @@ in ``OUT/analysis/analysis.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +48,7 @@ __all__ = ["ARCHITECTURES", "DASHBOARDS", "demo_saes", "run_analysis"]
 
 #: the demo's SAEs, in report order
 ARCHITECTURES = ("abstopk", "topk", "jumprelu")
-#: architecture → dashboard folder (relative to the demo folder)
+#: architecture → dashboard folder (relative to the demo folder) when it gets one
 DASHBOARDS = {"abstopk": "dashboard", "topk": "dashboard-topk"}
 #: notable latents named per section and SAE
 N_NOTABLE = 5
@@ -50,8 +58,8 @@ _NAMES = {"topk": "TopK", "abstopk": "AbsTopK", "jumprelu": "JumpReLU"}
 
 def _settings(quick: bool) -> dict[str, int]:
     if quick:
-        return {"rows": 4096, "top_n": 10, "pages": 100}
-    return {"rows": 16_384, "top_n": 20, "pages": 200}
+        return {"rows": 4096, "top_n": 10, "pages": 50, "per_bin": 2, "templates": 1}
+    return {"rows": 16_384, "top_n": 20, "pages": 200, "per_bin": 3, "templates": 1}
 
 
 def demo_saes(pipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -90,7 +98,7 @@ def _read_latent(stats: Path, i: int) -> dict[str, Any] | None:
 
 
 def _bidir_section(idx: dict[str, dict[str, Any]], stats: dict[str, Path],
-                   notable: dict[str, list[int]]) -> dict[str, Any]:
+                   notable: dict[str, list[int]], dash: dict[str, str]) -> dict[str, Any]:
     rows, latents, parts = [], [], []
     for arch, ix in idx.items():
         b = ix["bidirectionality"]
@@ -106,7 +114,7 @@ def _bidir_section(idx: dict[str, dict[str, Any]], stats: dict[str, Path],
                      f"({100 * lo:.1f}–{100 * hi:.1f})")
         for i in notable.get(arch, []):
             lat = _read_latent(stats[arch], i) or {}
-            latents.append({"index": i, "site": DASHBOARDS.get(arch),
+            latents.append({"index": i, "site": dash.get(arch),
                             "label": f"{_NAMES.get(arch, arch)} {i}: + "
                                      f"{_top_side_token(lat, 'top_pos')} / − "
                                      f"{_top_side_token(lat, 'top_neg')}"})
@@ -119,7 +127,7 @@ def _bidir_section(idx: dict[str, dict[str, Any]], stats: dict[str, Path],
             "rows": rows, "columns": list(rows[0]) if rows else [], "latents": latents}
 
 
-def _pairs_section(cov: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _pairs_section(cov: dict[str, dict[str, Any]], dash: dict[str, str]) -> dict[str, Any]:
     rows, parts, latents = [], [], []
     for arch, c in cov.items():
         signed = c["signed"]
@@ -138,9 +146,10 @@ def _pairs_section(cov: dict[str, dict[str, Any]]) -> dict[str, Any]:
             parts.append(f"{name}: {c['covered']} pairs split on/off over "
                          f"{c['latents_needed']} latents (antipodal "
                          f"{c.get('antipodal_covered', 0)})")
-        if c["max_pairs_one_latent"] > 0 and c.get("linked"):
+        if c["max_pairs_one_latent"] > 0:      # linked when it has a page, else named
             ex = ", ".join(c["best_latent_pairs"][:4])
-            latents.append({"index": c["best_latent"], "site": DASHBOARDS.get(arch),
+            latents.append({"index": c["best_latent"],
+                            "site": dash.get(arch) if c.get("linked") else None,
                             "label": f"{name} {c['best_latent']} ({ex})"})
     reading = ("; ".join(parts) + ". One signed latent that flips between the two words "
                "carries both ends of a concept; a one-sided code must split the pair over two "
@@ -158,6 +167,30 @@ def _pairs_for_latent(pairs, za, zb, i: int, signed: bool) -> list[dict[str, Any
             out.append({"a": pr.a, "b": pr.b, "z_a": a, "z_b": b,
                         "template": pr.templates[0], "category": pr.category})
     return out
+
+
+def _labels_only(sae_dir: str, cache_dir: str, rows: int, top_n: int) -> dict[str, Any]:
+    """The proxy's labels of every latent without per-latent files: the parts of ``index.json``
+    that the report reads (``negative_side``, ``cache.rows_read``, ``bidirectionality``,
+    ``latents``)."""
+    from ..analysis.bidirectionality import BidirConfig, fraction_with_ci
+    from ..analysis.latent_stats import collect
+    from ..analysis.latent_stats.contexts import RowIndex
+    from ..analysis.latent_stats.labels import label_all
+    from ..data.cache import ActivationCache
+    from ..sae import SAE
+
+    sae = SAE.load(sae_dir).eval()
+    cache = ActivationCache(cache_dir)
+    index = RowIndex(cache, rows)
+    st = collect(sae, cache, max_rows=rows, top_n=top_n, sample_n=1)
+    scores, labels = label_all(st, index.token_ids, bool(sae.op.signed), BidirConfig())
+    n = max(st.rows_read, 1)
+    lat = [{"index": i, "label": labels[i], "bidir_score": scores[i],
+            "freq_pos": int(st.count_pos[i]) / n, "freq_neg": int(st.count_neg[i]) / n}
+           for i in range(len(labels))]
+    return {"negative_side": st.negative_side, "cache": {"rows_read": st.rows_read},
+            "bidirectionality": fraction_with_ci(labels), "latents": lat}
 
 
 def _site_stats(stats: Path, dst: Path, keep: set[int]) -> Path:
@@ -179,6 +212,7 @@ def _site_stats(stats: Path, dst: Path, keep: set[int]) -> Path:
 
 def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
                  rows: int | None = None, top_n: int | None = None, pages: int | None = None,
+                 templates: int | None = None, dashboards: Sequence[str] = ("abstopk",),
                  loaded: tuple | None = None, progress: bool = False) -> dict[str, Any]:
     """Run the stage (module docstring) on the demo folder ``out``; return its summary (also
     written to ``out/analysis/analysis.json``).
@@ -188,6 +222,9 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
         top_n: strongest rows kept per latent and sign (default 20; quick 10).
         pages: dashboard pages for the most frequent latents (default 200; quick 100), plus the
             latents the report names; ``0`` renders every live latent.
+        templates: templates per minimal pair (default 1; at most the category's).
+        dashboards: the architectures that get statistics folders and a dashboard
+            (:data:`DASHBOARDS`); the others get labels only.
         loaded: an already loaded ``(model, tokenizer, info)`` of the pipeline's model.
     """
     import torch
@@ -220,6 +257,8 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
     d = _settings(quick)
     n_rows = min(int(rows or d["rows"]), int(pipe.get("cache_rows") or 1 << 62))
     top_n, n_pages = int(top_n or d["top_n"]), int(d["pages"] if pages is None else pages)
+    n_templates = int(templates or d["templates"])
+    dash = {a: DASHBOARDS[a] for a in dashboards if a in DASHBOARDS and a in saes}
     cpu: dict[str, float] = {}
 
     def timed(name: str, t0: float) -> None:
@@ -230,10 +269,14 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
     idx: dict[str, dict[str, Any]] = {}
     for arch, r in saes.items():
         t0 = time.process_time()
-        stats[arch] = compute_and_write(r["sae_dir"], pipe["cache"],
-                                        out / "analysis" / "stats" / arch, max_rows=n_rows,
-                                        top_n=top_n, force=True, progress=progress)
-        idx[arch] = json.loads((stats[arch] / "index.json").read_text(encoding="utf-8"))
+        if arch in dash:
+            stats[arch] = compute_and_write(r["sae_dir"], pipe["cache"],
+                                            out / "analysis" / "stats" / arch, max_rows=n_rows,
+                                            top_n=top_n, examples_per_bin=d["per_bin"],
+                                            force=True, progress=progress)
+            idx[arch] = json.loads((stats[arch] / "index.json").read_text(encoding="utf-8"))
+        else:
+            idx[arch] = _labels_only(r["sae_dir"], pipe["cache"], n_rows, top_n)
         timed(f"stats_{arch}", t0)
         b = idx[arch]["bidirectionality"]
         say(f"statistics of {_NAMES[arch]} over {n_rows:,} rows: {b['live']} live latents, "
@@ -243,7 +286,7 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
     # 2. minimal pairs (the LM once, all SAEs share the hook site) --------------------------
     t0 = time.process_time()
     model, tok, _ = loaded if loaded is not None else load_model(pipe["settings"]["model"])
-    pairs = load_pairs()
+    pairs = [dataclasses.replace(p, templates=p.templates[:n_templates]) for p in load_pairs()]
     acts_by_site: dict[tuple[int, str], Any] = {}
     cov: dict[str, dict[str, Any]] = {}
     codes: dict[str, tuple] = {}
@@ -271,16 +314,14 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
     notable: dict[str, list[int]] = {}
     for arch in stats:
         live = [r for r in idx[arch]["latents"] if r.get("label") not in (None, "dead")]
-        if arch in DASHBOARDS:
+        if arch in dash:
             bi = sorted((r for r in live if r.get("label") == "bidirectional"),
                         key=lambda r: (-float(r.get("bidir_score") or 0), r["index"]))
             if not bi:      # a non-negative SAE: the highest scores against −pre-activations
                 bi = sorted(live, key=lambda r: (-float(r.get("bidir_score") or 0), r["index"]))
             notable[arch] = [int(r["index"]) for r in bi[:N_NOTABLE]]
     sites: dict[str, dict[str, Any]] = {}
-    for arch, folder in DASHBOARDS.items():
-        if arch not in stats:
-            continue
+    for arch, folder in dash.items():
         live = [r for r in idx[arch]["latents"] if r.get("label") not in (None, "dead")]
         keep = set(notable.get(arch, []))
         best = cov[arch]["best_latent"]
@@ -303,13 +344,13 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
     timed("dashboards", t0)
 
     # 4. the report's sections ---------------------------------------------------------------
-    bsec = _bidir_section(idx, stats, notable)
-    psec = _pairs_section(cov)
+    bsec = _bidir_section(idx, stats, notable, dash)
+    psec = _pairs_section(cov, dash)
     atomic_write_json(out / "bidirectional.json", bsec)
     atomic_write_json(out / "minimal_pairs.json", psec)
     say(bsec["reading"])
     say(psec["reading"])
-    result = {"rows": n_rows, "top_n": top_n, "pages": n_pages,
+    result = {"rows": n_rows, "top_n": top_n, "pages": n_pages, "templates": n_templates,
               "saes": {a: r["sae_dir"] for a, r in saes.items()},
               "stats": {a: str(p) for a, p in stats.items()},
               "bidirectionality": {a: ix["bidirectionality"] for a, ix in idx.items()},
