@@ -27,6 +27,39 @@ def test_stage_order_and_finished_files():
     assert {"bidirectional.json", "minimal_pairs.json", "dashboard/index.html"} <= set(DEMO_RESULTS)
 
 
+def test_stage_times_wall_and_cpu(tmp_path):
+    """A busy stage has CPU time ≈ wall time, a sleeping one wall time and ~no CPU time; the
+    times are in stage_times.json before the report stage runs (the report shows them)."""
+    import time
+
+    from rich.console import Console
+
+    from abstopk.commands.demo import Stage, run_demo
+    from abstopk.experiments.demo_report import collect_parts
+
+    def busy(ctx):
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.3:
+            pass
+
+    seen = {}
+
+    def report(ctx):
+        seen.update(collect_parts(ctx.out)["provenance"])
+
+    console = Console(record=True, width=120)
+    run_demo(tmp_path / "d", console=console,
+             stages=[Stage("busy", "Busy", busy),
+                     Stage("sleep", "Sleep", lambda ctx: time.sleep(0.4)),
+                     Stage("report", "Report", report)])
+    t = json.loads((tmp_path / "d" / "stage_times.json").read_text())
+    assert [x["stage"] for x in t] == ["busy", "sleep", "report"]
+    assert t[0]["cpu_s"] >= 0.3 - 0.05
+    assert t[1]["wall_s"] >= 0.4 - 0.05 and t[1]["cpu_s"] <= 0.1
+    assert "busy 0 s wall / 0 s CPU" in seen["stage times"] and "report" not in seen["stage times"]
+    assert "s CPU (user + sys)" in console.export_text()
+
+
 @pytest.fixture(scope="module")
 def lm():
     from abstopk.lm import load_model

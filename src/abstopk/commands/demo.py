@@ -134,8 +134,8 @@ def run_demo(out: Path, quick: bool = False, console: Any = None,
     """Run ``stages`` (default: all of :data:`STAGES`) in order with a header each.
 
     Prints each stage's wall time and CPU time (user + sys of this process, all threads) and
-    records them in ``out/stage_times.json`` (``{name: {"wall_s", "cpu_s"}}``; the report
-    shows them) after every stage.
+    records them in ``out/stage_times.json`` (``[{"stage", "wall_s", "cpu_s"}, ...]`` in run
+    order; the report shows them) after every stage.
     """
     from ..files import atomic_write_json
     from .bench import make_console
@@ -147,18 +147,19 @@ def run_demo(out: Path, quick: bool = False, console: Any = None,
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out=out, quick=quick, console=console, **knobs)
     t_all, c_all = time.perf_counter(), time.process_time()
-    times: dict[str, dict[str, float]] = {}
+    times: list[dict[str, Any]] = []
     for i, stage in enumerate(stages, 1):
         console.rule(f"[bold]Stage {i}/{len(stages)}: {stage.title}")
         t0, c0 = time.perf_counter(), time.process_time()
         if stage.name == "report":      # the report shows the times of the stages before it
             atomic_write_json(out / "stage_times.json", times)
         ctx.results[stage.name] = stage.run(ctx)
-        times[stage.name] = {"wall_s": round(time.perf_counter() - t0, 1),
-                             "cpu_s": round(time.process_time() - c0, 1)}
+        t = {"stage": stage.name, "wall_s": round(time.perf_counter() - t0, 1),
+             "cpu_s": round(time.process_time() - c0, 1)}
+        times.append(t)
         atomic_write_json(out / "stage_times.json", times)
-        console.print(f"[dim]stage {stage.name!r} done in {times[stage.name]['wall_s']:.0f} s "
-                      f"wall, {times[stage.name]['cpu_s']:.0f} s CPU (user + sys)[/dim]")
+        console.print(f"[dim]stage {stage.name!r} done in {t['wall_s']:.0f} s wall, "
+                      f"{t['cpu_s']:.0f} s CPU (user + sys)[/dim]")
     console.rule(f"demo finished in {time.perf_counter() - t_all:.0f} s wall, "
                  f"{time.process_time() - c_all:.0f} s CPU; outputs in {out}/")
     return ctx

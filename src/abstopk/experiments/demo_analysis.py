@@ -135,13 +135,15 @@ def _pairs_section(cov: dict[str, dict[str, Any]], dash: dict[str, str]) -> dict
                      "covered by a sign flip": c["covered"] if signed else "–",
                      "split on/off": c["split_covered"],
                      "max pairs by one latent": c["max_pairs_one_latent"],
-                     "best latent": c["best_latent"],
+                     "best latent": c["best_latent"] if c["max_pairs_one_latent"] else "–",
                      "latents needed": c["latents_needed"],
                      "antipodal (cos < −0.9)": c.get("antipodal_covered", "–")})
         name = _NAMES.get(arch, arch)
         if signed:
             parts.append(f"{name}: {c['covered']} of {c['pairs']} pairs flip sign on one "
-                         f"latent (best latent covers {c['max_pairs_one_latent']})")
+                         f"latent (best latent covers {c['max_pairs_one_latent']}; "
+                         f"{c['split_covered']} split on/off over "
+                         f"{c['split_latents_needed']} latents)")
         else:
             parts.append(f"{name}: {c['covered']} pairs split on/off over "
                          f"{c['latents_needed']} latents (antipodal "
