@@ -59,7 +59,7 @@ _NAMES = {"topk": "TopK", "abstopk": "AbsTopK", "jumprelu": "JumpReLU"}
 def _settings(quick: bool) -> dict[str, int]:
     if quick:
         return {"rows": 4096, "top_n": 10, "pages": 50, "per_bin": 2, "templates": 1}
-    return {"rows": 16_384, "top_n": 20, "pages": 200, "per_bin": 3, "templates": 1}
+    return {"rows": 16_384, "top_n": 20, "pages": 200, "per_bin": 2, "templates": 1}
 
 
 def demo_saes(pipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
