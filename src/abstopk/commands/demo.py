@@ -103,6 +103,16 @@ add_stage(Stage("pipeline", "Real model: harvest, train TopK / AbsTopK / JumpReL
                 "evaluate", _pipeline_stage))
 
 
+def _bidirectionality_stage(ctx: DemoContext) -> Any:
+    from ..experiments.demo_analysis import run_analysis
+
+    return run_analysis(ctx.out, quick=ctx.quick, console=ctx.console)
+
+
+add_stage(Stage("bidirectionality", "Bidirectionality: per-latent statistics, the proxy's "
+                "bidirectional fraction, minimal pairs, the dashboard", _bidirectionality_stage))
+
+
 def _report_stage(ctx: DemoContext) -> Any:
     from ..experiments.demo_report import write_report
 
@@ -114,13 +124,20 @@ add_stage(Stage("report", "One-page report (report.html) and summary", _report_s
 
 #: files whose presence marks a finished demo (or stage) in the out folder
 DEMO_RESULTS = ("synthetic.json", "synthetic.md", "pipeline/pipeline.json",
-                "pipeline/pipeline.md", "report.html")
+                "pipeline/pipeline.md", "bidirectional.json", "minimal_pairs.json",
+                "dashboard/index.html", "report.html")
 
 
 # ----------------------------------------------------------------------------- runner
 def run_demo(out: Path, quick: bool = False, console: Any = None,
              stages: list[Stage] | None = None, **knobs: Any) -> DemoContext:
-    """Run ``stages`` (default: all of :data:`STAGES`) in order with a header each."""
+    """Run ``stages`` (default: all of :data:`STAGES`) in order with a header each.
+
+    Prints each stage's wall time and CPU time (user + sys of this process, all threads) and
+    records them in ``out/stage_times.json`` (``[{"stage", "wall_s", "cpu_s"}, ...]`` in run
+    order; the report shows them) after every stage.
+    """
+    from ..files import atomic_write_json
     from .bench import make_console
 
     console = console or make_console()
@@ -129,13 +146,22 @@ def run_demo(out: Path, quick: bool = False, console: Any = None,
         raise UserError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out=out, quick=quick, console=console, **knobs)
-    t_all = time.perf_counter()
+    t_all, c_all = time.perf_counter(), time.process_time()
+    times: list[dict[str, Any]] = []
     for i, stage in enumerate(stages, 1):
         console.rule(f"[bold]Stage {i}/{len(stages)}: {stage.title}")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        if stage.name == "report":      # the report shows the times of the stages before it
+            atomic_write_json(out / "stage_times.json", times)
         ctx.results[stage.name] = stage.run(ctx)
-        console.print(f"[dim]stage {stage.name!r} done in {time.perf_counter() - t0:.0f} s[/dim]")
-    console.rule(f"demo finished in {time.perf_counter() - t_all:.0f} s; outputs in {out}/")
+        t = {"stage": stage.name, "wall_s": round(time.perf_counter() - t0, 1),
+             "cpu_s": round(time.process_time() - c0, 1)}
+        times.append(t)
+        atomic_write_json(out / "stage_times.json", times)
+        console.print(f"[dim]stage {stage.name!r} done in {t['wall_s']:.0f} s wall, "
+                      f"{t['cpu_s']:.0f} s CPU (user + sys)[/dim]")
+    console.rule(f"demo finished in {time.perf_counter() - t_all:.0f} s wall, "
+                 f"{time.process_time() - c_all:.0f} s CPU; outputs in {out}/")
     return ctx
 
 

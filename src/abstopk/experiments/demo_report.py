@@ -1,6 +1,7 @@
 """The demo's last stage: compose ``OUT/report.html`` from the files the earlier stages wrote.
 
-Reads (each optional): ``OUT/synthetic.json``, ``OUT/pipeline/pipeline.json``,
+Reads (each optional): ``OUT/stage_times.json`` (wall and CPU time of the stages before the
+report), ``OUT/synthetic.json``, ``OUT/pipeline/pipeline.json``,
 ``OUT/pipeline/sweep/sweep.png``, and the results of later stages when present —
 ``OUT/bidirectional.json``, ``OUT/minimal_pairs.json``, ``OUT/steering.json`` (each
 ``{"title", "reading", "rows": [...], "columns", "latents", "site"}``, see
@@ -70,6 +71,11 @@ def collect_parts(out: str | Path) -> dict[str, Any]:
         secs = pipe.get("stage_seconds") or {}
         if secs:
             prov["pipeline time"] = ", ".join(f"{k} {v:.0f} s" for k, v in secs.items())
+    times = _load(out / "stage_times.json")
+    if isinstance(times, list) and times:
+        prov["stage times"] = ", ".join(
+            f"{t.get('stage')} {t.get('wall_s', 0):.0f} s wall / {t.get('cpu_s', 0):.0f} s CPU"
+            for t in times if isinstance(t, dict))
     if syn:
         prov["synthetic seed"] = (syn.get("bench") or {}).get("seed")
     dash = out / "dashboard" / "index.html"

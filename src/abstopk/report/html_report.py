@@ -208,7 +208,7 @@ def _extra_section(sec: Mapping[str, Any]) -> str:
     body = html_table(cols, [[_cell(r.get(c)) for c in cols] for r in rows]) if rows else ""
     lats = sec.get("latents") or []
     if lats:
-        body += ("<p>Latents in the dashboard: "
+        body += ("<p>Latents (linked when the dashboard has their page): "
                  + ", ".join(_latent_link(x, sec.get("site")) for x in lats) + "</p>")
     if not body:
         body = '<p class="skipped">No results.</p>'
