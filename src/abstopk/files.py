@@ -142,10 +142,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
     return atomic_write(path, _w, fsync=fsync)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, fsync: bool = True) -> Path:
-    """Atomically write ``obj`` as indented JSON (``fsync``: see :func:`atomic_write`)."""
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(),
-                              fsync=fsync)
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, fsync: bool = True,
+                      indent: int | None = 2) -> Path:
+    """Atomically write ``obj`` as JSON, indented by ``indent`` (None: compact, and several
+    times faster to encode for large derived files); ``fsync``: see :func:`atomic_write`."""
+    text = json.dumps(obj, indent=indent, sort_keys=True,
+                      separators=None if indent is not None else (",", ":"))
+    return atomic_write_bytes(path, (text + "\n").encode(), fsync=fsync)
 
 
 def atomic_save_safetensors(

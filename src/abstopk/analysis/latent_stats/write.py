@@ -163,7 +163,8 @@ def compute_and_write(sae_dir: str | Path, cache_dir: str | Path, out_dir: str |
         rec["logits_neg"] = [{"token": t, "value": float(v)}
                              for t, v in zip(decode(bi[i].tolist()), bv[i], strict=False)]
         rec.update(bidir_score=score, label=label, explanation=None, minimal_pairs=[])
-        atomic_write_json(out / "latents" / f"{i:06d}.json", rec, fsync=False)  # derived, cheap to rebuild
+        atomic_write_json(out / "latents" / f"{i:06d}.json", rec, fsync=False,
+                          indent=None)  # derived, cheap to rebuild
     c = sae.cfg
     idx = {
         "format": FORMAT, "version": VERSION,
