@@ -141,17 +141,35 @@ def test_cli_dashboard_and_out_rule(stats, tmp_path):
     assert _cli(["dashboard", "--out", str(tmp_path / "x")]) == 2     # no input at all
 
 
-def test_cli_dashboard_from_sae_without_statistics_module(tmp_path, capsys):
-    try:
-        import abstopk.analysis.latent_stats  # noqa: F401
-        pytest.skip("latent_stats exists on this branch; covered by its own tests")
-    except ModuleNotFoundError:
-        pass
-    (tmp_path / "sae").mkdir()
-    (tmp_path / "cache").mkdir()
-    assert _cli(["dashboard", "--sae", str(tmp_path / "sae"), "--cache", str(tmp_path / "cache"),
-                 "--out", str(tmp_path / "site")]) == 2
-    assert "statistics are not available yet" in capsys.readouterr().err
+@pytest.mark.slow
+def test_cli_dashboard_from_sae_and_cache(tmp_path, lm):
+    """``dashboard --sae --cache``: statistics of a real-model cache, then the site; a latent
+    page names the token its strongest context is focused on."""
+    import torch
+    from latent_cache import write_cache
+
+    from abstopk.lm.hooks import capture_activations
+    from abstopk.sae import SAE, SAEConfig
+
+    model, tok, _ = lm
+    ids = tok("The man walked in and sat down. The woman walked in and sat down. It was hot.",
+              return_tensors="pt").input_ids[:, :30]
+    with capture_activations(model, 3) as acts, torch.no_grad():
+        model(ids)
+    cache = write_cache(tmp_path / "cache", acts[3][0].float(), ids[0], context_len=10,
+                        shard_rows=20, model="smollm2-135m")
+    SAE(SAEConfig(d_in=acts[3].shape[-1], d_sae=32, architecture="abstopk", k=4,
+                  model_name="smollm2-135m"), seed=0).save(tmp_path / "sae")
+    site = tmp_path / "site"
+    assert _cli(["dashboard", "--sae", str(tmp_path / "sae"), "--cache", str(cache),
+                 "--out", str(site), "--top-n", "3"]) == 0
+    index = json.loads((site / "stats" / "index.json").read_text())
+    assert len(index["latents"]) == 32 and index["cache"]["rows_read"] == ids.shape[1]
+    first = next(r for r in index["latents"] if r["freq_pos"] + r["freq_neg"] > 0)
+    rec = json.loads((site / "stats" / "latents" / f"{first['index']:06d}.json").read_text())
+    ex = (rec["top_pos"] + rec["top_neg"])[0]
+    page = (site / "latents" / f"{first['index']:06d}.html").read_text()
+    assert html.escape(ex["tokens"][ex["focus"]].strip()) in page
 
 
 def _get(url: str, host: str | None = None) -> tuple[int, bytes]:

@@ -22,15 +22,9 @@ SITE_FINISHED = ("index.html",)
 
 def compute_stats(cfg: DashboardConfig, out: Path, *, force: bool) -> Path:
     """Compute the statistics of ``cfg.sae`` over ``cfg.cache`` into ``out/stats`` with
-    :func:`abstopk.analysis.latent_stats.compute_and_write` (imported here: it is optional)."""
-    try:
-        from ..analysis.latent_stats import compute_and_write
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("abstopk.analysis.latent_stats"):
-            raise UserError("per-latent statistics are not available yet in this version of "
-                            "abstopk (abstopk.analysis.latent_stats is missing); render an "
-                            "existing statistics folder instead") from None
-        raise
+    :func:`abstopk.analysis.latent_stats.compute_and_write`."""
+    from ..analysis.latent_stats import compute_and_write
+
     return Path(compute_and_write(cfg.sae, cfg.cache, out / "stats", model=cfg.model,
                                   top_n=cfg.top_n, max_rows=cfg.max_rows, force=force))
 

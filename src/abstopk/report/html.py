@@ -23,29 +23,29 @@ def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
 
-def fmt_num(v: Any, digits: int = 3) -> str:
-    """A number with ``digits`` significant digits; ``—`` for None / NaN / non-numbers."""
+def _finite(v: Any) -> float | None:
+    """``float(v)``, or None for None / NaN / non-numbers."""
     try:
         f = float(v)
     except (TypeError, ValueError):
-        return "—"
-    if math.isnan(f):
-        return "—"
-    return f"{f:.{digits}g}"
+        return None
+    return None if math.isnan(f) else f
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits; ``—`` for None / NaN / non-numbers."""
+    f = _finite(v)
+    return "—" if f is None else f"{f:.{digits}g}"
 
 
 def fmt_signed(v: Any, digits: int = 3) -> str:
     """A signed value with an explicit sign: ``+1.23`` / ``−0.456`` (true minus sign)."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
+    f = _finite(v)
+    if f is None:
         return "—"
-    if math.isnan(f):
-        return "—"
-    body = f"{abs(f):.{digits}g}"
     if f == 0:
         return "0"
-    return ("−" if f < 0 else "+") + body
+    return ("−" if f < 0 else "+") + f"{abs(f):.{digits}g}"
 
 
 def render_token(tok: Any) -> str:
