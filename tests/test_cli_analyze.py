@@ -6,21 +6,10 @@ import json
 
 import pytest
 import torch
+from cli_runner import run_cli
 from latent_cache import write_cache
 
-from abstopk import cli
 from abstopk.sae import SAE, SAEConfig
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        cli.main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_version1_cache_refused_in_one_line(tmp_path, capsys):

@@ -8,21 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 
-from abstopk import cli
 from abstopk.sae import SAE, SAEConfig
-
-
-def run_cli(argv, capsys) -> tuple[int, str, str]:
-    """Run ``abstopk`` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        cli.main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_refused(code: int, err: str, *needles: str) -> None:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from cli_runner import cli_code as _cli
 from stats_fixture import direction, write_stats
 
 from abstopk.errors import StatsFormatError, UserError
@@ -116,14 +117,6 @@ def test_html_helpers():
     assert "\\u003c/script>" in js_data("X", {"t": "</script>"})
 
 
-def _cli(args: list[str]) -> int:
-    from abstopk.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_cli_dashboard_and_out_rule(stats, tmp_path):

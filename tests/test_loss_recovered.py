@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from cli_runner import cli_code as _cli
 
 from abstopk.eval.loss_recovered import (
     LossRecoveredAccumulator,
@@ -51,14 +52,6 @@ def test_accumulator_formula():
 
 
 # ------------------------------------------------------------------ real embedded model
-def _cli(argv) -> int:
-    from abstopk.cli import main
-
-    try:
-        main(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -111,6 +111,18 @@ def _embedded() -> tuple[list, Callable[[Any], tuple[str, str]]]:
     return handles, read
 
 
+def jsonl_field(line: str, field: str, where: str) -> str:
+    """``str(obj[field])`` of one JSON line; ``UserError`` naming ``where`` (file:line) if the
+    line is not a JSON object with that field."""
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        raise UserError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict) or field not in obj:
+        raise UserError(f"{where}: no field {field!r}")
+    return str(obj[field])
+
+
 def _jsonl(path: Path, field: str):
     f = open(path, "rb")  # noqa: SIM115 - closed by iter_shuffled_documents
 
@@ -118,13 +130,7 @@ def _jsonl(path: Path, field: str):
         off, n = h
         f.seek(off)
         line = f.readline().decode("utf-8", "replace")
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise UserError(f"{path}:{n}: not valid JSON ({e})") from None
-        if not isinstance(obj, dict) or field not in obj:
-            raise UserError(f"{path}:{n}: no field {field!r}")
-        return str(obj[field]), path.name
+        return jsonl_field(line, field, f"{path}:{n}"), path.name
 
     read.files = {"f": f}  # type: ignore[attr-defined]
     return _line_index(path), read

@@ -113,17 +113,12 @@ def _iter_txtdir(path: str) -> Iterator[str]:
 
 
 def _iter_jsonl(path: str, field: str) -> Iterator[str]:
+    from .doc_order import jsonl_field
+
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise UserError(f"{path}:{n}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict) or field not in obj:
-                raise UserError(f"{path}:{n}: no field {field!r}")
-            yield str(obj[field])
+            if line.strip():
+                yield jsonl_field(line, field, f"{path}:{n}")
 
 
 def _iter_parquet(path: str, field: str) -> Iterator[str]:
