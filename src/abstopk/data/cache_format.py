@@ -30,9 +30,9 @@ _REQUIRED = ("format", "version", "model", "layer", "site", "d_in", "dtype", "co
              "total_rows", "contexts_consumed", "complete", "shards")
 
 
-def shard_name(i: int) -> str:
-    """``shard_{i:06d}.safetensors``."""
-    return f"shard_{i:06d}.safetensors"
+def shard_name(i: int, prefix: str = "shard_") -> str:
+    """``{prefix}{i:06d}.safetensors`` (``shard_000000.safetensors``, ...)."""
+    return f"{prefix}{i:06d}.safetensors"
 
 
 def find_caches(path: str | os.PathLike) -> list[Path]:
@@ -50,9 +50,10 @@ def find_caches(path: str | os.PathLike) -> list[Path]:
     return sorted(subs, key=key)
 
 
-def read_manifest(path: Path) -> dict:
-    """The validated manifest of the cache folder ``path`` (:class:`CacheError` otherwise)."""
-    mp = path / MANIFEST
+def read_manifest(path: Path, name: str = MANIFEST) -> dict:
+    """The validated manifest of the cache folder ``path`` (:class:`CacheError` otherwise);
+    ``name``: another manifest file of the folder (a rank's, in a sharded harvest)."""
+    mp = path / name
     if not path.is_dir():
         raise CacheError(f"{path}: no such cache folder")
     try:
@@ -60,7 +61,7 @@ def read_manifest(path: Path) -> dict:
     except FileNotFoundError:
         subs = find_caches(path)
         hint = f" (it holds per-layer caches: {', '.join(s.name for s in subs)})" if subs else ""
-        raise CacheError(f"{path}: not an activation cache, no {MANIFEST}{hint}") from None
+        raise CacheError(f"{path}: not an activation cache, no {name}{hint}") from None
     try:
         m = json.loads(text)
     except ValueError as e:

@@ -39,21 +39,26 @@ class CacheWriter:
     #: manifest keys that may legitimately change between runs
     MUTABLE = ("requested_tokens", "batch_size", "shard_rows", "abstopk_version", "model")
 
-    def __init__(self, path: str | os.PathLike, header: dict[str, Any], *, resume: bool = True):
+    def __init__(self, path: str | os.PathLike, header: dict[str, Any], *, resume: bool = True,
+                 manifest: str = MANIFEST, prefix: str = "shard_"):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        for tmp in self.path.glob(".*.tmp"):
+        self.manifest_name, self.prefix = manifest, prefix
+        own = manifest == MANIFEST   # the folder's one writer: every temp file is its own
+        temps = self.path.glob(".*.tmp") if own else \
+            [*self.path.glob(f".{prefix}*.tmp"), *self.path.glob(f".{manifest}.*.tmp")]
+        for tmp in temps:
             tmp.unlink(missing_ok=True)
-        mp = self.path / MANIFEST
+        mp = self.path / manifest
         if mp.exists() and not resume:
-            old = read_manifest(self.path)
+            old = read_manifest(self.path, manifest)
             for s in old["shards"]:
                 (self.path / s["file"]).unlink(missing_ok=True)
-            for p in self.path.glob("shard_*.safetensors"):
+            for p in self.path.glob(f"{prefix}*.safetensors"):
                 p.unlink()
             mp.unlink()
         if mp.exists():
-            m = read_manifest(self.path)
+            m = read_manifest(self.path, manifest)
             diffs = [k for k, v in header.items()
                      if k not in self.MUTABLE and not _same(m.get(k), v)]
             if diffs:
@@ -94,7 +99,7 @@ class CacheWriter:
         from ..files import atomic_write_json
 
         self.manifest["abstopk_version"] = __version__
-        atomic_write_json(self.path / MANIFEST, self.manifest)
+        atomic_write_json(self.path / self.manifest_name, self.manifest)
 
     def rollback_to(self, contexts: int) -> None:
         """Drop trailing shards so that ``contexts_consumed == contexts`` (used to bring the
@@ -154,7 +159,7 @@ class CacheWriter:
             self.manifest["version"] = VERSION if v2 else 1
         elif v2 != (int(self.manifest["version"]) >= 2):
             raise ValueError("every shard of a cache must have context_ids/positions, or none")
-        name = shard_name(i)
+        name = shard_name(i, self.prefix)
         # one metadata key: safetensors writes a multi-key metadata map in random order, and
         # the bytes (hence the sha256) must be reproducible for resumed harvests
         meta = json.dumps({"format": FORMAT, "layer": self.manifest["layer"],

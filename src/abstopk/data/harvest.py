@@ -18,12 +18,20 @@ turned into shards; a rerun skips that many contexts of the same deterministic s
 continues with the same batch size, so the resumed cache is bit-identical to an uninterrupted
 one (shard writes are atomic and the manifest is updated after each shard). Shards are
 serialised, hashed and written by one background thread while the next batches run.
+
+Under torchrun (``WORLD_SIZE`` > 1) the batches are split by rank (batch b to rank
+b mod N), each rank writes its own shards and progress manifest into the same folder and rank
+0 writes the one manifest at the end: the same rows as a single process, see
+:mod:`abstopk.data.harvest_ranks`. Every rank reads the whole context stream and counts the
+rows of every batch (the single-process path is the case N = 1: a resumed run re-reads the
+skipped contexts and counts their rows too).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,11 +42,14 @@ from typing import Any
 
 from ..errors import CacheError, OutputExistsError, UserError
 from ..fields import doc_field
+from . import harvest_ranks
 
 __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
 
 #: test/debug aid: seconds to sleep after each batch (lets a test interrupt a harvest)
 _DELAY_ENV = "ABSTOPK_HARVEST_DELAY_S"
+#: test aid: "R:N" makes rank R kill itself (SIGKILL) after writing its N-th shard
+_KILL_ENV = "ABSTOPK_HARVEST_KILL"
 
 
 @dataclass
@@ -159,13 +170,19 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
 
     from ..lm import hook_name, load_model, run_to_layer
     from .cache import CacheWriter
+    from .cache_format import read_manifest
     from .doc_order import ORDER_RULE
     from .text import describe_source, resolve_source
     from .tokens import MIX_WINDOW, ContextStream
 
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    ranks = harvest_ranks.current()
+    model_device = cfg.device
+    if ranks.sharded and cfg.device == "cuda":
+        model_device = f"cuda:{ranks.local_rank}"   # one GPU per process of the node
     if model is None:
-        model, tokenizer, info = load_model(cfg.model, device=cfg.device, dtype=cfg.model_dtype)
+        model, tokenizer, info = load_model(cfg.model, device=model_device,
+                                            dtype=cfg.model_dtype)
     if info.n_layers <= max(cfg.layers) or min(cfg.layers) < 0:
         raise UserError(f"no layer {','.join(map(str, cfg.layers))}: {cfg.model} has "
                         f"{info.n_layers} blocks (0..{info.n_layers - 1})")
@@ -183,8 +200,16 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     d_in = int(run_to_layer(model, probe, None, cfg.layers[:1], cfg.site)[cfg.layers[0]]
                .shape[-1])
 
+    if ranks.sharded:
+        log = _prefixed(log, f"[rank {ranks.rank}/{ranks.world}] ")
+    paths = _cache_dirs(cfg)
+    finished = _check_folders(paths, cfg, ranks, log)
+    if finished is not None:
+        ranks.close()
+        return finished
+
     writers: list[CacheWriter] = []
-    for L, path in zip(cfg.layers, _cache_dirs(cfg), strict=True):
+    for L, path in zip(cfg.layers, paths, strict=True):
         header = {
             "model": cfg.model, "model_revision": info.revision, "model_kind": info.kind,
             "model_architecture": info.architecture, "n_layers": info.n_layers,
@@ -195,7 +220,13 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             "requested_tokens": cfg.tokens, "batch_size": cfg.batch_size,
             "shard_rows": cfg.shard_rows,
         }
-        w = CacheWriter(path, header, resume=cfg.resume)
+        names = {}
+        if ranks.sharded:
+            header["world_size"] = ranks.world
+            names = {"manifest": harvest_ranks.rank_manifest(ranks.rank),
+                     "prefix": harvest_ranks.rank_prefix(ranks.rank)}
+        # starting over (cfg.resume False) already cleared the folder: _check_folders
+        w = CacheWriter(path, header, resume=True, **names)
         if w.resumed and w.manifest["shards"] and int(w.manifest["version"]) < 2:
             raise CacheError(f"{path}: harvested before per-row positions were recorded "
                              f"(cache format version {w.manifest['version']}); it cannot be "
@@ -215,11 +246,11 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             log(f"resuming with the cache's batch size {prev} (not {batch_size}) so that the "
                 f"rows are bit-identical to an uninterrupted harvest")
             batch_size = prev
-    if all(w.complete for w in writers):
+    if all(w.complete for w in writers) and not ranks.sharded:
         req = int(writers[0].manifest.get("requested_tokens", done))
         if cfg.tokens == req or (cfg.tokens == done):
             log(f"{cfg.out}: already complete ({done} rows); nothing to do")
-            return HarvestResult(_cache_dirs(cfg), done, 0, 0.0, 0.0, resumed)
+            return HarvestResult(paths, done, 0, 0.0, 0.0, resumed)
         raise OutputExistsError(f"{cfg.out} is a complete cache of {done} rows, not the "
                                 f"{cfg.tokens} requested")
     if done > cfg.tokens:
@@ -233,9 +264,8 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     store_dtype = getattr(torch, cfg.dtype)
     stream = ContextStream(tokenizer, cfg.corpus, cfg.split, cfg.context_size,
                            prepend_bos=True, seed=cfg.seed, mix_window=MIX_WINDOW)
-    contexts = itertools.islice(iter(stream), consumed, None)
-    next_context = consumed          # global id of the next context of the stream
     delay = float(os.environ.get(_DELAY_ENV, "0") or 0)
+    kill_after = _kill_hook(ranks.rank)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abstopk-shard-writer")
     pending: Future | None = None
@@ -248,16 +278,18 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     buf_ctx = 0
     target = cfg.tokens
     pbar = None
-    if cfg.progress:
+    if cfg.progress and ranks.rank == 0:
         from tqdm import tqdm
 
-        pbar = tqdm(total=target, initial=done, unit="tok", unit_scale=True,
+        pbar = tqdm(total=target, initial=0, unit="tok", unit_scale=True,
                     desc=f"harvest L{','.join(map(str, cfg.layers))}", dynamic_ncols=True,
                     smoothing=0.1)
 
     def write_all(acts_per_layer, toks, n_ctx, cids, pos, mix):
         for w, a in zip(writers, acts_per_layer, strict=True):
             w.write_shard(a, toks, n_ctx, context_ids=cids, positions=pos, mix=mix)
+        if kill_after and len(writers[0].manifest["shards"]) >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def flush(final: bool) -> None:
         nonlocal pending, buf_acts, buf_toks, buf_cids, buf_pos, buf_src, buf_rows, buf_ctx
@@ -280,36 +312,50 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
 
     new_rows = 0
     exhausted = True
+    g_rows = 0          # rows of the whole stream (every rank's) before the current batch
+    skipped = 0         # contexts of this rank's batches already in its shards (resume)
     t_start = time.perf_counter()
     try:
-        for batch in _batches(contexts, batch_size):
-            ids = torch.stack([b[0] for b in batch]).to(device)
+        for bi, batch in enumerate(_batches(iter(stream), batch_size)):
+            ids = torch.stack([b[0] for b in batch])
+            keep = keep_positions(ids, tokenizer, cfg.keep_bos)
+            n_all = min(int(keep.sum()), target - g_rows)
+            first_context = bi * batch_size
+            last = g_rows + n_all >= target
+            if not ranks.owns(bi) or skipped < consumed:
+                if ranks.owns(bi):
+                    skipped += len(batch)
+                    if skipped > consumed:
+                        raise CacheError(f"{paths[0]}: its shards end inside a batch of "
+                                         f"{batch_size} contexts; harvest it again")
+                g_rows += n_all
+                if pbar is not None:
+                    pbar.update(n_all)
+                if last:
+                    exhausted = False
+                    break
+                continue
+            ids = ids.to(device)
             src = torch.stack([b[1] for b in batch])
             T = ids.shape[1]
             acts = run_to_layer(model, ids, None, cfg.layers, cfg.site)
-            keep = keep_positions(ids, tokenizer, cfg.keep_bos)
-            flat = keep.reshape(-1).nonzero().squeeze(1)
-            need = target - done - buf_rows
-            if flat.numel() > need:
-                flat = flat[:need]
+            flat = keep.reshape(-1).nonzero().squeeze(1)[:n_all]
+            flat_dev = flat.to(device)
             for j, L in enumerate(cfg.layers):
-                a = acts[L].reshape(-1, d_in).index_select(0, flat)
+                a = acts[L].reshape(-1, d_in).index_select(0, flat_dev)
                 buf_acts[j].append(a.to("cpu", store_dtype))
-            flat_cpu = flat.to("cpu")
-            buf_toks.append(ids.reshape(-1).index_select(0, flat).to("cpu"))
-            buf_cids.append(next_context + torch.div(flat_cpu, T, rounding_mode="floor"))
-            buf_pos.append((flat_cpu % T).to(torch.int32))
-            buf_src.append(src.reshape(-1).index_select(0, flat_cpu))
-            next_context += len(batch)
+            buf_toks.append(ids.reshape(-1).index_select(0, flat_dev).to("cpu"))
+            buf_cids.append(first_context + torch.div(flat, T, rounding_mode="floor"))
+            buf_pos.append((flat % T).to(torch.int32))
+            buf_src.append(src.reshape(-1).index_select(0, flat))
             n = int(flat.numel())
+            g_rows += n
             buf_rows += n
             buf_ctx += len(batch)
             new_rows += n
             if pbar is not None:
                 pbar.update(n)
-            if done + buf_rows >= target:
-                done += buf_rows
-                flush(final=True)
+            if last:
                 exhausted = False
                 break
             if buf_rows >= cfg.shard_rows:
@@ -317,9 +363,8 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
                 flush(final=False)
             if delay:
                 time.sleep(delay)
-        else:
-            done += buf_rows
-            flush(final=True)
+        done += buf_rows
+        flush(final=True)
     finally:
         if pending is not None and not pending.done():
             pending.result()
@@ -327,15 +372,73 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
         if pbar is not None:
             pbar.close()
     if exhausted:
-        log(f"warning: the corpus ran out after {done} of {target} rows")
+        log(f"warning: the corpus ran out after {g_rows} of {target} rows")
     for w in writers:
         w.set(complete=True, corpus_exhausted=exhausted)
     secs = time.perf_counter() - t_start
     rate = new_rows / secs if secs > 0 else 0.0
+    if ranks.sharded:
+        log(f"harvested {new_rows} rows x {len(writers)} layer(s) in {secs:.1f} s "
+            f"({rate:,.0f} tokens/s on this rank); waiting for the other ranks")
+        ranks.barrier()
+        if ranks.rank == 0:
+            for path in paths:
+                harvest_ranks.merge_rank_manifests(path, ranks.world)
+        ranks.barrier()
+        done = int(read_manifest(paths[0])["total_rows"])
+        ranks.close()
     log(f"harvested {new_rows} rows x {len(writers)} layer(s) in {secs:.1f} s "
-        f"({rate:,.0f} tokens/s); cache: {', '.join(str(p) for p in _cache_dirs(cfg))} "
+        f"({rate:,.0f} tokens/s); cache: {', '.join(str(p) for p in paths)} "
         f"({done} rows)")
-    return HarvestResult(_cache_dirs(cfg), done, new_rows, secs, rate, resumed)
+    return HarvestResult(paths, done, new_rows, secs, rate, resumed)
+
+
+def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    return lambda s: log(prefix + s)
+
+
+def _kill_hook(rank: int) -> int:
+    """Test aid: shards after which this rank kills itself (0: never); see ``_KILL_ENV``."""
+    spec = os.environ.get(_KILL_ENV, "")
+    if not spec:
+        return 0
+    r, _, n = spec.partition(":")
+    return int(n or 1) if int(r) == rank else 0
+
+
+def _check_folders(paths: list[Path], cfg: HarvestConfig, ranks, log
+                   ) -> HarvestResult | None:
+    """Before any writer opens: start over (``resume`` False) or refuse to mix a sharded and
+    a single-process partial harvest in one folder; for a sharded harvest, the result when
+    the cache is already complete (every rank returns it). Rank 0 deletes, then a barrier."""
+    from .cache_format import MANIFEST, read_manifest
+    from .harvest_ranks import clear_folder, rank_files
+
+    if ranks.rank == 0 and not cfg.resume:
+        for p in paths:
+            if p.is_dir():
+                clear_folder(p)
+    ranks.barrier()
+    complete = []
+    for p in paths:
+        parts = rank_files(p) if p.is_dir() else []
+        if not ranks.sharded and parts:
+            raise CacheError(f"{p}: holds a partial sharded harvest ({len(parts)} rank "
+                             f"manifests); resume it under torchrun with as many processes, "
+                             f"or start it over")
+        if ranks.sharded and (p / MANIFEST).exists():
+            m = read_manifest(p)
+            if not m["complete"]:
+                raise CacheError(f"{p}: holds a partial single-process harvest; resume it "
+                                 f"without torchrun, or start it over")
+            complete.append(int(m["total_rows"]))
+            if cfg.tokens not in (complete[-1], int(m.get("requested_tokens", -1))):
+                raise OutputExistsError(f"{cfg.out} is a complete cache of {complete[-1]} "
+                                        f"rows, not the {cfg.tokens} requested")
+    if ranks.sharded and len(complete) == len(paths):
+        log(f"{cfg.out}: already complete ({complete[0]} rows); nothing to do")
+        return HarvestResult(paths, complete[0], 0, 0.0, 0.0, True)
+    return None
 
 
 def config_dict(cfg: HarvestConfig) -> dict[str, Any]:
