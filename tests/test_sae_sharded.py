@@ -115,10 +115,11 @@ def test_sharded_equals_unsharded(ranks, arch, ties):
         _close(res[f"{tag}_gW_dec"], sae.W_dec.grad[lo:hi])
     assert torch.equal(ranks[0][f"{tag}_counts"] + ranks[1][f"{tag}_counts"],
                        torch.full((B,), K))
-    if ties:   # the rule mattered: in every row the k-th and (k+1)-th keys are equal
+    if ties:   # the rule mattered: rows whose k-th and (k+1)-th keys are equal
         u = (x.detach() - sae.b_dec.detach()) @ sae.W_enc.detach() + sae.b_enc.detach()
         key = (u.abs() if arch == "abstopk" else u).sort(1, descending=True).values
-        assert torch.equal(key[:, K - 1], key[:, K])
+        tied = key[:, K - 1] == key[:, K]
+        assert bool(tied.all()) if arch == "abstopk" else int(tied.sum()) >= B // 4
 
 
 @pytest.mark.parametrize("arch", ["abstopk", "topk"])
