@@ -138,39 +138,63 @@ class CacheLoader:
             self._plan_epoch = epoch
         return self._plan_cache
 
-    def _load_group(self, epoch: int, g: int, out: Tensor | None = None
-                    ) -> tuple[Tensor, Tensor]:
-        """Rows of group g of ``epoch`` [n, d_in] (cache dtype) and their serving order [n].
-
-        The rows are read into ``out[:n]`` when given (the reused shuffle buffer)."""
+    def _group_reads(self, epoch: int, g: int) -> tuple[int, list[tuple[int, int, int, int]]]:
+        """(rows, reads) of group g of ``epoch``: ``reads`` = (shard, start, rows, offset in
+        the group buffer), the group's chunks sorted by shard and start (file order)."""
         order, _ = self._plan(epoch)
         ids = order[g * self.group_chunks:(g + 1) * self.group_chunks]
         ids = ids[np.lexsort((self._chunk_start[ids], self._chunk_shard[ids]))]
-        n = int(self._chunk_len[ids].sum())
-        buf = out[:n] if out is not None and out.shape[0] >= n else \
-            torch.empty(n, self.d_in, dtype=self.dtype)
+        lens = self._chunk_len[ids]
+        offs = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        reads = [(int(self._chunk_shard[c]), int(self._chunk_start[c]), int(m), int(o))
+                 for c, m, o in zip(ids, lens, offs, strict=True)]
+        return int(lens.sum()), reads
+
+    def _read_into(self, buf: Tensor, reads: list[tuple[int, int, int, int]]) -> None:
+        """Copy ``reads`` (see :meth:`_group_reads`) from the shards' memory maps into
+        ``buf`` [rows, d_in]; one contiguous copy per chunk."""
         # numpy view of the buffer with the file's element type (bf16 as raw 16-bit words)
         dst = buf.view(torch.int16).numpy().view(np.uint16) if self.dtype == torch.bfloat16 \
             else buf.numpy()
-        i = o = 0
-        while i < len(ids):
-            s = int(self._chunk_shard[ids[i]])
+        i = 0
+        while i < len(reads):
+            s = reads[i][0]
             arr = self.cache.open_shard(s)["activations"].array  # memory map
             if arr.shape[1:] != (self.d_in,) or arr.dtype.itemsize != buf.element_size():
                 raise ValueError(f"shard {s}: activations {arr.shape} {arr.dtype} do not match "
                                  f"the manifest (d_in {self.d_in}, {self.cache.dtype})")
-            while i < len(ids) and int(self._chunk_shard[ids[i]]) == s:
-                a, m = int(self._chunk_start[ids[i]]), int(self._chunk_len[ids[i]])
+            while i < len(reads) and reads[i][0] == s:
+                _, a, m, o = reads[i]
                 dst[o:o + m] = arr[a:a + m]  # one contiguous read into the buffer
-                o += m
                 i += 1
             del arr  # unmap: the touched pages leave this process's RSS
-        n = buf.shape[0]
+
+    def group_order(self, epoch: int, g: int) -> Tensor:
+        """Serving order [n] of group g's buffer rows: ``default_rng([seed, epoch, g])``'s
+        permutation (``arange`` without shuffling)."""
+        n = self._group_reads(epoch, g)[0]
         if self.shuffle:
-            perm = torch.from_numpy(np.random.default_rng([self.seed, epoch, g]).permutation(n))
+            return torch.from_numpy(np.random.default_rng([self.seed, epoch, g]).permutation(n))
+        return torch.arange(n)
+
+    def _load_group(self, epoch: int, g: int, out: Tensor | None = None, readers=None
+                    ) -> tuple[Tensor, Tensor]:
+        """Rows of group g of ``epoch`` [n, d_in] (cache dtype) and their serving order [n].
+
+        The rows are read into ``out[:n]`` when given (the reused shuffle buffer).
+        ``readers``: a thread pool that splits the chunk reads (numpy releases the GIL
+        during the copies), else they run in this thread."""
+        n, reads = self._group_reads(epoch, g)
+        buf = out[:n] if out is not None and out.shape[0] >= n else \
+            torch.empty(n, self.d_in, dtype=self.dtype)
+        if readers is None or len(reads) < 2:
+            self._read_into(buf, reads)
         else:
-            perm = torch.arange(n)
-        return buf, perm
+            w = readers._max_workers
+            parts = [reads[i::w] for i in range(w)]
+            for f in [readers.submit(self._read_into, buf, p) for p in parts if p]:
+                f.result()
+        return buf, self.group_order(epoch, g)
 
     def _segments(self, position: int) -> Iterator[tuple[Tensor, Tensor]]:
         """(group buffer, row indices to serve next) from ``position`` on, endlessly."""
