@@ -66,3 +66,9 @@ def test_nonfinite_rows_raise(tmp_path):
         _take(DeviceCacheLoader(bad, 64, buffer_mb=1.0), 20)
     with pytest.raises(ValueError, match="non-finite"):
         DeviceCacheLoader(bad, 64, skip_nonfinite=True)
+
+
+def test_host_loader_reader_threads_keep_the_order(cache):
+    one = _take(CacheLoader(cache, 70, seed=3, prefetch=0, **KW), 60)
+    three = _take(CacheLoader(cache, 70, seed=3, prefetch=2, readers=3, **KW), 60)
+    assert all(torch.equal(a, b) for a, b in zip(one, three, strict=True))

@@ -65,6 +65,7 @@ class CacheLoader:
         prefetch: batches prepared ahead by a background thread (0 = synchronous).
         pin_memory: pin the prepared batches (CUDA training: asynchronous host-to-device copies).
         progress: accepted for ``open_source`` compatibility (opening scans nothing).
+        readers: threads that read a shuffle group from the shards (the order is the same).
 
     Attributes: ``d_in``, ``total_rows``, ``batch_size``, ``position`` (rows consumed),
     ``epoch`` (= position // total_rows).
@@ -73,7 +74,7 @@ class CacheLoader:
     def __init__(self, cache, batch_size: int, seed: int = 0, *, shuffle: bool = True,
                  buffer_mb: float = 256.0, chunk_rows: int = 512,
                  skip_nonfinite: bool = False, prefetch: int = 4, pin_memory: bool = False,
-                 progress: bool = False):
+                 progress: bool = False, readers: int = 1):
         self.cache = cache if hasattr(cache, "open_shard") else ActivationCache(cache)
         self.d_in = int(self.cache.d_in)
         self.dtype = _TORCH_DTYPES[str(self.cache.dtype)]
@@ -88,6 +89,9 @@ class CacheLoader:
         self.prefetch = int(prefetch)
         self.pin_memory = pin_memory
         self.progress = progress
+        if int(readers) < 1:
+            raise ValueError(f"readers must be >= 1, got {readers}")
+        self.readers = int(readers)
         self.identity = str(self.cache.identity())
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         group_chunks = int(buffer_mb * 2**20 // (max(1, chunk_rows) * self.d_in * itemsize))
@@ -202,16 +206,25 @@ class CacheLoader:
         # one buffer for the whole run: a group is read into it after the previous one was
         # served (the consumer copies rows out), so RAM holds one group and no allocator churn
         store = torch.empty(min(self.buffer_rows, self.total_rows), self.d_in, dtype=self.dtype)
-        while True:
-            _, starts = self._plan(epoch)
-            g = int(np.searchsorted(starts, offset, side="right") - 1)
-            while g < len(starts) - 1:
-                buf, perm = self._load_group(epoch, g, store)
-                yield buf, perm[offset - int(starts[g]):]
-                del buf, perm
-                g += 1
-                offset = int(starts[g])
-            epoch, offset = epoch + 1, 0
+        pool = None
+        if self.readers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(self.readers, thread_name_prefix="abstopk-group-reader")
+        try:
+            while True:
+                _, starts = self._plan(epoch)
+                g = int(np.searchsorted(starts, offset, side="right") - 1)
+                while g < len(starts) - 1:
+                    buf, perm = self._load_group(epoch, g, store, pool)
+                    yield buf, perm[offset - int(starts[g]):]
+                    del buf, perm
+                    g += 1
+                    offset = int(starts[g])
+                epoch, offset = epoch + 1, 0
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def _batches(self, position: int) -> Iterator[tuple[Tensor, int]]:
         """(batch [B, d_in] float32, stream position after it), endlessly."""
