@@ -15,7 +15,8 @@ the shards were just written), per cache dtype:
   measures the host side only; on a GPU it is the real feed).
 
 Each figure is the median of ``--repeats`` timed runs of ``--batches`` batches after one
-warm-up batch. Usage::
+warm-up batch: rows per wall-clock second, and rows per CPU second of the whole process (all
+its threads; robust to other jobs sharing the cores — the cost a feed puts on the host). Usage::
 
     python bench/loader_feed.py                  # W1 shape, float16 and float32 caches
     python bench/loader_feed.py --quick          # small, seconds
@@ -35,21 +36,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def _rate(make_iter, batches: int, B: int, repeats: int, sync=None) -> float:
-    rates = []
+def _rate(make_iter, batches: int, B: int, repeats: int, sync=None) -> tuple[float, float]:
+    """Median (rows per wall second, rows per CPU second of the whole process)."""
+    rates, cpu = [], []
     for _ in range(repeats):
         it = make_iter()
         next(it)
         if sync:
             sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(batches):
             next(it)
         if sync:
             sync()
         rates.append(batches * B / (time.perf_counter() - t))
+        cpu.append(batches * B / max(1e-9, time.process_time() - c))
         it.close()
-    return statistics.median(rates)
+    return statistics.median(rates), statistics.median(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
+    from loader import make_cache
 
     from abstopk.data.device_loader import DeviceCacheLoader
     from abstopk.data.loader import CacheLoader
-    from loader import make_cache
 
     d_in, B = (96, 512) if args.quick else (576, 4096)
     n_rows = 16 * B if args.quick else 64 * B
@@ -80,17 +83,17 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.1f}; d_in {d_in}, B {B}, cache {n_rows} rows, "
           f"buffer {args.buffer_mb:g} MiB, {batches} batches x {args.repeats} repeats "
           f"(median)", flush=True)
-    print("| cache dtype | feed | readers | shuffle | pinned | rows/s |")
-    print("|---|---|---:|---|---|---:|")
+    print("| cache dtype | feed | readers | shuffle | pinned | rows/s (wall) | rows per CPU-s |")
+    print("|---|---|---:|---|---|---:|---:|")
     for dtype in args.dtypes.split(","):
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             cache = Path(tmp) / "cache"
             make_cache(cache, n_rows, d_in, dtype, shard_rows=max(B, n_rows // 8))
             base = CacheLoader(cache, B, seed=0, buffer_mb=args.buffer_mb)
 
-            def row(feed, r, shuffle, pinned, rate, _dt=dtype):
-                print(f"| {_dt} | {feed} | {r} | {shuffle} | {pinned} | {rate:,.0f} |",
-                      flush=True)
+            def row(feed, r, shuffle, pinned, rates, _dt=dtype):
+                print(f"| {_dt} | {feed} | {r} | {shuffle} | {pinned} | {rates[0]:,.0f} | "
+                      f"{rates[1]:,.0f} |", flush=True)
 
             # group read alone: mmap -> host buffer
             from concurrent.futures import ThreadPoolExecutor
@@ -99,28 +102,29 @@ def main(argv: list[str] | None = None) -> int:
             n_groups = len(base._plan(0)[1]) - 1
             for r in readers:
                 pool = ThreadPoolExecutor(r) if r > 1 else None
-                times = []
+                times, cpu = [], []
                 for rep in range(args.repeats):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     rows = 0
                     for g in range(n_groups):
                         buf, _ = base._load_group(rep, g, store, pool)
                         rows += buf.shape[0]
                     times.append(rows / (time.perf_counter() - t))
+                    cpu.append(rows / max(1e-9, time.process_time() - c))
                 if pool is not None:
                     pool.shutdown()
-                row("group read", r, "-", "no", statistics.median(times))
+                row("group read", r, "-", "no", (statistics.median(times), statistics.median(cpu)))
             for shuffle in (True, False):
                 for r in readers:
-                    def host(_s=shuffle, _r=r):
-                        return iter(CacheLoader(cache, B, seed=0, shuffle=_s, readers=_r,
+                    def host(_s=shuffle, _r=r, _c=cache):
+                        return iter(CacheLoader(_c, B, seed=0, shuffle=_s, readers=_r,
                                                 buffer_mb=args.buffer_mb, prefetch=4))
 
                     row("host loader", r, shuffle, "no",
                         _rate(host, batches, B, args.repeats))
             for r in readers:
-                def device(_r=r):
-                    return iter(DeviceCacheLoader(cache, B, seed=0, device=dev, readers=_r,
+                def device(_r=r, _c=cache):
+                    return iter(DeviceCacheLoader(_c, B, seed=0, device=dev, readers=_r,
                                                   buffer_mb=args.buffer_mb))
 
                 pinned = "yes" if dev.type == "cuda" else "no"

@@ -48,8 +48,6 @@ __all__ = ["HarvestConfig", "HarvestResult", "harvest", "parse_layers"]
 
 #: test/debug aid: seconds to sleep after each batch (lets a test interrupt a harvest)
 _DELAY_ENV = "ABSTOPK_HARVEST_DELAY_S"
-#: test aid: "R:N" makes rank R kill itself (SIGKILL) after writing its N-th shard
-_KILL_ENV = "ABSTOPK_HARVEST_KILL"
 
 
 @dataclass
@@ -201,12 +199,13 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
                .shape[-1])
 
     if ranks.sharded:
-        log = _prefixed(log, f"[rank {ranks.rank}/{ranks.world}] ")
+        log = harvest_ranks.prefixed(log, f"[rank {ranks.rank}/{ranks.world}] ")
     paths = _cache_dirs(cfg)
-    finished = _check_folders(paths, cfg, ranks, log)
+    finished = harvest_ranks.check_folders(paths, cfg.tokens, cfg.resume, ranks)
     if finished is not None:
+        log(f"{cfg.out}: already complete ({finished} rows); nothing to do")
         ranks.close()
-        return finished
+        return HarvestResult(paths, finished, 0, 0.0, 0.0, True)
 
     writers: list[CacheWriter] = []
     for L, path in zip(cfg.layers, paths, strict=True):
@@ -225,7 +224,7 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             header["world_size"] = ranks.world
             names = {"manifest": harvest_ranks.rank_manifest(ranks.rank),
                      "prefix": harvest_ranks.rank_prefix(ranks.rank)}
-        # starting over (cfg.resume False) already cleared the folder: _check_folders
+        # starting over (cfg.resume False) already cleared the folder (harvest_ranks.check_folders)
         w = CacheWriter(path, header, resume=True, **names)
         if w.resumed and w.manifest["shards"] and int(w.manifest["version"]) < 2:
             raise CacheError(f"{path}: harvested before per-row positions were recorded "
@@ -265,7 +264,7 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     stream = ContextStream(tokenizer, cfg.corpus, cfg.split, cfg.context_size,
                            prepend_bos=True, seed=cfg.seed, mix_window=MIX_WINDOW)
     delay = float(os.environ.get(_DELAY_ENV, "0") or 0)
-    kill_after = _kill_hook(ranks.rank)
+    kill_after = harvest_ranks.kill_hook(ranks.rank)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abstopk-shard-writer")
     pending: Future | None = None
@@ -391,54 +390,6 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
         f"({rate:,.0f} tokens/s); cache: {', '.join(str(p) for p in paths)} "
         f"({done} rows)")
     return HarvestResult(paths, done, new_rows, secs, rate, resumed)
-
-
-def _prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
-    return lambda s: log(prefix + s)
-
-
-def _kill_hook(rank: int) -> int:
-    """Test aid: shards after which this rank kills itself (0: never); see ``_KILL_ENV``."""
-    spec = os.environ.get(_KILL_ENV, "")
-    if not spec:
-        return 0
-    r, _, n = spec.partition(":")
-    return int(n or 1) if int(r) == rank else 0
-
-
-def _check_folders(paths: list[Path], cfg: HarvestConfig, ranks, log
-                   ) -> HarvestResult | None:
-    """Before any writer opens: start over (``resume`` False) or refuse to mix a sharded and
-    a single-process partial harvest in one folder; for a sharded harvest, the result when
-    the cache is already complete (every rank returns it). Rank 0 deletes, then a barrier."""
-    from .cache_format import MANIFEST, read_manifest
-    from .harvest_ranks import clear_folder, rank_files
-
-    if ranks.rank == 0 and not cfg.resume:
-        for p in paths:
-            if p.is_dir():
-                clear_folder(p)
-    ranks.barrier()
-    complete = []
-    for p in paths:
-        parts = rank_files(p) if p.is_dir() else []
-        if not ranks.sharded and parts:
-            raise CacheError(f"{p}: holds a partial sharded harvest ({len(parts)} rank "
-                             f"manifests); resume it under torchrun with as many processes, "
-                             f"or start it over")
-        if ranks.sharded and (p / MANIFEST).exists():
-            m = read_manifest(p)
-            if not m["complete"]:
-                raise CacheError(f"{p}: holds a partial single-process harvest; resume it "
-                                 f"without torchrun, or start it over")
-            complete.append(int(m["total_rows"]))
-            if cfg.tokens not in (complete[-1], int(m.get("requested_tokens", -1))):
-                raise OutputExistsError(f"{cfg.out} is a complete cache of {complete[-1]} "
-                                        f"rows, not the {cfg.tokens} requested")
-    if ranks.sharded and len(complete) == len(paths):
-        log(f"{cfg.out}: already complete ({complete[0]} rows); nothing to do")
-        return HarvestResult(paths, complete[0], 0, 0.0, 0.0, True)
-    return None
 
 
 def config_dict(cfg: HarvestConfig) -> dict[str, Any]:

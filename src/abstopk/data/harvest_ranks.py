@@ -39,18 +39,21 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import CacheError
+from ..errors import CacheError, OutputExistsError
 from .cache_format import MANIFEST, read_manifest
 
-__all__ = ["Ranks", "current", "merge_rank_manifests", "rank_manifest", "rank_prefix",
-           "rank_files"]
+__all__ = ["Ranks", "check_folders", "current", "merge_rank_manifests", "rank_files",
+           "rank_manifest", "rank_prefix"]
 
 _TIMEOUT_ENV = "ABSTOPK_DIST_TIMEOUT_S"
+#: test aid: "R:N" makes rank R kill itself (SIGKILL) after writing its N-th shard
+_KILL_ENV = "ABSTOPK_HARVEST_KILL"
 _RANK_FILE = re.compile(r"^manifest\.rank(\d+)\.json$")
 
 
@@ -155,3 +158,49 @@ def merge_rank_manifests(path: Path, world: int) -> dict[str, Any]:
     for r in range(world):
         (path / rank_manifest(r)).unlink(missing_ok=True)
     return merged
+
+
+def prefixed(log: Callable[[str], None], prefix: str) -> Callable[[str], None]:
+    """``log`` with every line prefixed (``[rank r/N] ``)."""
+    return lambda s: log(prefix + s)
+
+
+def kill_hook(rank: int) -> int:
+    """Test aid: shards after which this rank kills itself (0: never); see ``_KILL_ENV``."""
+    spec = os.environ.get(_KILL_ENV, "")
+    if not spec:
+        return 0
+    r, _, n = spec.partition(":")
+    return int(n or 1) if int(r) == rank else 0
+
+
+def check_folders(paths: list[Path], tokens: int, resume: bool, ranks: Ranks) -> int | None:
+    """Before any writer opens the cache folders ``paths``: start over (``resume`` False:
+    rank 0 deletes, then a barrier) or refuse to mix a sharded and a single-process partial
+    harvest in one folder. For a sharded harvest whose cache is already complete, its rows
+    (every rank returns them; ``OutputExistsError`` if ``tokens`` asks for another count);
+    else None."""
+    if ranks.rank == 0 and not resume:
+        for p in paths:
+            if p.is_dir():
+                clear_folder(p)
+    ranks.barrier()
+    complete = []
+    for p in paths:
+        parts = rank_files(p) if p.is_dir() else []
+        if not ranks.sharded and parts:
+            raise CacheError(f"{p}: holds a partial sharded harvest ({len(parts)} rank "
+                             f"manifests); resume it under torchrun with as many processes, "
+                             f"or start it over")
+        if ranks.sharded and (p / MANIFEST).exists():
+            m = read_manifest(p)
+            if not m["complete"]:
+                raise CacheError(f"{p}: holds a partial single-process harvest; resume it "
+                                 f"without torchrun, or start it over")
+            complete.append(int(m["total_rows"]))
+            if tokens not in (complete[-1], int(m.get("requested_tokens", -1))):
+                raise OutputExistsError(f"{p} is a complete cache of {complete[-1]} rows, "
+                                        f"not the {tokens} requested")
+    if ranks.sharded and len(complete) == len(paths):
+        return complete[0]
+    return None
