@@ -81,6 +81,7 @@ class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owns_group: bool = False   # this module started the process group (and ends it)
 
     @property
     def sharded(self) -> bool:
@@ -97,7 +98,7 @@ class Ranks:
             dist.barrier()
 
     def close(self) -> None:
-        if self.sharded:
+        if self.sharded and self.owns_group:
             import torch.distributed as dist
 
             if dist.is_initialized():
@@ -112,11 +113,12 @@ def current() -> Ranks:
         return Ranks()
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         timeout = float(os.environ.get(_TIMEOUT_ENV, "3600") or 3600)
         dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size(),
-                 local_rank=int(os.environ.get("LOCAL_RANK", "0") or 0))
+                 local_rank=int(os.environ.get("LOCAL_RANK", "0") or 0), owns_group=owns)
 
 
 def clear_folder(path: Path) -> None:
