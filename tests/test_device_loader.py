@@ -72,3 +72,13 @@ def test_host_loader_reader_threads_keep_the_order(cache):
     one = _take(CacheLoader(cache, 70, seed=3, prefetch=0, **KW), 60)
     three = _take(CacheLoader(cache, 70, seed=3, prefetch=2, readers=3, **KW), 60)
     assert all(torch.equal(a, b) for a, b in zip(one, three, strict=True))
+
+
+def test_open_source_picks_the_loader(cache):
+    from abstopk.data.open import open_source
+
+    assert type(open_source(str(cache), 32)) is CacheLoader
+    assert type(open_source(str(cache), 32, device="cpu")) is CacheLoader
+    got = open_source(str(cache), 32, device="cuda:0")   # constructing touches no GPU
+    assert type(got) is DeviceCacheLoader and got.device == torch.device("cuda:0")
+    assert type(open_source(str(cache), 32, device="cuda", skip_nonfinite=True)) is CacheLoader

@@ -1,7 +1,9 @@
 """The one dispatcher from what the user gave to a :class:`~abstopk.data.sources.BatchSource`.
 
 * a folder holding ``manifest.json`` (an activation cache) →
-  :class:`~abstopk.data.loader.CacheLoader`;
+  :class:`~abstopk.data.loader.CacheLoader`, or, with a CUDA ``device``,
+  :class:`~abstopk.data.device_loader.DeviceCacheLoader` (the same batches, gathered on the
+  GPU; not when skipping non-finite rows);
 * a ``.npy`` / ``.safetensors`` file [N, d_in] → :class:`~abstopk.data.matrix.MatrixSource`
   over the memory-mapped matrix;
 * a torch tensor or numpy array [N, d_in] → :class:`~abstopk.data.matrix.MatrixSource`;
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from .loader import CacheLoader
@@ -27,13 +30,15 @@ __all__ = ["open_source"]
 
 
 def open_source(data: Any, batch_size: int, seed: int = 0, *, skip_nonfinite: bool = False,
-                progress: bool = False, key: str | None = None) -> BatchSource:
+                progress: bool = False, key: str | None = None,
+                device: str | None = None) -> BatchSource:
     """Turn what the user gave into a :class:`BatchSource` (see the module docstring).
 
     ``batch_size`` and ``seed`` define the batches and their order; ``skip_nonfinite`` drops
     rows holding NaN/Inf instead of raising :class:`~abstopk.errors.NonFiniteError`;
     ``progress`` shows the scan of a matrix file; ``key`` names the tensor of a safetensors
-    file holding several. Raises ``FileNotFoundError`` / ``ValueError`` with one-line messages.
+    file holding several; ``device``: where training runs (a CUDA device makes a cache's
+    batches on the device, see the module docstring). Raises ``FileNotFoundError`` / ``ValueError`` with one-line messages.
     """
     if isinstance(data, (str, os.PathLike)):
         path = Path(data)
@@ -41,6 +46,11 @@ def open_source(data: Any, batch_size: int, seed: int = 0, *, skip_nonfinite: bo
             raise FileNotFoundError(f"{path}: no such file or folder")
         if path.is_dir():
             if (path / "manifest.json").is_file():
+                if device is not None and torch.device(device).type == "cuda" \
+                        and not skip_nonfinite:
+                    from .device_loader import DeviceCacheLoader
+
+                    return DeviceCacheLoader(path, batch_size, seed, device=device)
                 return CacheLoader(path, batch_size, seed, skip_nonfinite=skip_nonfinite,
                                    progress=progress)
             raise ValueError(f"{path}: a folder without manifest.json is not an activation cache")
