@@ -48,7 +48,10 @@ CASES = [("abstopk", False), ("topk", False), ("abstopk", True), ("topk", True)]
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
+    from abstopk.kernels import encoder_gemm
+
     torch.set_num_threads(1)
+    encoder_gemm.CPU_CHUNK_ROWS = 5   # row blocks of 5 (the last one short): B = 32
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     res = {}

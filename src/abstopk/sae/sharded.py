@@ -6,7 +6,7 @@ rows ``W_dec[lo:hi]`` [F_r, D]; ``b_dec`` [D] is replicated. Forward on a batch 
 every rank holds (the same x on every rank)::
 
     x_c  = x − b_dec                          (apply_b_dec_to_input; else x)
-    u_r  = x_c @ W_enc_r + b_enc_r            [B, F_r]      local, differentiable
+    u_r  = x_c @ W_enc_r + b_enc_r            [B, F_r]      by row blocks, not kept
     cand = local top k by key (|u| AbsTopK, u TopK; ties to the lower index)   [B, k]
     all_gather(cand)                          [B, W·k]      keys and global indices
     sel  = global top k of the candidates     [B, k]        same on every rank
@@ -23,8 +23,11 @@ rank computes the same loss from the same x̂), and the copy of x_c into the ran
 all-reduces ∂x_c in the backward (each rank's encoder sees only its columns). So every rank
 gets the exact gradients of its slice (∂W_enc_r, ∂b_enc_r, ∂W_dec_r) and the full, identical
 ∂b_dec and ∂x — the unsharded SAE's, up to float summation order. The selection itself has
-no gradient (as in the unsharded top-k). The local pre-activations u_r are a dense
-[B, F_r] autograd node, so a rank's backward is O(B·F_r·D) like its forward GEMM.
+no gradient (as in the unsharded top-k). As in the fused encoder
+(:mod:`abstopk.kernels.encode`), the [B, F_r] pre-activations are computed by row blocks
+(``encoder_gemm.u_blocks``) and never kept: each block yields its rows' candidates, and the
+kept values' backward is sparse (``spmm``, ``spmm_t``, ``column_sums`` over this rank's
+padded selection), O(N_r·D) for the N_r entries the rank keeps.
 
 Not covered: AuxK, the batch-level operators, input normalisation other than ``none``,
 ``n_steps`` > 1 (construction raises ``ValueError``).
@@ -155,33 +158,78 @@ class LatentShardedSAE(nn.Module):
 
     def forward(self, x: Tensor) -> ShardedOutput:
         """x [B, D] (the same on every rank) → :class:`ShardedOutput`."""
-        k, n = self.k, self.W_enc.shape[1]
+        k, n, nb = self.k, self.W_enc.shape[1], x.shape[0]
         x_c = x - self.b_dec if self.apply_b_dec_to_input else x
         x_c = _CopyToShards.apply(x_c, self.group)
-        u = torch.addmm(self.b_enc, x_c, self.W_enc)                      # [B, F_r]
         with torch.no_grad():
-            key = u.abs() if self.signed else u
-            m = min(k, n)
-            loc = topk_lowest_index(key, m) if m else key.new_zeros(x.shape[0], 0).long()
-            cand_key, cand_idx = key.gather(1, loc), loc + self.lo
+            cand_u, cand_idx = _local_candidates(x_c.detach(), self.W_enc.detach(),
+                                                 self.b_enc.detach(), k, self.signed)
+            cand_key = cand_u.abs() if self.signed else cand_u
+            m = cand_idx.shape[1]
+            cand_idx = cand_idx + self.lo
             if m < k:   # fewer latents than k on this rank: padding that never wins
-                pad = k - m
-                cand_key = torch.cat([cand_key, cand_key.new_full((x.shape[0], pad),
-                                                                  float("-inf"))], 1)
-                cand_idx = torch.cat([cand_idx, cand_idx.new_full((x.shape[0], pad),
-                                                                  PAD_INDEX)], 1)
+                cand_key = torch.cat([cand_key, cand_key.new_full((nb, k - m), float("-inf"))], 1)
+                cand_idx = torch.cat([cand_idx, cand_idx.new_full((nb, k - m), PAD_INDEX)], 1)
+                cand_u = torch.cat([cand_u, cand_u.new_zeros(nb, k - m)], 1)
             all_key, all_idx = gather_candidates(cand_key, cand_idx, self.group)
             chosen = all_idx.gather(1, merge_candidates(all_key, all_idx, k))  # [B, k] global
-            mine = (chosen >= self.lo) & (chosen < self.lo + n)
-            order = (~mine).to(torch.int8).argsort(dim=1, stable=True)       # mine first
-            local = (chosen.gather(1, order) - self.lo).where(mine.gather(1, order), 0)
-            counts = mine.sum(1)
+            # this rank's kept entries are among its candidates: position j of its own list
+            hit = cand_idx.unsqueeze(2) == chosen.unsqueeze(1)                # [B, k, k]
+            kept = hit.any(2)                                                 # [B, k]
+            order = (~kept).to(torch.int8).argsort(dim=1, stable=True)        # kept first
+            counts = kept.sum(1)
             valid = torch.arange(k, device=x.device) < counts[:, None]
-        values = u.gather(1, local)
+            local = (cand_idx.gather(1, order) - self.lo).where(valid, 0)
+            u_kept = cand_u.gather(1, order) * valid
+        sel = kernels.Selection(local, n, counts)
+        values = _KeptPreacts.apply(x_c, self.W_enc, self.b_enc, u_kept, sel)
         if not self.signed:
             values = torch.relu(values)
-        values = values * valid
-        sel = kernels.Selection(local, n, counts)
         partial = kernels.sparse_decode(values, sel, self.W_dec, None)
         x_hat = _ReduceFromShards.apply(partial, self.group) + self.b_dec
         return ShardedOutput(x_hat, chosen, values, local, counts)
+
+
+def _local_candidates(x_c: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, signed: bool
+                      ) -> tuple[Tensor, Tensor]:
+    """This rank's top min(k, F_r) latents per row by the rule: (u [B, m], local index
+    [B, m]). u is computed by row blocks (:func:`abstopk.kernels.encoder_gemm.u_blocks`, the
+    fused encoder's blocked GEMM), so no [B, F_r] matrix is kept."""
+    from ..kernels import encoder_gemm
+
+    nb, n = x_c.shape[0], W_enc.shape[1]
+    m = min(k, n)
+    cand_u = x_c.new_empty(nb, m)
+    cand_idx = torch.empty(nb, m, dtype=torch.int64, device=x_c.device)
+    rows = encoder_gemm.CPU_CHUNK_ROWS if x_c.device.type == "cpu" else None
+    rows = max(1, min(nb, rows or nb))
+    for s, e, u, _ in encoder_gemm.u_blocks(x_c, W_enc, None, b_enc, rows, False):
+        idx = topk_lowest_index(u.abs() if signed else u, m)
+        cand_idx[s:e] = idx
+        cand_u[s:e] = u.gather(1, idx)
+    return cand_u, cand_idx
+
+
+class _KeptPreacts(torch.autograd.Function):
+    """The kept pre-activations ``u[b, sel[b, j]]`` as a differentiable function of x_c,
+    W_enc and b_enc, with the fused encoder's sparse backward (S = the padded selection with
+    the incoming gradient as weights): ∂x_c = S·W_encᵀ, ∂W_enc = (Sᵀ·x_c)ᵀ, ∂b_enc = Σ_b S[b].
+    ``values`` [B, k]: the forward values (computed without autograd; 0 at the padding)."""
+
+    @staticmethod
+    def forward(ctx, x_c, W_enc, b_enc, values, sel):
+        ctx.sel = sel
+        ctx.save_for_backward(x_c, W_enc)
+        return values.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        from ..kernels import column_sums, spmm, spmm_t
+
+        x_c, W_enc = ctx.saved_tensors
+        sel, g = ctx.sel, g.contiguous()
+        gx = spmm(sel, g, W_enc.t().contiguous()) if ctx.needs_input_grad[0] else None
+        gW = spmm_t(sel, g, x_c).t().contiguous() if ctx.needs_input_grad[1] else None
+        gb = column_sums(sel, g) if ctx.needs_input_grad[2] else None
+        return gx, gW, gb, None, None
