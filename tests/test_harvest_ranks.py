@@ -90,3 +90,15 @@ def test_batches_split_round_robin():
     owners = [[b for b in range(10) if Ranks(rank=r, world=3).owns(b)] for r in range(3)]
     assert owners == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
     assert all(Ranks().owns(b) for b in range(5))
+
+
+def test_nproc_refuses_a_complete_cache_of_another_size_before_launching(tmp_path, capsys):
+    from cli_runner import run_cli
+
+    w = CacheWriter(tmp_path, {k: v for k, v in HEADER.items() if k != "world_size"})
+    _shard(w, [1.0] * 10, 0, {"a": 10})
+    w.set(complete=True)
+    code, _, err = run_cli(["harvest", "--tokens", "12", "--nproc", "2", "--out", tmp_path],
+                           capsys)
+    assert code == 2 and "complete cache of 10 rows, not the 12 requested" in err
+    assert "torchrun" not in err   # refused before any process was started

@@ -56,6 +56,8 @@ def harvest_command(
     except ValueError as e:
         raise UserError(str(e)) from None
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        if not force:
+            _refuse_other_size(out, cfg.tokens)
         _launch_torchrun(cfg, nproc, force)
         return
     try:
@@ -80,6 +82,24 @@ def _cli_args(cfg: HarvestConfig) -> list[str]:
     return args
 
 
+def _refuse_other_size(out: Path, tokens: int) -> None:
+    """Before launching processes: a complete cache of another row count is refused here,
+    once, rather than by every rank."""
+    import json
+
+    for mp in (out / "manifest.json", *sorted(out.glob("layer_*/manifest.json"))):
+        try:
+            m = json.loads(mp.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(m, dict) and m.get("complete"):
+            done = int(m.get("total_rows", -1))
+            if tokens not in (done, int(m.get("requested_tokens", -1))):
+                raise OutputExistsError(f"{mp.parent} is a complete cache of {done} rows, not "
+                                        f"the {tokens} requested; choose another --out, or "
+                                        f"--force to start it over")
+
+
 def _launch_torchrun(cfg: HarvestConfig, nproc: int, force: bool) -> None:
     """Run this harvest as ``torchrun --standalone --nproc-per-node nproc -m abstopk.cli
     harvest …`` (same settings) and wait for it; its exit status becomes ours."""
@@ -93,7 +113,8 @@ def _launch_torchrun(cfg: HarvestConfig, nproc: int, force: bool) -> None:
     rc = subprocess.call(cmd)
     if rc != 0:
         raise UserError(f"the sharded harvest over {nproc} processes failed (torchrun exit "
-                        f"status {rc}); rerun the same command to resume it")
+                        f"status {rc}; the ranks' errors are above); once fixed, the same "
+                        f"command resumes it")
 
 
 def register(app: typer.Typer) -> None:
