@@ -166,3 +166,37 @@ def test_hung_rank_becomes_an_error(data, tmp_path):
         launch(2, data, str(out), {**CFG, "steps": 20}, timeout=4.0, hang=(1, 5))
     msg = (out / "error_rank0.txt").read_text()
     assert msg.startswith("rank 0 of 2: a collective failed or waited more than 4 s"), msg
+
+
+def test_cli_nproc_2_launches_torchrun_and_matches_nproc_1(data, tmp_path, capfd):
+    """``abstopk train --nproc 2`` (torchrun, 2 processes) saves the SAE ``--nproc 1`` saves,
+    to 1e-6; resuming it with one process states what the checkpoint preserved."""
+    from cli_runner import cli_code
+
+    common = ["train", "--activations", data, "--architecture", "abstopk", "--d-sae", "128",
+              "--k", "8", "--batch-size", "64", "--steps", "40", "--dead-tokens", "64",
+              "--aux-k", "16", "--checkpoint-every", "20", "--lr", "1e-3", "--seed", "3",
+              "--no-progress", "--dist-timeout-s", "120"]
+    assert cli_code([*common, "--out", tmp_path / "one"]) == 0
+    assert cli_code([*common, "--out", tmp_path / "two", "--nproc", "2"]) == 0
+    err = capfd.readouterr().err
+    assert "launching 2 processes: torchrun --standalone --nproc-per-node=2" in err
+    one = load_file(str(tmp_path / "one" / "sae_weights.safetensors"))
+    two = load_file(str(tmp_path / "two" / "sae_weights.safetensors"))
+    assert max(rel_diff({f"model.{k}": v for k, v in two.items()},
+                        {f"model.{k}": v for k, v in one.items()}).values()) <= 1e-6
+    meta = json.loads((tmp_path / "two" / "checkpoint" / "step_000000040" / "state.json")
+                      .read_text())
+    assert meta["world_size"] == 2 and meta["step"] == 40
+
+
+def test_resume_statement_names_what_is_preserved():
+    from abstopk.train.distributed import resume_statement
+
+    same = resume_statement(100, 2, 2)
+    assert same.startswith("resuming from step 100 (2 process(es)): restored weights")
+    for piece in ("Adam moments", "target-L0 controller state", "AuxK dead-latent counters",
+                  "data position", "bit for bit"):
+        assert piece in same
+    changed = resume_statement(100, 2, 1)
+    assert "written by 2 process(es), resumed by 1" in changed and "bit for bit" not in changed

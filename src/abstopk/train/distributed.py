@@ -51,8 +51,8 @@ from ..fields import doc_field
 from .state import geometric_median_step
 from .step import StepResult
 
-__all__ = ["BACKENDS", "DataParallel", "DistConfig", "DistContext", "RankSlice", "rank_range",
-           "under_torchrun"]
+__all__ = ["BACKENDS", "PRESERVED", "DataParallel", "DistConfig", "DistContext", "RankSlice",
+           "rank_range", "resume_statement", "under_torchrun"]
 
 BACKENDS = ("auto", "gloo", "nccl")
 
@@ -293,3 +293,22 @@ class DataParallel:
         mean = self.ctx.all_reduce_sum(x_s.double().sum(0)) / self.global_rows
         ss = self.ctx.all_reduce_sum((x_s.double() - mean).pow(2).sum())
         return float(ss) / (self.global_rows * x_s.shape[1])
+
+
+#: what a checkpoint carries into a resumed run, whatever the world sizes (docs/scaling.md)
+PRESERVED = ("weights and input scale", "Adam moments and step counts", "step and token "
+             "counters", "LR schedule position", "target-L0 controller state",
+             "AuxK dead-latent counters", "data position (the global batch stream)",
+             "RNG state")
+
+
+def resume_statement(step: int, saved_world: int, world: int) -> str:
+    """The log line of a resume: from which step, across which change of world size, and
+    what is preserved (the checkpoint holds the global state, identical on every rank)."""
+    change = (f"written by {saved_world} process(es), resumed by {world}"
+              if saved_world != world else f"{world} process(es)")
+    exact = ("continues bit for bit" if saved_world == world else
+             "continues the same run; only the summation order of the gradient reduction "
+             "changes (float rounding, relative 1e-7 per step)")
+    return (f"resuming from step {step} ({change}): restored {', '.join(PRESERVED)}; "
+            f"the run {exact}")
