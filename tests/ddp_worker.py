@@ -6,7 +6,8 @@ machine, against ~30 s for torchrun's fresh interpreters) joined through ``env:/
 torchrun would; each runs :func:`run_rank`: a :class:`Trainer` as one rank, then saves its
 final in-memory state (weights, dead-latent counters) to ``OUT/ranks/rank<r>.safetensors``.
 Faults: ``kill=(rank, step)`` SIGKILLs that rank when it is about to take that step,
-``hang=(rank, step)`` makes it sleep there; a :class:`UserError` is written to
+``hang=(rank, step)`` makes it sleep there; ``eval_hook`` logs a toy number at each
+checkpoint, ``eval_cfg`` (:class:`CheckpointEvalConfig` fields) the real evaluation; a :class:`UserError` is written to
 ``OUT/error_rank<r>.txt``.
 """
 
@@ -29,7 +30,8 @@ def free_port() -> int:
 
 def run_rank(rank: int, world: int, port: int, data: str, out: str, config: dict[str, Any],
              timeout: float = 60.0, kill: tuple[int, int] | None = None,
-             hang: tuple[int, int] | None = None, eval_hook: bool = False) -> None:
+             hang: tuple[int, int] | None = None, eval_hook: bool = False,
+             eval_cfg: dict[str, Any] | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     from safetensors.torch import save_file
@@ -43,6 +45,10 @@ def run_rank(rank: int, world: int, port: int, data: str, out: str, config: dict
     cfg = TrainConfig(**config, out=out, progress=False)
     hook = (lambda sae, step: {"w_dec_norm_sum": float(sae.W_dec.norm(dim=1).sum())}) \
         if eval_hook else None
+    if eval_cfg is not None and rank == 0:
+        from abstopk.experiments.checkpoint_eval import CheckpointEvalConfig, checkpoint_evaluator
+
+        hook = checkpoint_evaluator(CheckpointEvalConfig(**eval_cfg))
     tr = Trainer(cfg, data, dist=ctx, on_checkpoint=hook)
     take_step = tr.state.step
 
