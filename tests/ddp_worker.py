@@ -49,7 +49,12 @@ def run_rank(rank: int, world: int, port: int, data: str, out: str, config: dict
         from abstopk.experiments.checkpoint_eval import CheckpointEvalConfig, checkpoint_evaluator
 
         hook = checkpoint_evaluator(CheckpointEvalConfig(**eval_cfg))
-    tr = Trainer(cfg, data, dist=ctx, on_checkpoint=hook)
+    try:
+        tr = Trainer(cfg, data, dist=ctx, on_checkpoint=hook)
+    except UserError as e:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        Path(out, f"error_rank{rank}.txt").write_text(str(e))
+        sys.exit(2)
     take_step = tr.state.step
 
     def step(x):

@@ -200,3 +200,14 @@ def test_resume_statement_names_what_is_preserved():
         assert piece in same
     changed = resume_statement(100, 2, 1)
     assert "written by 2 process(es), resumed by 1" in changed and "bit for bit" not in changed
+
+
+def test_batch_level_operators_are_refused_with_two_ranks(data, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises((mp.ProcessExitedException, mp.ProcessRaisedException)):
+        launch(2, data, str(out), {**CFG, "architecture": "batchabstopk"})
+    # every rank refuses; the first to exit makes the launcher stop the other
+    msgs = [p.read_text() for p in out.glob("error_rank*.txt")]
+    assert msgs
+    for msg in msgs:
+        assert msg.startswith("batchabstopk selects its latents over the whole batch"), msg

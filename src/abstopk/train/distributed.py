@@ -24,8 +24,8 @@ numerator]`` gives every rank the global ``fired`` mask (dead-latent counters), 
 (target-L0 controller) and the logged metrics. The input-scale and ``b_dec`` initialisation
 reduce their sums (:meth:`DataParallel.initialize`; the geometric median reduces each
 Weiszfeld iteration). Batch-level operators (batchtopk, batchabstopk) select over each rank's
-rows, not over the global batch: their runs differ from one process (documented, not
-hidden).
+rows, not over the global batch, and keep an inference threshold per rank: they are refused
+(:meth:`DistContext.attach`).
 
 Why DDP and not a hand-written gradient all-reduce: it is PyTorch's supported path (bucketed
 all-reduce overlapped with the backward, NCCL on GPUs, static-graph checks), and the only
@@ -160,6 +160,12 @@ class DistContext:
         if B < self.world_size:
             raise UserError(f"a batch of {B} rows cannot be split over {self.world_size} "
                             "processes (each needs at least one row)")
+        op = trainer.state.sae.op
+        if op.batch_level and self.world_size > 1:
+            raise UserError(f"{op.name} selects its latents over the whole batch; data-parallel "
+                            "training would select over each process's rows (and keep one "
+                            "inference threshold per process), so it is not supported: "
+                            "train it in one process")
         trainer.source = RankSlice(trainer.source, self, B)
         trainer.state.dp = DataParallel(self, trainer.state.sae, B)
 
