@@ -211,3 +211,27 @@ def test_batch_level_operators_are_refused_with_two_ranks(data, tmp_path):
     assert msgs
     for msg in msgs:
         assert msg.startswith("batchabstopk selects its latents over the whole batch"), msg
+
+
+def test_two_ranks_on_an_activation_cache(tmp_path):
+    """From a cache (shuffle groups read whole, each rank keeping its rows of every batch):
+    the same weights as one process."""
+    from latent_cache import write_cache
+
+    x = torch.from_numpy(np.load(_planted(tmp_path)))[:2048]
+    cache = write_cache(tmp_path / "cache", x, torch.zeros(2048, dtype=torch.int64), 16, 512)
+    over = dict(steps=30, checkpoint_every=10, log_every=10)
+    ref = state_of(single(str(cache), **over))
+    launch(2, str(cache), str(tmp_path / "run"), {**CFG, **over})
+    states = rank_states(tmp_path / "run")
+    assert_ranks_identical(states)
+    assert max(rel_diff(states[0], ref).values()) <= 1e-6
+
+
+def _planted(tmp_path: Path) -> str:
+    rng = np.random.default_rng(1)
+    D = rng.standard_normal((256, 32))
+    codes = (rng.random((2048, 256)) < 0.03) * rng.standard_normal((2048, 256))
+    p = tmp_path / "x.npy"
+    np.save(p, (codes @ D).astype(np.float32))
+    return str(p)
