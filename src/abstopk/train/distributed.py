@@ -143,7 +143,7 @@ class DistContext:
         a one-line :class:`~abstopk.errors.DistributedError` naming this rank."""
         try:
             yield
-        except (RuntimeError, ValueError) as e:
+        except RuntimeError as e:
             if not _is_collective_failure(e):
                 raise
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
