@@ -235,3 +235,16 @@ def _planted(tmp_path: Path) -> str:
     p = tmp_path / "x.npy"
     np.save(p, (codes @ D).astype(np.float32))
     return str(p)
+
+
+@pytest.mark.parametrize("arch", ["jumprelu", "topk"])
+def test_other_operators_match_one_process(data, tmp_path, arch):
+    """JumpReLU (learned threshold, ℓ0 pseudo-gradient, its own Adam group) and TopK: 12
+    steps on 2 ranks equal one process."""
+    over = dict(architecture=arch, k=8 if arch == "topk" else None, steps=12,
+                checkpoint_every=6, log_every=6, dead_tokens=64)
+    ref = state_of(single(data, **over))
+    launch(2, data, str(tmp_path / "run"), {**CFG, **over})
+    states = rank_states(tmp_path / "run")
+    assert_ranks_identical(states)
+    assert max(rel_diff(states[0], ref).values()) <= 1e-6
