@@ -313,8 +313,7 @@ def resume_statement(step: int, saved_world: int, world: int) -> str:
     what is preserved (the checkpoint holds the global state, identical on every rank)."""
     change = (f"written by {saved_world} process(es), resumed by {world}"
               if saved_world != world else f"{world} process(es)")
-    exact = ("continues bit for bit" if saved_world == world else
-             "continues the same run; only the summation order of the gradient reduction "
-             "changes (float rounding, relative 1e-7 per step)")
-    return (f"resuming from step {step} ({change}): restored {', '.join(PRESERVED)}; "
-            f"the run {exact}")
+    exact = ("it continues bit for bit" if saved_world == world else
+             "it continues the same run, only the summation order of the gradient reduction "
+             "changes (float rounding, about 1e-7 relative per step)")
+    return f"resuming from step {step} ({change}): restored {', '.join(PRESERVED)}; {exact}"
