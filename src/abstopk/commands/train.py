@@ -119,6 +119,7 @@ def _launch_torchrun(dcfg: DistConfig, cfg: TrainConfig, ecfg: CheckpointEvalCon
                      data: Path, is_cache: bool, out: Path, key: str | None) -> None:
     """Run this training as ``torchrun --standalone --nproc-per-node N -m abstopk.cli train``
     with the same options (rebuilt from the configs); exit with torchrun's status."""
+    import os
     import subprocess
     import sys
 
@@ -132,7 +133,10 @@ def _launch_torchrun(dcfg: DistConfig, cfg: TrainConfig, ecfg: CheckpointEvalCon
            f"--nproc-per-node={dcfg.nproc}", "-m", "abstopk.cli", "train", *args]
     typer.echo(f"launching {dcfg.nproc} processes: torchrun --standalone "
                f"--nproc-per-node={dcfg.nproc} -m abstopk.cli train {' '.join(args)}", err=True)
-    code = subprocess.call(cmd)
+    env = dict(os.environ)
+    if cfg.device == "cpu" and "OMP_NUM_THREADS" not in env:  # the cores shared by the ranks
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // dcfg.nproc))
+    code = subprocess.call(cmd, env=env)
     if code:
         raise typer.Exit(code)
 
