@@ -169,18 +169,25 @@ def test_hung_rank_becomes_an_error(data, tmp_path):
 
 
 def test_cli_nproc_2_launches_torchrun_and_matches_nproc_1(data, tmp_path, capfd):
-    """``abstopk train --nproc 2`` (torchrun, 2 processes) saves the SAE ``--nproc 1`` saves,
-    to 1e-6; resuming it with one process states what the checkpoint preserved."""
+    """``abstopk train --nproc 2 --resume`` (torchrun, 2 processes) continues a run one
+    process stopped at step 20, says what it restored, and saves the SAE ``--nproc 1`` saves
+    uninterrupted, to 1e-6."""
     from cli_runner import cli_code
 
-    common = ["train", "--activations", data, "--architecture", "abstopk", "--d-sae", "128",
-              "--k", "8", "--batch-size", "64", "--steps", "40", "--dead-tokens", "64",
-              "--aux-k", "16", "--checkpoint-every", "20", "--lr", "1e-3", "--seed", "3",
-              "--no-progress", "--dist-timeout-s", "120"]
+    flags = dict(architecture="abstopk", d_sae=128, k=8, batch_size=64, steps=40,
+                 dead_tokens=64, aux_k=16, checkpoint_every=20, lr=1e-3, seed=3)
+    common = ["train", "--activations", data, "--no-progress", "--dist-timeout-s", "120"]
+    for name, v in flags.items():
+        common += [f"--{name.replace('_', '-')}", str(v)]
     assert cli_code([*common, "--out", tmp_path / "one"]) == 0
-    assert cli_code([*common, "--out", tmp_path / "two", "--nproc", "2"]) == 0
+    part = Trainer(TrainConfig(**flags, activations=data, out=str(tmp_path / "two"),
+                               progress=False), data)
+    part.fit(until=20)
+    capfd.readouterr()
+    assert cli_code([*common, "--out", tmp_path / "two", "--nproc", "2", "--resume"]) == 0
     err = capfd.readouterr().err
     assert "launching 2 processes: torchrun --standalone --nproc-per-node=2" in err
+    assert "resuming from step 20 (written by 1 process(es), resumed by 2): restored " in err
     one = load_file(str(tmp_path / "one" / "sae_weights.safetensors"))
     two = load_file(str(tmp_path / "two" / "sae_weights.safetensors"))
     assert max(rel_diff({f"model.{k}": v for k, v in two.items()},
