@@ -46,8 +46,9 @@ class CheckpointEvalConfig:
         "Held-out contexts for loss recovered and KL at every checkpoint (the SAE spliced into "
         "the language model; 0: no loss recovered).", 0)
     eval_source: str = doc_field(
-        "Text source of the held-out contexts (and of the activations when there is no "
-        "eval cache): embedded, or another source name of abstopk data.", "embedded")
+        "Text of the held-out contexts (and of the activations when there is no eval "
+        "cache): embedded, a .txt/.jsonl/.parquet file, a folder of .txt files or a Hugging "
+        "Face dataset; its held-out split is used.", "embedded")
 
     def __post_init__(self) -> None:
         if self.eval_tokens < 0 or self.eval_contexts < 0:
