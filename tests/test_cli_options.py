@@ -13,9 +13,11 @@ from abstopk import cli
 from abstopk.analysis.synthetic import BenchConfig, SyntheticConfig
 from abstopk.commands.options import ALIASES, config_kwargs, config_options, resolve_device
 from abstopk.data.harvest import HarvestConfig
+from abstopk.experiments.checkpoint_eval import CheckpointEvalConfig
 from abstopk.experiments.sweep_config import SweepConfig
 from abstopk.fields import doc_field
 from abstopk.train.config import TrainConfig
+from abstopk.train.distributed import DistConfig
 
 
 def _command(path: tuple[str, ...]):
@@ -27,7 +29,7 @@ def _command(path: tuple[str, ...]):
 
 
 COMMANDS = [
-    (("train",), (TrainConfig,)),
+    (("train",), (TrainConfig, DistConfig, CheckpointEvalConfig)),
     (("harvest",), (HarvestConfig,)),
     (("sweep",), (SweepConfig,)),
     (("bench", "synthetic"), (BenchConfig, SyntheticConfig)),

@@ -13,6 +13,7 @@ __all__ = [
     "CacheError",
     "CorpusUnavailable",
     "DataUnavailable",
+    "DistributedError",
     "ModelNotFound",
     "NonFiniteError",
     "OutputExistsError",
@@ -69,3 +70,8 @@ class StatsFormatError(UserError, ValueError):
 
 class SteeringError(UserError, ValueError):
     """A steering run that cannot be done as asked (bad settings, missing SAE, no data)."""
+
+
+class DistributedError(UserError, RuntimeError):
+    """A data-parallel run lost a process: a collective failed or timed out (the message
+    names the rank; the run resumes from its last checkpoint)."""

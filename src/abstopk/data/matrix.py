@@ -147,6 +147,9 @@ class MatrixSource:
         self.batches_per_epoch = self.n_rows // self.batch_size
         self.epoch = 0
         self.batch = 0  # batches of the current epoch already served
+        #: rows [lo, hi) of each (sorted) batch to read, or None for all: a data-parallel rank
+        #: reads only its part of every batch (the position stays the whole stream's)
+        self.row_slice: tuple[int, int] | None = None
 
     # -- position
     def state_dict(self) -> dict[str, Any]:
@@ -181,6 +184,8 @@ class MatrixSource:
             order = self._order(self.epoch)
             while self.batch < self.batches_per_epoch:
                 rows = np.sort(order[self.batch * B:(self.batch + 1) * B])
+                if self.row_slice is not None:
+                    rows = rows[self.row_slice[0]:self.row_slice[1]]
                 x = self._take(rows)
                 self.batch += 1
                 yield x

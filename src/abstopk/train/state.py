@@ -23,7 +23,7 @@ driver logs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from .config import B_DEC_INITS, TrainConfig
 from .schedule import L0Controller, LRSchedule, PenaltyController, WarmupDecayLR
 from .step import StepResult, make_optimizer, set_lr, train_step
 
-__all__ = ["StepReport", "TrainState", "geometric_median"]
+__all__ = ["StepReport", "TrainState", "geometric_median", "geometric_median_step"]
 
 
 def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
@@ -43,13 +43,23 @@ def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
     x64 = x.double()
     m = x64.mean(0)
     for _ in range(iters):
-        w = 1.0 / (x64 - m).norm(dim=1).clamp_min(1e-12)
-        m_new = (w[:, None] * x64).sum(0) / w.sum()
-        if (m_new - m).norm() <= tol * m.norm().clamp_min(1e-12):
-            m = m_new
+        m, done = geometric_median_step(x64, m, tol)
+        if done:
             break
-        m = m_new
     return m.to(x.dtype)
+
+
+def geometric_median_step(x64: Tensor, m: Tensor, tol: float = 1e-6, *,
+                          reduce: Callable[[Tensor], Tensor] | None = None
+                          ) -> tuple[Tensor, bool]:
+    """One Weiszfeld update m ← Σ_i w_i x_i / Σ_i w_i, w_i = 1/‖x_i − m‖, and whether it moved
+    m by at most ``tol``·‖m‖. ``reduce`` sums both sums over data-parallel ranks."""
+    w = 1.0 / (x64 - m).norm(dim=1).clamp_min(1e-12)
+    num, den = (w[:, None] * x64).sum(0), w.sum()
+    if reduce is not None:
+        num, den = reduce(num), reduce(den)
+    m_new = num / den
+    return m_new, bool((m_new - m).norm() <= tol * m.norm().clamp_min(1e-12))
 
 
 @dataclass
@@ -110,6 +120,9 @@ class TrainState:
         self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.int64,
                                               device=self.device)
         self.last_metrics: dict[str, Any] | None = None
+        #: data-parallel hooks (:class:`~abstopk.train.distributed.DataParallel`) when this
+        #: state is one of N ranks; None in a single process
+        self.dp: Any = None
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, d_in: int, *,
@@ -161,6 +174,8 @@ class TrainState:
         ``b_dec`` = mean or geometric median (Weiszfeld) of the normalised rows, or stays 0.
         The batches are not trained on here; the caller steps on them afterwards.
         """
+        if self.dp is not None:
+            return self.dp.initialize(self, batches)
         if not batches:
             raise ValueError("the data source yielded no batch")
         sae = self.sae
@@ -190,8 +205,9 @@ class TrainState:
         with self._autocast():
             res = train_step(self.sae, self.optimizer, x, penalty_coeff=self.penalty_coeff,
                              dead_mask=self.dead_mask() if use_aux else None,
-                             k_aux=self.k_aux if use_aux else 0, aux_coeff=self.aux_coeff)
-        B = x.shape[0]
+                             k_aux=self.k_aux if use_aux else 0, aux_coeff=self.aux_coeff,
+                             dp=self.dp)
+        B = x.shape[0] if self.dp is None else self.dp.global_rows
         self.steps_done += 1
         self.tokens += B
         self.tokens_since_fired.add_(B).masked_fill_(res.fired, 0)
@@ -211,7 +227,8 @@ class TrainState:
         """
         res = report.result
         x_s, _ = self.sae.normalize(report.x)
-        var = float((x_s - x_s.mean(0)).pow(2).mean())
+        var = (float((x_s - x_s.mean(0)).pow(2).mean()) if self.dp is None
+               else self.dp.batch_variance(x_s))
         mse = float(res.mse)
         rec = {
             "step": self.steps_done,

@@ -16,6 +16,7 @@ Loss (in the SAE's normalised input space)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -118,12 +119,17 @@ def train_step(
     dead_mask: Tensor | None = None,
     k_aux: int = 0,
     aux_coeff: float = 1.0 / 32,
+    dp: Any = None,
 ) -> StepResult:
     """Run one optimisation step on the batch ``x`` [B, d_in] (raw activations).
 
     ``dead_mask`` [d_sae] bool marks latents eligible for AuxK; AuxK runs when it has any
     True entry and ``k_aux > 0``. Decoder rows are kept unit norm: the gradient component
     parallel to each row is removed before the step and rows are renormalised after it.
+
+    ``dp``: the :class:`~abstopk.train.distributed.DataParallel` hooks when ``x`` is this
+    rank's part of a global batch: the forward runs through DDP, the loss terms are weighted
+    so that the averaged gradient is the global batch's, and the result is the global one.
     """
     sae.train()
     use_aux = dead_mask is not None and k_aux > 0 and aux_coeff > 0
@@ -137,12 +143,16 @@ def train_step(
         if use_aux and dense:
             dead_idx = dead_mask.nonzero().view(-1)
     fused_aux = use_aux and dead_idx is None
-    out = sae(x, dense_code=not sae._use_kernels(), aux_mask=dead_mask if fused_aux else None,
-              k_aux=k_aux if fused_aux else 0)
+    forward = sae if dp is None else dp.module
+    out = forward(x, dense_code=not sae._use_kernels(),
+                  aux_mask=dead_mask if fused_aux else None, k_aux=k_aux if fused_aux else 0)
     mse = (out.x_hat_s - out.x_s).pow(2).mean()
     penalty = _penalty(sae, out)
     loss = mse + penalty_coeff * penalty if sae.op.penalty else mse
+    if dp is not None:
+        loss = loss * dp.loss_weight(x.shape[0])
     aux_loss = torch.zeros((), device=x.device)
+    aux_num = aux_den = None
     if use_aux and (dead_idx is not None or out.aux_values is not None):
         e = (out.x_s - out.x_hat_s).detach()
         if dead_idx is not None:
@@ -152,9 +162,10 @@ def train_step(
             # encoder's backward; bare indices from the dense path
             aux_sel = out.aux_selection if out.aux_selection is not None else out.aux_indices
             e_hat = kernels.sparse_decode(out.aux_values, aux_sel, sae.W_dec, None)
-        aux_loss = (e_hat - e).pow(2).sum() / (e - e.mean(0)).pow(2).sum().clamp_min(1e-12)
-        aux_loss = torch.nan_to_num(aux_loss, nan=0.0)
-        loss = loss + aux_coeff * aux_loss
+        aux_num = (e_hat - e).pow(2).sum()
+        aux_den = (e - e.mean(0)).pow(2).sum() if dp is None else dp.aux_denominator(e)
+        aux_loss = torch.nan_to_num(aux_num / aux_den.clamp_min(1e-12), nan=0.0)
+        loss = loss + aux_coeff * aux_loss * (1 if dp is None else dp.world_size)
     loss.backward()
     sae.remove_gradient_parallel_to_decoder_directions()
     optimizer.step()
@@ -174,4 +185,12 @@ def train_step(
             nzm = out.z != 0
             fired = nzm.any(0)
             l0 = nzm.sum(-1).float().mean()
+            if dp is not None:
+                hits = nzm.sum(0)
+    if dp is not None:
+        return dp.step_result(
+            hits, mse.detach(), penalty.detach(), l0,
+            aux_num.detach() if aux_num is not None else torch.zeros((), device=x.device),
+            aux_den, local_rows=x.shape[0], penalty_coeff=penalty_coeff,
+            has_penalty=bool(sae.op.penalty), aux_coeff=aux_coeff)
     return StepResult(loss.detach(), mse.detach(), aux_loss.detach(), penalty.detach(), l0, fired)

@@ -24,6 +24,11 @@ the out folder, the metrics file, checkpoints, resume and the progress bar:
   bit-identical to an uninterrupted run on the same machine and thread count.
 * **end**: the SAE is saved with :meth:`SAE.save` into ``OUT`` (``cfg.json`` +
   ``sae_weights.safetensors``), next to ``train_config.json``.
+* **data parallel** (``dist``, under torchrun): the same loop on every rank, each on its rows
+  of every global batch (:mod:`abstopk.train.distributed`); rank 0 alone writes (the others
+  wait at a barrier). A checkpoint holds the global state: it resumes under any world size.
+* **checkpoint evaluation** (``on_checkpoint``): its dict is logged as ``{"step", "event":
+  "eval", ...}``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +81,10 @@ class Trainer:
         data: a :class:`BatchSource`, or anything :func:`~abstopk.data.open.open_source`
             accepts (path, tensor, array, iterable of batches).
         sae_metadata: extra :class:`~abstopk.sae.SAEConfig` fields (model name, hook, …).
+        dist: a :class:`~abstopk.train.distributed.DistContext` to train data-parallel as one
+            of its ranks (None: this process alone).
+        on_checkpoint: ``(sae, step) -> dict | None`` run on rank 0 after each checkpoint;
+            its dict is logged to ``metrics.jsonl`` (evaluation during training).
 
     Attributes after construction: ``state`` (the :class:`TrainState`), ``source``, and, read
     from the state, ``sae``, ``optimizer``, ``step`` (steps done), ``tokens`` (rows trained
@@ -84,7 +93,9 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, data: Any, *,
-                 sae_metadata: dict[str, Any] | None = None) -> None:
+                 sae_metadata: dict[str, Any] | None = None, dist: Any = None,
+                 on_checkpoint: Callable[[SAE, int], dict[str, Any] | None] | None = None
+                 ) -> None:
         self.cfg = cfg
         self.source: BatchSource = (
             data if _is_source(data)
@@ -97,10 +108,14 @@ class Trainer:
         if cfg.prefetch and isinstance(self.source, MatrixSource):
             self.source = PrefetchSource(self.source, cfg.prefetch,
                                          pin_memory=self.device.type == "cuda")
+        self.dist, self.on_checkpoint = dist, on_checkpoint
+        if dist is not None:
+            dist.attach(self)  # rank's rows of each batch; the state steps through DDP
         self.sae_cfg = self.sae.cfg
         self._pending: list[Tensor] = []  # the initialisation batches not yet trained on
         self.out = Path(cfg.out) if cfg.out else None
         self.resumed_from: int | None = None
+        self.resumed_world_size: int | None = None
         self._prepared = False
 
     # ------------------------------------------------------------------ the state's fields
@@ -135,6 +150,15 @@ class Trainer:
     @property
     def last_metrics(self) -> dict[str, Any] | None:
         return self.state.last_metrics
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the out folder (rank 0, or no data parallelism)."""
+        return self.dist is None or self.dist.is_main
+
+    def _barrier(self) -> None:
+        if self.dist is not None:
+            self.dist.barrier()
 
     # ------------------------------------------------------------------ out folder
     def prepare(self) -> None:
@@ -172,11 +196,14 @@ class Trainer:
                 raise RunMismatchError(
                     f"{out} holds {', '.join(found)} of another run but no {TRAIN_CONFIG}; "
                     f"{_ANOTHER_FOLDER}")
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(tc, self.cfg.to_dict())
-        if self.cfg.resume and (out / CHECKPOINT_DIR / LATEST).is_file():
+        resume_ck = self.cfg.resume and (out / CHECKPOINT_DIR / LATEST).is_file()
+        self._barrier()  # every rank has checked the folder before rank 0 writes into it
+        if self.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(tc, self.cfg.to_dict())
+        if resume_ck:
             self.load_checkpoint()
-        if self.cfg.resume:
+        if self.cfg.resume and self.is_main:
             self._truncate_metrics(self.step)  # lines a crashed run logged after its checkpoint
 
     # ------------------------------------------------------------------ initialisation
@@ -208,7 +235,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.steps, initial=state.steps_done, unit="step", desc="train",
-                   disable=not cfg.progress, dynamic_ncols=True)
+                   disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         t_last, tok_last = time.perf_counter(), state.tokens
         exhausted = False
         try:
@@ -242,12 +269,14 @@ class Trainer:
                               "steps", stacklevel=2)
             if self.out is not None:
                 self.save_checkpoint()
-                self.save_final()
+                if self.is_main:
+                    self.save_final()
+                self._barrier()
         return self.sae
 
     # ------------------------------------------------------------------ metrics
     def _write_metrics(self, rec: dict[str, Any]) -> None:
-        if self.out is not None:
+        if self.out is not None and self.is_main:
             with open(self.out / METRICS, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
@@ -286,15 +315,30 @@ class Trainer:
             "rng": rng_meta,
             "sae_config": self.sae_cfg.to_dict(),
             "train_config": self.cfg.to_dict(),
+            "world_size": 1 if self.dist is None else self.dist.world_size,
         }
         return tensors, meta
 
-    def save_checkpoint(self) -> Path:
-        """Write the checkpoint of the current step into ``OUT/checkpoint`` (atomically)."""
+    def save_checkpoint(self) -> Path | None:
+        """Write the checkpoint of the current step into ``OUT/checkpoint`` (atomically), then
+        run ``on_checkpoint``. Data parallel: rank 0 writes while the others wait at a
+        barrier; no checkpoint is written while initialisation batches are still pending
+        (the first ``init_batches`` steps: they are held per rank). Returns the step folder
+        (None where nothing was written)."""
         if self.out is None:
             raise ValueError("no out folder to checkpoint into")
-        tensors, meta = self.checkpoint_state()
-        return write_checkpoint(self.out / CHECKPOINT_DIR, self.step, tensors, meta)
+        if self.dist is not None and self._pending:
+            return None
+        path = None
+        if self.is_main:
+            tensors, meta = self.checkpoint_state()
+            path = write_checkpoint(self.out / CHECKPOINT_DIR, self.step, tensors, meta)
+            if self.on_checkpoint is not None:
+                rec = self.on_checkpoint(self.sae, self.step)
+                if rec:
+                    self._write_metrics({"step": self.step, "event": "eval", **rec})
+        self._barrier()
+        return path
 
     def load_checkpoint(self, path: str | Path | None = None) -> int:
         """Restore the state saved by :meth:`save_checkpoint` (default: ``latest.json``).
@@ -319,6 +363,9 @@ class Trainer:
             raise ValueError(f"checkpoint {path} has no target-L0 controller state")
         self.state.load_state_dict(tensors, meta)
         self._pending = [tensors[f"pending.{i}"] for i in range(meta["n_pending"])]
+        if self.dist is not None:  # pending batches are global (one process wrote them)
+            self._pending = [self.dist.local_rows(b) for b in self._pending]
+        self.resumed_world_size = int(meta.get("world_size", 1))
         self.source.load_state_dict(meta["data"])
         restore_rng_state(tensors, meta["rng"])
         self.resumed_from = self.step
