@@ -100,7 +100,7 @@ class Trainer:
         self.source: BatchSource = (
             data if _is_source(data)
             else open_source(data, cfg.batch_size, cfg.seed, skip_nonfinite=cfg.skip_nonfinite,
-                             progress=cfg.progress)
+                             progress=cfg.progress, device=None if dist else cfg.device)
         )
         self.state = TrainState.from_config(cfg, int(self.source.d_in),
                                             sae_metadata=sae_metadata)
