@@ -106,6 +106,8 @@ def _metadata(activations: Path) -> dict:
         "dataset": c.identity(),
         "model_name": m.get("model"),
         "model_revision": m.get("model_revision"),
+        "model_weight_format": m.get("model_weight_format"),
+        "model_dtype": m.get("model_dtype"),
         "hook_layer": m.get("layer"),
         "hook_site": m.get("site"),
         "hook_name": m.get("hook_name"),

@@ -68,6 +68,16 @@ def _manifest_of(path) -> dict[str, Any] | None:
         return None
 
 
+def _weight_format(sae, info, cache) -> str | None:
+    """How the evaluated model's weights were stored: the loaded model's, else the SAE's
+    cfg.json, else the manifest of its training cache or of ``cache``."""
+    fmt = getattr(info, "weight_format", None) or getattr(sae.cfg, "model_weight_format", None)
+    for m in (_manifest_of(sae.cfg.dataset), _manifest_of(cache)):
+        if fmt is None and m:
+            fmt = m.get("model_weight_format")
+    return fmt
+
+
 def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
                    site: str | None = None, context_size: int | None = None,
                    cache: str | Path | None = None) -> dict[str, Any]:
@@ -248,6 +258,7 @@ def evaluate_sae(
         **target,
         "hook_name": hook_name(target["layer"], target["site"]),
         "model_revision": getattr(info, "revision", None),
+        "model_weight_format": _weight_format(sae, info, cache),
     }
 
     # --- reconstruction

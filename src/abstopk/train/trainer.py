@@ -173,7 +173,7 @@ class Trainer:
                     f"{out} holds {', '.join(found)} of another run but no {TRAIN_CONFIG}; "
                     f"{_ANOTHER_FOLDER}")
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(tc, self.cfg.to_dict())
+        atomic_write_json(tc, self.train_config_record())
         if self.cfg.resume and (out / CHECKPOINT_DIR / LATEST).is_file():
             self.load_checkpoint()
         if self.cfg.resume:
@@ -324,13 +324,22 @@ class Trainer:
         self.resumed_from = self.step
         return self.step
 
+    def train_config_record(self) -> dict[str, Any]:
+        """``train_config.json``: the config, plus what it resolved to on this machine and
+        what the data rests on — ``compute_dtype`` (``autocast`` resolved), the LM's
+        ``model_weight_format`` and ``model_dtype`` (from the cache manifest, via cfg.json's
+        metadata). :meth:`TrainConfig.from_dict` ignores the extra keys."""
+        return {**self.cfg.to_dict(), "compute_dtype": self.state.compute_dtype,
+                "model_weight_format": self.sae_cfg.model_weight_format,
+                "model_dtype": self.sae_cfg.model_dtype}
+
     # ------------------------------------------------------------------ final output
     def save_final(self) -> Path:
         """Save the SAE (``SAE.save``: scale folded) and ``train_config.json`` into OUT."""
         if self.out is None:
             raise ValueError("no out folder to save into")
         self.sae.save(self.out)
-        atomic_write_json(self.out / TRAIN_CONFIG, self.cfg.to_dict())
+        atomic_write_json(self.out / TRAIN_CONFIG, self.train_config_record())
         return self.out
 
 
