@@ -95,12 +95,15 @@ def _double(t: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def to_saelens(sae, *, model_name: str | None = None,
-               hook_name: str | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def to_saelens(sae, *, model_name: str | None = None, hook_name: str | None = None,
+               native_abstopk: bool = False) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(cfg.json dict, state dict) of the SAELens SAE that computes the same x̂ as ``sae``.
 
     ``sae``: an :class:`abstopk.sae.SAE`. ``model_name`` / ``hook_name`` override what its
     config records (SAEBench loads the model by ``metadata.model_name``).
+    ``native_abstopk``: an ``abstopk`` SAE becomes SAELens's own ``abstopk`` architecture
+    (same width and weights; only SAELens versions that register it can load it) instead of
+    the doubled ReLU-TopK (module docstring, "Ties").
     Raises ``ValueError`` when the SAE cannot be expressed in SAELens.
     """
     cfg = sae.cfg
@@ -120,7 +123,9 @@ def to_saelens(sae, *, model_name: str | None = None,
                 "clips negative pre-activations, so those latents will not match exactly",
                 stacklevel=2,
             )
-    if arch == "abstopk":
+    if arch == "abstopk" and native_abstopk:
+        sl_arch, extra = "abstopk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
+    elif arch == "abstopk":
         t, sl_arch, extra = _double(t), "topk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
     elif arch == "topk":
         sl_arch, extra = "topk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
@@ -188,7 +193,7 @@ def to_saelens(sae, *, model_name: str | None = None,
 
 
 def export_saelens(sae_or_dir, out: str | Path, *, model_name: str | None = None,
-                   hook_name: str | None = None) -> Path:
+                   hook_name: str | None = None, native_abstopk: bool = False) -> Path:
     """Write a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``) to ``out``.
 
     ``sae_or_dir``: an :class:`abstopk.sae.SAE` or the path of a saved SAE folder.
@@ -197,7 +202,8 @@ def export_saelens(sae_or_dir, out: str | Path, *, model_name: str | None = None
     from .sae import SAE
 
     sae = sae_or_dir if isinstance(sae_or_dir, SAE) else SAE.load(sae_or_dir)
-    cfg, tensors = to_saelens(sae, model_name=model_name, hook_name=hook_name)
+    cfg, tensors = to_saelens(sae, model_name=model_name, hook_name=hook_name,
+                              native_abstopk=native_abstopk)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(out / "sae_weights.safetensors", tensors, metadata={"format": "pt"})
