@@ -78,6 +78,9 @@ class TrainConfig:
     dead_tokens: int = doc_field("A latent is dead when it has not fired (z != 0) for this many tokens.", 10_000_000)
     aux_k: int | None = doc_field("AuxK width k_aux (None: d_in / 2; 0 disables AuxK).", None)
     aux_coeff: float = doc_field("AuxK loss coefficient.", 1.0 / 32)
+    threshold_calibration_tokens: int = doc_field("batchtopk / batchabstopk: training rows, read after the last step, over "
+        "which the inference threshold is set so that the mean L0 there is k with the final weights (0: keep the "
+        "EMA of the batches' smallest kept values, which under-fires).", 65536)
     # ------------------------------------------------------------------ data
     skip_nonfinite: bool = doc_field("Drop input rows holding NaN/Inf (counted and reported) instead of failing.", False)
     prefetch: int = doc_field("Batches of a matrix file read ahead in a background thread (0: none).", 2)
@@ -102,6 +105,8 @@ class TrainConfig:
             _check_pos_int(name, getattr(self, name))
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be ≥ 0")
+        if self.threshold_calibration_tokens < 0:
+            raise ValueError("threshold_calibration_tokens must be ≥ 0")
         if self.prefetch < 0:
             raise ValueError("prefetch must be ≥ 0")
         if self.d_in is not None:

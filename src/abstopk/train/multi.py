@@ -49,6 +49,8 @@ class MultiTrainer:
         d_in = int(source.d_in)
         self.states = [TrainState.from_config(c, d_in, sae_metadata=sae_metadata) for c in cfgs]
         self.step = 0
+        #: per SAE, the batch-level threshold calibration of :meth:`fit` (None: none ran)
+        self.calibrations: list[dict[str, Any] | None] = [None] * len(cfgs)
 
     @property
     def trainers(self) -> list[TrainState]:
@@ -85,6 +87,7 @@ class MultiTrainer:
         bar = tqdm(total=c0.steps, unit="step", desc=desc, disable=not progress,
                    dynamic_ncols=True)
         t_last = time.perf_counter()
+        x = None
         try:
             for x in batches():
                 if self.step >= c0.steps:
@@ -112,4 +115,17 @@ class MultiTrainer:
 
             warnings.warn(f"data source exhausted after {self.step} of {c0.steps} steps",
                           stacklevel=2)
+        # batch-level operators: inference thresholds from the rows after the last batch
+        # (the same rows for every SAE; read once, only as many as the largest request)
+        if any(st.sae.op.batch_level for st in self.states):
+            want = max(c.threshold_calibration_tokens for c in self.cfgs)
+            calib, n = [], 0
+            for b in it:
+                if n >= want:
+                    break
+                calib.append(b)
+                n += b.shape[0]
+            if not calib and x is not None:
+                calib = [x]
+            self.calibrations = [st.calibrate(calib) for st in self.states]
         return self.saes

@@ -231,6 +231,21 @@ class TrainState:
         self.last_metrics = rec
         return rec
 
+    def calibrate(self, batches) -> dict[str, Any] | None:
+        """After the last step: set a batch-level SAE's inference threshold so that its mean
+        L0 is k on the first ``cfg.threshold_calibration_tokens`` rows of ``batches``
+        (:func:`abstopk.sae.calibrate.calibrate_batch_threshold`). Returns its record, or
+        None when there is nothing to calibrate (other operators, 0 rows, no batch)."""
+        from ..sae.calibrate import calibrate_batch_threshold
+
+        rows = self.cfg.threshold_calibration_tokens if self.cfg is not None else 65536
+        if not self.sae.op.batch_level or rows <= 0:
+            return None
+        try:
+            return calibrate_batch_threshold(self.sae, batches, rows=rows)
+        except ValueError:   # the source had no batch left
+            return None
+
     # ------------------------------------------------------------------ checkpoint pieces
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """(tensors, JSON-serialisable rest) of everything the future of the run depends on.

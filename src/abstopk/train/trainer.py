@@ -102,6 +102,8 @@ class Trainer:
         self.out = Path(cfg.out) if cfg.out else None
         self.resumed_from: int | None = None
         self._prepared = False
+        #: the batch-level threshold calibration of :meth:`fit` (None: none ran)
+        self.calibration: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the state's fields
     @property
@@ -211,6 +213,7 @@ class Trainer:
                    disable=not cfg.progress, dynamic_ncols=True)
         t_last, tok_last = time.perf_counter(), state.tokens
         exhausted = False
+        x = None
         try:
             while state.steps_done < stop:
                 x = self._pending.pop(0) if self._pending else next(it, None)
@@ -242,6 +245,10 @@ class Trainer:
                               "steps", stacklevel=2)
             if self.out is not None:
                 self.save_checkpoint()
+            # batch-level operators: the inference threshold from the rows that follow the
+            # last batch (after the checkpoint, so a resumed finished run reads the same rows)
+            self.calibration = state.calibrate(_calibration_batches(it, report_x=x))
+            if self.out is not None:
                 self.save_final()
         return self.sae
 
@@ -329,9 +336,12 @@ class Trainer:
         what the data rests on — ``compute_dtype`` (``autocast`` resolved), the LM's
         ``model_weight_format`` and ``model_dtype`` (from the cache manifest, via cfg.json's
         metadata). :meth:`TrainConfig.from_dict` ignores the extra keys."""
-        return {**self.cfg.to_dict(), "compute_dtype": self.state.compute_dtype,
-                "model_weight_format": self.sae_cfg.model_weight_format,
-                "model_dtype": self.sae_cfg.model_dtype}
+        rec = {**self.cfg.to_dict(), "compute_dtype": self.state.compute_dtype,
+               "model_weight_format": self.sae_cfg.model_weight_format,
+               "model_dtype": self.sae_cfg.model_dtype}
+        if self.calibration is not None:
+            rec["threshold_calibration"] = self.calibration
+        return rec
 
     # ------------------------------------------------------------------ final output
     def save_final(self) -> Path:
@@ -349,6 +359,17 @@ def train(cfg: TrainConfig, data: Any, **kw: Any) -> SAE:
 
 
 # ---------------------------------------------------------------------- helpers
+def _calibration_batches(it: Iterator[Tensor], report_x: Tensor | None) -> Iterator[Tensor]:
+    """The batches after the last trained one; when the source has none left, the last
+    trained batch itself (still training rows, the best there is)."""
+    got = False
+    for b in it:
+        got = True
+        yield b
+    if not got and report_x is not None:
+        yield report_x
+
+
 def _is_source(obj: Any) -> bool:
     return not isinstance(obj, (str, os.PathLike, Tensor, np.ndarray)) and all(
         hasattr(obj, a) for a in ("d_in", "state_dict", "load_state_dict", "__iter__"))
