@@ -99,22 +99,32 @@ def test_heldout_l0_within_5_percent_after_training(arch, tmp_path):
 
 @pytest.mark.slow
 def test_heldout_l0_on_real_activations(lm, tmp_path):
-    """Real SmolLM2-135M (Q4_1) layer-3 activations: 6,000 train rows, 1,500 held-out rows
-    (the held-out split: other documents); batchabstopk k = 8 trained 60 steps; its held-out
-    L0 within 5 % of 8."""
+    """Real SmolLM2-135M (Q4_1) layer-3 activations: 12,000 train rows, 6,000 held-out rows
+    (the held-out split: other documents); batchabstopk k = 8 trained 60 steps, its threshold
+    calibrated on the 12,000 training rows; held-out L0 within 5 % of 8.
+
+    The size is what the heavy tail needs: ~4 % of the rows (high-norm tokens such as the
+    first of a context or whitespace) fire > 50 latents each and the rest ≈ 1, so the mean
+    L0 of a 3,000-row sample moves by ±5 % with the share of such rows it happens to hold
+    (docs/benchmarks.md, batch operators)."""
     from abstopk.data.cache import ActivationCache
     from abstopk.data.harvest import HarvestConfig, harvest
 
     model, tok, info = lm
-    for split, n in (("train", 6000), ("heldout", 1500)):
+    for split, n in (("train", 12_000), ("heldout", 6_000)):
         harvest(HarvestConfig(out=str(tmp_path / split), layers=[3], tokens=n, split=split,
                               context_size=64, batch_size=8, progress=False),
                 model=model, tokenizer=tok, info=info, log=lambda s: None)
     cfg = TrainConfig(architecture="batchabstopk", k=8, d_sae=1152, steps=60, batch_size=512,
-                      lr=1e-3, progress=False, threshold_calibration_tokens=4096)
-    sae = Trainer(cfg, str(tmp_path / "train")).fit()
+                      lr=1e-3, progress=False, threshold_calibration_tokens=12_000)
+    tr = Trainer(cfg, str(tmp_path / "train"))
+    sae = tr.fit()
+    assert tr.calibration["rows"] == 12_000
     c = ActivationCache(tmp_path / "heldout")
     held = torch.cat([c.open_shard(i)["activations"].rows(0, s["rows"])
                       for i, s in enumerate(c.shards)]).float()
     l0 = _heldout_l0(sae, held)
     assert abs(l0 - 8) <= 0.05 * 8, l0
+    # the EMA threshold it replaces under-fires by far more than 5 %
+    sae.threshold.fill_(tr.calibration["theta_ema"])
+    assert _heldout_l0(sae, held) < 0.8 * 8
