@@ -244,3 +244,21 @@ def test_harvest_dtype_auto_records_the_resolved_dtype(lm, tmp_path, monkeypatch
     assert m["model_weight_format"] == "GGUF Q4_1 (dequantised to float32)"
     assert info.weight_format == m["model_weight_format"]
     assert np.isfinite(m["total_rows"]) and m["total_rows"] == 40
+
+
+def test_eval_names_the_weight_format_of_older_artefacts():
+    """An SAE whose cfg.json predates the field: the format is read from the GGUF file only
+    when its sha256 is the revision the SAE records."""
+    from abstopk.eval.run import _weight_format
+    from abstopk.files import sha256_file
+    from abstopk.lm import embedded_gguf_path
+    from abstopk.sae import SAEConfig
+
+    sha = sha256_file(embedded_gguf_path(), memo=True)
+    sae = SAE(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2, model_name="smollm2-135m",
+                        model_revision=sha))
+    assert _weight_format(sae, None, None) == "GGUF Q4_1 (dequantised to float32)"
+    sae.cfg.model_revision = "0" * 64                 # another file: not guessed
+    assert _weight_format(sae, None, None) is None
+    sae.cfg.model_weight_format = "safetensors BF16"  # recorded: taken as recorded
+    assert _weight_format(sae, None, None) == "safetensors BF16"

@@ -70,11 +70,28 @@ def _manifest_of(path) -> dict[str, Any] | None:
 
 def _weight_format(sae, info, cache) -> str | None:
     """How the evaluated model's weights were stored: the loaded model's, else the SAE's
-    cfg.json, else the manifest of its training cache or of ``cache``."""
+    cfg.json, else the manifest of its training cache or of ``cache``; for artefacts made
+    before it was recorded, read from the GGUF file itself when its sha256 is the recorded
+    ``model_revision`` (so the file is the one they came from). None when unknown."""
     fmt = getattr(info, "weight_format", None) or getattr(sae.cfg, "model_weight_format", None)
-    for m in (_manifest_of(sae.cfg.dataset), _manifest_of(cache)):
-        if fmt is None and m:
-            fmt = m.get("model_weight_format")
+    manifests = [m for m in (_manifest_of(sae.cfg.dataset), _manifest_of(cache)) if m]
+    for m in manifests:
+        fmt = fmt or m.get("model_weight_format")
+    if fmt is None:
+        from ..files import sha256_file
+        from ..lm.load import resolve_model_ref
+        from ..lm.weights import weight_format
+
+        for name, rev in [(sae.cfg.model_name, sae.cfg.model_revision)] + \
+                [(m.get("model"), m.get("model_revision")) for m in manifests]:
+            if not (name and rev):
+                continue
+            try:
+                kind, source, _ = resolve_model_ref(name)
+                if kind in ("embedded", "gguf") and sha256_file(source, memo=True) == rev:
+                    return weight_format(kind, source)
+            except Exception:  # noqa: BLE001 - only a label: unknown stays unknown
+                continue
     return fmt
 
 
