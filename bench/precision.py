@@ -31,14 +31,22 @@ import time
 
 import torch
 
+#: process CPU seconds of the last :func:`_median_time` (median over the repeats): on a shared
+#: machine wall time includes waiting for the cores, CPU time does not
+LAST_CPU: list[float] = [0.0]
+
 
 def _median_time(fn, repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after one warm-up call (the
+    median CPU seconds go to :data:`LAST_CPU`)."""
     fn()
-    times = []
+    times, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    LAST_CPU[0] = statistics.median(cpus)
     return statistics.median(times)
 
 
@@ -54,11 +62,12 @@ def bench_harvest(layer: int, n_contexts: int) -> dict:
         ids = torch.stack([next(it) for _ in range(n_contexts)])
         keep = ids != tok.bos_token_id
         run_to_layer(model, ids[:1], None, [layer], "resid_post")            # warm-up
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with torch.no_grad():
             a = torch.cat([run_to_layer(model, ids[i:i + 2], None, [layer], "resid_post")[layer]
                            for i in range(0, n_contexts, 2)])
         secs = time.perf_counter() - t
+        out[f"{dtype}_cpu_tokens_per_s"] = round(int(ids.numel()) / (time.process_time() - c), 1)
         acts[dtype] = a[keep].float()
         out[f"{dtype}_tokens_per_s"] = round(int(ids.numel()) / secs, 1)
         out["weight_format"] = info.weight_format
@@ -78,9 +87,11 @@ def bench_gemm(batch: int, d_sae: int, repeats: int) -> dict:
     b = torch.zeros(d_sae)
     xb, Wb = x.bfloat16(), W.bfloat16()
     fp32 = _median_time(lambda: torch.addmm(b, x, W), repeats)
+    fp32_cpu = LAST_CPU[0]
     bf16 = _median_time(lambda: torch.mm(xb, Wb), repeats)
     return {"what": "gemm", "batch": batch, "d_in": 576, "d_sae": d_sae,
             "fp32_ms": round(1e3 * fp32, 2), "bf16_ms": round(1e3 * bf16, 2),
+            "fp32_cpu_ms": round(1e3 * fp32_cpu, 2), "bf16_cpu_ms": round(1e3 * LAST_CPU[0], 2),
             "speedup_bf16": round(fp32 / bf16, 3)}
 
 
@@ -96,8 +107,9 @@ def bench_step(batch: int, d_sae: int, repeats: int) -> dict:
                           steps=1000, autocast=ac, progress=False)
         st = TrainState.from_config(cfg, 576)
         st.initialize([x])
-        out[f"{'fp32' if ac == 'off' else 'bf16'}_ms"] = round(
-            1e3 * _median_time(lambda st=st: st.step(x), repeats), 2)
+        key = "fp32" if ac == "off" else "bf16"
+        out[f"{key}_ms"] = round(1e3 * _median_time(lambda st=st: st.step(x), repeats), 2)
+        out[f"{key}_cpu_ms"] = round(1e3 * LAST_CPU[0], 2)
     out["speedup_bf16"] = round(out["fp32_ms"] / out["bf16_ms"], 3)
     return out
 
@@ -127,14 +139,15 @@ def bench_nmse(cache: str, heldout: str, steps: int, batch: int, d_sae: int,
     for ac in ("off", "bf16"):
         cfg = TrainConfig(architecture="abstopk", k=32, d_sae=d_sae, batch_size=batch,
                           steps=steps, seed=0, autocast=ac, progress=False)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         sae: SAE = Trainer(cfg, train).fit().eval()
-        secs = time.perf_counter() - t
+        secs, cpu = time.perf_counter() - t, time.process_time() - c
         with torch.no_grad():
             xh = sae(test).x_hat
         key = "fp32" if ac == "off" else "bf16"
         out[f"{key}_nmse"] = float(((xh - test).pow(2).sum(1) / test.pow(2).sum(1)).mean())
         out[f"{key}_seconds"] = round(secs, 1)
+        out[f"{key}_cpu_seconds"] = round(cpu, 1)
     out["rel_diff"] = (out["bf16_nmse"] - out["fp32_nmse"]) / out["fp32_nmse"]
     return out
 
