@@ -82,15 +82,17 @@ class MultiTrainer:
 
         def batches() -> Iterator[Tensor]:
             yield from first
-            yield from it
+            for b in it:  # noqa: UP028 - `yield from it` would close it with this generator
+                yield b
 
         bar = tqdm(total=c0.steps, unit="step", desc=desc, disable=not progress,
                    dynamic_ncols=True)
         t_last = time.perf_counter()
-        x = None
+        x = leftover = None
         try:
             for x in batches():
                 if self.step >= c0.steps:
+                    leftover = x     # read but not trained on: the first calibration batch
                     break
                 B = x.shape[0]
                 for st, cfg in zip(self.states, self.cfgs, strict=True):
@@ -119,7 +121,8 @@ class MultiTrainer:
         # (the same rows for every SAE; read once, only as many as the largest request)
         if any(st.sae.op.batch_level for st in self.states):
             want = max(c.threshold_calibration_tokens for c in self.cfgs)
-            calib, n = [], 0
+            calib = [] if leftover is None else [leftover]
+            n = sum(b.shape[0] for b in calib)
             for b in it:
                 if n >= want:
                     break
