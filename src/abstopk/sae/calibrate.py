@@ -15,10 +15,14 @@ the N rows as one batch. With the keys ``a`` [N, F]::
     θ = (a₍kN₎ + a₍kN+1₎) / 2        a₍j₎ = the j-th largest key over all N·F entries
 
 so exactly kN entries exceed θ (ties at a₍kN₎ aside). Nothing of size N×F is kept: each row's
-top-m keys are taken by the fused per-row encoder (m = 4k at first); a row whose smallest
-candidate is still above θ may hide more entries above θ, so m is doubled and the pass
-repeated until no row does (m = F is exact by definition). Cost: one encoder pass over the
-N rows per try (no backward), a few percent of a training run.
+top-m keys (m = 4k) are taken by the fused per-row encoder and θ_C computed over these
+candidates (θ_C ≤ the exact θ, the candidates being a subset). A row whose smallest candidate
+is above θ_C may hide more entries above it: those rows — on real activations a few per cent,
+the high-norm tokens that fire hundreds of latents under a batch rule — get all F keys, and θ
+is recomputed. That is exact in one round: the threshold only rises as candidates are added,
+so every other row's m-th candidate stays below it (the argument of
+:func:`abstopk.kernels.batch_select.batch_from_candidates`). Cost: one encoder pass over the
+N rows (no backward) plus the recomputed rows, a few percent of a training run.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ def _row_keys(sae, x: Tensor, m: int) -> Tensor:
 
 
 @torch.no_grad()
+def _all_keys(sae, x: Tensor) -> Tensor:
+    """[B, F] every key of each row of x (raw activations): u (relu'd) or |u|."""
+    u = sae.pre_acts(sae.normalize(x.to(sae.device))[0])
+    return u.abs() if sae.op.signed else u.clamp(min=0)
+
+
+@torch.no_grad()
 def calibrate_batch_threshold(sae, batches: Iterable[Tensor], *, rows: int) -> dict[str, Any]:
     """Set ``sae.threshold`` (every latent) to the θ of the module docstring over the first
     ``rows`` rows of ``batches`` (raw activations [b, d_in]); returns ``{"theta", "rows",
@@ -75,12 +86,17 @@ def calibrate_batch_threshold(sae, batches: Iterable[Tensor], *, rows: int) -> d
         raise ValueError("no calibration rows")
     k, F = int(sae.cfg.k), int(sae.cfg.d_sae)
     m = min(F, 4 * k)
-    while True:
-        keys = torch.cat([_row_keys(sae, b, m) for b in xs])
-        theta = threshold_for_l0(keys, n, k)
-        if m == F or not bool((keys.min(1).values > theta).any()):
-            break
-        m = min(F, 2 * m)
+    keys = torch.cat([_row_keys(sae, b, m) for b in xs])          # [N, m]
+    theta = threshold_for_l0(keys, n, k)
+    redo = (keys.min(1).values > theta).nonzero().view(-1) if m < F else keys.new_zeros(0)
+    if redo.numel():
+        x_all = torch.cat(xs)
+        full = torch.cat([_all_keys(sae, x_all[redo[i:i + 4096]])
+                          for i in range(0, redo.numel(), 4096)])   # [R, F]
+        keep = torch.ones(n, dtype=torch.bool, device=keys.device)
+        keep[redo] = False
+        theta = threshold_for_l0(torch.cat([keys[keep].reshape(-1), full.reshape(-1)]), n, k)
     old = float(sae.threshold[0]) if sae.threshold.numel() else float("nan")
     sae.threshold.fill_(theta)
-    return {"theta": theta, "rows": n, "candidates": m, "theta_ema": old}
+    return {"theta": theta, "rows": n, "candidates": m, "rows_all_keys": int(redo.numel()),
+            "theta_ema": old}
