@@ -78,20 +78,11 @@ def _weight_format(sae, info, cache) -> str | None:
     for m in manifests:
         fmt = fmt or m.get("model_weight_format")
     if fmt is None:
-        from ..files import sha256_file
-        from ..lm.load import resolve_model_ref
-        from ..lm.weights import weight_format
+        from ..lm.weights import recorded_weight_format
 
         for name, rev in [(sae.cfg.model_name, sae.cfg.model_revision)] + \
                 [(m.get("model"), m.get("model_revision")) for m in manifests]:
-            if not (name and rev):
-                continue
-            try:
-                kind, source, _ = resolve_model_ref(name)
-                if kind in ("embedded", "gguf") and sha256_file(source, memo=True) == rev:
-                    return weight_format(kind, source)
-            except Exception:  # noqa: BLE001 - only a label: unknown stays unknown
-                continue
+            fmt = fmt or recorded_weight_format(name, rev)
     return fmt
 
 
