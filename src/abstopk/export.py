@@ -25,6 +25,18 @@ naming, ``blocks.L.hook_SITE``), ``hook_layer``, ``hook_head_index``, ``context_
 from the manifest of the activation cache the SAE was trained on, when it can be found, and
 a missing hook name or model name gives a warning.
 
+``native_abstopk=True`` writes an ``abstopk`` SAE as SAELens's own ``abstopk`` architecture
+instead (same width and weights; SAELens versions that register it, e.g. 6.54).
+
+Ties: AbsTopK keeps exactly k latents per token — every latent whose |u| exceeds t, the k-th
+largest |u|, then latents with |u| = t until k are kept, signed. Which tied latents is
+``torch.topk``'s choice on the row it is given. abstopk and SAELens's native ``abstopk`` call
+it on the same |u| row, so they agree on exact ties too; the doubled ReLU-TopK ranks
+``[u, −u]``, where the tied latents sit elsewhere, and may keep a different tied latent (x̂
+then differs by ``u_i·D_i − u_j·D_j`` with |u_i| = |u_j| = t). Near ties are ordered alike
+wherever the pre-activations are computed exactly; closer than the GEMMs' rounding they may
+not be (``docs/evaluation.md``, "Ties at the k-th |u|"; ``tests/test_export_ties.py``).
+
 Not exportable: ``n_steps > 1`` (SAELens has no unrolled encoder). ``layer_norm`` SAEs are
 exported with SAELens's ``layer_norm`` mode, which differs from ours in one place: the
 output is rescaled by ``std`` instead of ``std + 1e-5`` (a relative difference of
