@@ -99,7 +99,7 @@ def _metadata(activations: Path) -> dict:
     if not (Path(activations) / "manifest.json").is_file():
         return {"dataset": str(activations)}
     from ..data.cache import ActivationCache
-    from ..lm.weights import recorded_weight_format
+    from ..lm.load import recorded_weight_format
 
     c = ActivationCache(activations)
     m = c.manifest

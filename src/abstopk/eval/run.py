@@ -78,7 +78,7 @@ def _weight_format(sae, info, cache) -> str | None:
     for m in manifests:
         fmt = fmt or m.get("model_weight_format")
     if fmt is None:
-        from ..lm.weights import recorded_weight_format
+        from ..lm.load import recorded_weight_format
 
         for name, rev in [(sae.cfg.model_name, sae.cfg.model_revision)] + \
                 [(m.get("model"), m.get("model_revision")) for m in manifests]:

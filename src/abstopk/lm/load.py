@@ -44,6 +44,7 @@ __all__ = [
     "ModelNotFound",
     "embedded_gguf_path",
     "load_model",
+    "recorded_weight_format",
     "resolve_model_ref",
 ]
 
@@ -317,3 +318,21 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
         weight_format=stored or weight_format(kind, source),
     )
     return model, tok, info
+
+
+def recorded_weight_format(model: str | None, revision: str | None) -> str | None:
+    """The weight format of a model named in an artefact made before the format was recorded
+    (a cache manifest's ``model`` + ``model_revision``, an SAE's ``model_name`` +
+    ``model_revision``): read from the GGUF file ``model`` resolves to, only when its sha256
+    is ``revision`` — the very file the artefact came from. None otherwise (never guessed)."""
+    if not (model and revision):
+        return None
+    from .weights import weight_format
+
+    try:
+        kind, source, _ = resolve_model_ref(model)
+        if kind in ("embedded", "gguf") and sha256_file(source, memo=True) == revision:
+            return weight_format(kind, source)
+    except Exception:  # noqa: BLE001 - only a label: unknown stays unknown
+        return None
+    return None

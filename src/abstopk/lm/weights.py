@@ -21,8 +21,7 @@ import struct
 from collections import Counter
 from pathlib import Path
 
-__all__ = ["GGUF_FILE_TYPES", "gguf_file_type", "recorded_weight_format", "safetensors_dtypes",
-           "weight_format"]
+__all__ = ["GGUF_FILE_TYPES", "gguf_file_type", "safetensors_dtypes", "weight_format"]
 
 #: llama.cpp's ``LlamaFileType`` values (``general.file_type``) → the quantisation's name
 GGUF_FILE_TYPES: dict[int, str] = {
@@ -128,21 +127,3 @@ def weight_format(kind: str, source: str | Path) -> str:
     except (OSError, ValueError, KeyError, struct.error):
         return "unknown"
 
-
-def recorded_weight_format(model: str | None, revision: str | None) -> str | None:
-    """The weight format of a model named in an artefact made before the format was recorded
-    (a cache manifest's ``model`` + ``model_revision``, an SAE's ``model_name`` +
-    ``model_revision``): read from the GGUF file ``model`` resolves to, only when its sha256
-    is ``revision`` — the very file the artefact came from. None otherwise (never guessed)."""
-    if not (model and revision):
-        return None
-    from ..files import sha256_file
-    from .load import resolve_model_ref
-
-    try:
-        kind, source, _ = resolve_model_ref(model)
-        if kind in ("embedded", "gguf") and sha256_file(source, memo=True) == revision:
-            return weight_format(kind, source)
-    except Exception:  # noqa: BLE001 - only a label: unknown stays unknown
-        return None
-    return None
