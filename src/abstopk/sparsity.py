@@ -202,6 +202,9 @@ def abstopk(u: Tensor, k: int) -> Tensor:
     """Prox of ``ι{‖z‖₀ ≤ k}`` (hard thresholding): keep the k largest |u_i| with their sign.
 
     ``u``: [..., d_sae] → z of the same shape with at most k non-zeros per row, signed.
+    Ties at the k-th largest |u| (t): every |u_i| > t is kept, then latents with |u_i| = t
+    until k are kept; which of those is ``torch.topk``'s choice on the row (the fused kernel
+    makes the same call; ``docs/evaluation.md``, "Ties at the k-th |u|").
     """
     vals, idx = topk_select(u, k, signed=True)
     return torch.zeros_like(u).scatter(-1, idx, vals)

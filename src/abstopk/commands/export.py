@@ -42,8 +42,15 @@ def export_cmd(
     ),
     force: bool = typer.Option(
         False, "--force", help="Replace the cfg.json and weights of an SAE already in --out."),
+    native_abstopk: bool = typer.Option(
+        False, "--native-abstopk/--doubled-topk",
+        help="AbsTopK as SAELens's own 'abstopk' architecture, same width (SAELens versions "
+             "that register it, e.g. 6.54); default: a ReLU-TopK of twice the width, which "
+             "every SAELens >= 6 loads. The two differ only in which latent exact ties at the "
+             "k-th |u| keep (docs/export.md)."),
 ) -> None:
-    """Export an SAE. AbsTopK becomes an exactly equivalent ReLU-TopK of twice the width."""
+    """Export an SAE. AbsTopK becomes an exactly equivalent ReLU-TopK of twice the width
+    (or, with --native-abstopk, SAELens's own AbsTopK)."""
     from rich.console import Console
 
     from ..export import export_saelens
@@ -59,7 +66,8 @@ def export_cmd(
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
     try:
-        path = export_saelens(sae, out, model_name=model_name, hook_name=hook_name)
+        path = export_saelens(sae, out, model_name=model_name, hook_name=hook_name,
+                              native_abstopk=native_abstopk)
     except ValueError as e:
         raise UserError(str(e)) from None
     import json

@@ -47,7 +47,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "lr_decay_frac": ("--decay-frac",),
     "adam_beta1": ("--beta1",),
     "adam_beta2": ("--beta2",),
-    "autocast_bf16": ("--bf16",),
+    "autocast": ("--bf16",),   # was a switch; now takes off|bf16|auto
     "layers": ("--layer",),
 }
 

@@ -178,6 +178,7 @@ def _metadata(activations: Path) -> dict:
     if not (Path(activations) / "manifest.json").is_file():
         return {"dataset": str(activations)}
     from ..data.cache import ActivationCache
+    from ..lm.load import recorded_weight_format
 
     c = ActivationCache(activations)
     m = c.manifest
@@ -185,6 +186,9 @@ def _metadata(activations: Path) -> dict:
         "dataset": c.identity(),
         "model_name": m.get("model"),
         "model_revision": m.get("model_revision"),
+        "model_weight_format": m.get("model_weight_format")
+        or recorded_weight_format(m.get("model"), m.get("model_revision")),
+        "model_dtype": m.get("model_dtype"),
         "hook_layer": m.get("layer"),
         "hook_site": m.get("site"),
         "hook_name": m.get("hook_name"),

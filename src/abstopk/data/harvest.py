@@ -9,8 +9,10 @@ deterministic given ``seed``) → batches of
 → shards of about ``shard_rows`` rows, always made of whole contexts → one cache per layer
 (``abstopk.data.cache``). Each row records its context id (global index of its packed
 context in this order) and its position in that context (cache format version 2); the
-manifest records the seed and order (``corpus_order``) and the rows per corpus part
-(``token_mix``).
+manifest records the seed and order (``corpus_order``), the rows per corpus part
+(``token_mix``), how the model's weights were stored (``model_weight_format``, e.g. "GGUF Q4_1
+(dequantised to float32)") and the dtype its forward ran in (``model_dtype``, resolved when
+``auto`` was asked: ``model_dtype_requested``).
 
 Exactly ``tokens`` rows are written: the last shard is cut after the row that reaches the
 count. Resuming: the manifest's ``contexts_consumed`` is the number of contexts already
@@ -73,7 +75,10 @@ class HarvestConfig:
     seed: int = doc_field("Seed of the corpus order: documents shuffled, contexts mixed in "
                           "windows of 1024 (Hugging Face datasets: stream order).", 0)
     device: str = doc_field("Device of the model forward: cpu, cuda, cuda:1, ...", "cpu")
-    model_dtype: str = doc_field("Dtype the model runs in (float32, bfloat16, float16).", "float32")
+    model_dtype: str = doc_field("Dtype the model's forward runs in: float32, bfloat16, "
+                                 "float16, or auto (bfloat16 where the device has bf16 units: "
+                                 "CPU AMX / AVX512-BF16, CUDA with bf16; else float32). The "
+                                 "manifest records the resolved dtype.", "float32")
     shard_rows: int = doc_field("Approximate rows per shard (shards hold whole contexts).", 65536)
     resume: bool = doc_field("Continue a partial cache in OUT (--no-resume starts over, "
                       "deleting its shards).", True)
@@ -91,8 +96,8 @@ class HarvestConfig:
             raise ValueError(f"site must be one of {', '.join(SITES)}, got {self.site!r}")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
-        if self.model_dtype not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"model dtype must be float32, float16 or bfloat16, "
+        if self.model_dtype not in ("float32", "float16", "bfloat16", "auto"):
+            raise ValueError(f"model dtype must be float32, float16, bfloat16 or auto, "
                              f"got {self.model_dtype!r}")
         for name in ("tokens", "context_size", "batch_size", "shard_rows"):
             if int(getattr(self, name)) < 1:
@@ -167,6 +172,7 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     import torch
 
     from ..lm import hook_name, load_model, run_to_layer
+    from ..precision import resolve_dtype
     from .cache import CacheWriter
     from .cache_format import read_manifest
     from .doc_order import ORDER_RULE
@@ -178,9 +184,9 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     model_device = cfg.device
     if ranks.sharded and cfg.device == "cuda":
         model_device = f"cuda:{ranks.local_rank}"   # one GPU per process of the node
+    model_dtype = resolve_dtype(cfg.model_dtype, model_device)   # "auto" → bfloat16 | float32
     if model is None:
-        model, tokenizer, info = load_model(cfg.model, device=model_device,
-                                            dtype=cfg.model_dtype)
+        model, tokenizer, info = load_model(cfg.model, device=model_device, dtype=model_dtype)
     if info.n_layers <= max(cfg.layers) or min(cfg.layers) < 0:
         raise UserError(f"no layer {','.join(map(str, cfg.layers))}: {cfg.model} has "
                         f"{info.n_layers} blocks (0..{info.n_layers - 1})")
@@ -213,7 +219,8 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             "model": cfg.model, "model_revision": info.revision, "model_kind": info.kind,
             "model_architecture": info.architecture, "n_layers": info.n_layers,
             "layer": L, "site": cfg.site, "hook_name": hook_name(L, cfg.site), "d_in": d_in,
-            "dtype": cfg.dtype, "model_dtype": cfg.model_dtype, "context_size": cfg.context_size,
+            "dtype": cfg.dtype, "model_dtype": getattr(info, "dtype", model_dtype),
+            "context_size": cfg.context_size,
             "keep_bos": cfg.keep_bos, "prepend_bos": True, "corpus": corpus,
             "corpus_order": order,
             "requested_tokens": cfg.tokens, "batch_size": cfg.batch_size,
@@ -255,8 +262,10 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
     if done > cfg.tokens:
         raise OutputExistsError(f"{cfg.out} already holds {done} rows, more than the "
                                 f"{cfg.tokens} requested")
-    for w in writers:
-        w.set(requested_tokens=cfg.tokens, batch_size=batch_size, shard_rows=cfg.shard_rows)
+    for w in writers:   # the weight format follows from model_revision (checked on resume)
+        w.set(requested_tokens=cfg.tokens, batch_size=batch_size, shard_rows=cfg.shard_rows,
+              model_weight_format=getattr(info, "weight_format", "unknown"),
+              model_dtype_requested=cfg.model_dtype)
     if resumed:
         log(f"resuming {cfg.out}: {done} rows from {consumed} contexts already harvested")
 

@@ -68,6 +68,24 @@ def _manifest_of(path) -> dict[str, Any] | None:
         return None
 
 
+def _weight_format(sae, info, cache) -> str | None:
+    """How the evaluated model's weights were stored: the loaded model's, else the SAE's
+    cfg.json, else the manifest of its training cache or of ``cache``; for artefacts made
+    before it was recorded, read from the GGUF file itself when its sha256 is the recorded
+    ``model_revision`` (so the file is the one they came from). None when unknown."""
+    fmt = getattr(info, "weight_format", None) or getattr(sae.cfg, "model_weight_format", None)
+    manifests = [m for m in (_manifest_of(sae.cfg.dataset), _manifest_of(cache)) if m]
+    for m in manifests:
+        fmt = fmt or m.get("model_weight_format")
+    if fmt is None:
+        from ..lm.load import recorded_weight_format
+
+        for name, rev in [(sae.cfg.model_name, sae.cfg.model_revision)] + \
+                [(m.get("model"), m.get("model_revision")) for m in manifests]:
+            fmt = fmt or recorded_weight_format(name, rev)
+    return fmt
+
+
 def resolve_target(sae, *, model: str | None = None, layer: int | None = None,
                    site: str | None = None, context_size: int | None = None,
                    cache: str | Path | None = None) -> dict[str, Any]:
@@ -248,6 +266,7 @@ def evaluate_sae(
         **target,
         "hook_name": hook_name(target["layer"], target["site"]),
         "model_revision": getattr(info, "revision", None),
+        "model_weight_format": _weight_format(sae, info, cache),
     }
 
     # --- reconstruction

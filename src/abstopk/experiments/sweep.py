@@ -60,6 +60,7 @@ def _metadata_from_cache(cache: Any) -> dict[str, Any]:
     m = cache.manifest
     return {
         "model_name": m.get("model"), "model_revision": m.get("model_revision"),
+        "model_weight_format": m.get("model_weight_format"), "model_dtype": m.get("model_dtype"),
         "hook_layer": m.get("layer"), "hook_site": m.get("site"),
         "hook_name": m.get("hook_name"), "context_size": m.get("context_size"),
         "keep_bos": m.get("keep_bos"), "dataset": cache.identity(),

@@ -28,15 +28,16 @@ RedoRows = Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 def entries_at_least(x_c: Tensor, W_enc: Tensor, Wt: Tensor | None, b_enc: Tensor,
                      signed: bool, rows: int, use_buf: bool, redo: Tensor, t: Tensor,
-                     ) -> tuple[Tensor, Tensor, Tensor]:
+                     out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Every entry with key ≥ t of the rows ``redo`` [R] of u = x_c @ W_enc + b_enc.
 
     Recomputes those rows' u by blocks (:func:`~.encoder_gemm.u_blocks`, same ``Wt``,
-    ``rows``, ``use_buf``); key = u, or |u| when ``signed``. Returns flat ``(row, latent, u)``
+    ``rows``, ``use_buf`` and ``out_dtype``, so the same numbers as the first pass, bf16 GEMMs
+    included); key = u, or |u| when ``signed``. Returns flat ``(row, latent, u)``
     [E] each, rows as indices into the whole batch.
     """
     out_r, out_i, out_u = [], [], []
-    for s, _, u, a_out in u_blocks(x_c[redo], W_enc, Wt, b_enc, rows, use_buf):
+    for s, _, u, a_out in u_blocks(x_c[redo], W_enc, Wt, b_enc, rows, use_buf, out_dtype):
         a = u
         if signed:
             a = torch.abs(u, out=a_out) if a_out is not None else u.abs()

@@ -120,10 +120,14 @@ class TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
-                backend, batch=False):
+                backend, batch=False, compute_dtype=None):
         x_c = x - shift if shift is not None else x
         nb, n = x_c.shape[0], W_enc.shape[1]
         dev, dt = x_c.device, x_c.dtype
+        # bf16 autocast: the GEMM operands are cast once; u, the selection, the kept values
+        # and the whole backward stay in x's dtype (fp32), see encoder_gemm.u_blocks
+        low = compute_dtype is not None and compute_dtype != dt
+        xg, Wg = (x_c.to(compute_dtype), W_enc.to(compute_dtype)) if low else (x_c, W_enc)
         width = min(n, batch_select.BATCH_CANDIDATES * k) if batch else k
         values = torch.empty(nb, width, device=dev, dtype=dt)
         indices = torch.empty(nb, width, device=dev, dtype=torch.int64)
@@ -131,18 +135,18 @@ class TopKEncode(torch.autograd.Function):
         aux_i = torch.empty(nb, ka, device=dev, dtype=torch.int64)
         rows = nb if not chunk_rows or dev.type != "cpu" else max(1, min(nb, chunk_rows))
         use_buf = dev.type == "cpu" and rows < nb
-        Wt = W_enc.t().contiguous() if backend == "onednn" else None
+        Wt = W_enc.t().contiguous() if backend == "onednn" and not low else None
         not_dead = None
         if ka > 0 and dead_idx is None:
             not_dead = ~aux_mask
-        for s, e, u, a_out in u_blocks(x_c, W_enc, Wt, b_enc, rows, use_buf):
+        for s, e, u, a_out in u_blocks(xg, Wg, Wt, b_enc, rows, use_buf, dt):
             a = _select_block(u, a_out, s, e, width, signed, batch, values, indices)
             if ka > 0:
                 _select_aux_block(u, a, s, e, ka, signed, dead_idx, not_dead, aux_v, aux_i)
         counts = None  # per-row widths of a padded (batch) selection
         if batch:
             def redo_rows(redo: Tensor, t: Tensor):
-                return entries_at_least(x_c, W_enc, Wt, b_enc, signed, rows, use_buf, redo, t)
+                return entries_at_least(xg, Wg, Wt, b_enc, signed, rows, use_buf, redo, t, dt)
 
             values, indices, counts = batch_from_candidates(
                 values, indices, k, signed, redo_rows if width < n else None, n)
@@ -192,7 +196,7 @@ class TopKEncode(torch.autograd.Function):
             gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
         if not ctx.needs_input_grad[3]:
             gb = None
-        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None
+        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None, None
 
 
 def _total(parts) -> Tensor:
@@ -217,13 +221,17 @@ def fused_topk_encode(
     chunk_rows: int | None = -1,
     backend: str | None = None,
     shift: Tensor | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> EncoderOutput:
     """Encode and select (one fused autograd op, sparse backward); returns the selections.
 
     Arguments as :func:`topk_encode`; ``batch`` selects k·B entries over the whole batch
     (as :func:`batch_topk_encode`). Give ``selection`` / ``aux_selection`` to
     :func:`~.decode.sparse_decode` so that the decoder and this encoder's backward share
-    their layouts.
+    their layouts. ``compute_dtype`` (e.g. ``torch.bfloat16``; None: x's dtype): the dtype of
+    the dense encoder GEMM only — its operands are cast once per call and its result widened
+    to x's dtype before the selection; the values, the backward (sparse products with the
+    fp32 ``x_c`` and ``W_enc``) and so every gradient stay in x's dtype.
     """
     if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
         raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
@@ -242,13 +250,15 @@ def fused_topk_encode(
     if backend not in ("addmm", "onednn"):
         raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
     if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
-                                    and x_c.dtype == torch.float32):
+                                    and x_c.dtype == torch.float32
+                                    and compute_dtype in (None, torch.float32)):
         backend = "addmm"
     if shift is not None and shift.shape != (x_c.shape[1],):
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()
     values, aux_v, selection, aux_selection = TopKEncode.apply(
-        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch)
+        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch,
+        compute_dtype)
     if ka == 0:
         aux_v = None
     return EncoderOutput(values, selection, aux_v, aux_selection)

@@ -7,6 +7,9 @@ them on this module):
 
 * :data:`CPU_CHUNK_ROWS` — rows per block (environment ``ABSTOPK_CHUNK_ROWS``).
 * :data:`GEMM_BACKEND` — "addmm" or "onednn" (environment ``ABSTOPK_GEMM``).
+
+Under bf16 autocast (``compute_dtype=torch.bfloat16`` of the fused encoder) the blocks are
+bf16 GEMMs whose results are widened to float32 as the bias is added (:func:`u_blocks`).
 """
 
 from __future__ import annotations
@@ -62,22 +65,32 @@ def _gemm_block(x: Tensor, W: Tensor, Wt: Tensor | None, b: Tensor, out: Tensor)
 
 
 def u_blocks(x_c: Tensor, W_enc: Tensor, Wt: Tensor | None, b_enc: Tensor, rows: int,
-             use_buf: bool) -> Iterator[tuple[int, int, Tensor, Tensor | None]]:
+             use_buf: bool, out_dtype: torch.dtype | None = None,
+             ) -> Iterator[tuple[int, int, Tensor, Tensor | None]]:
     """Yield ``(s, e, u, a_out)`` for the row blocks ``[s, e)`` of ``u = x_c @ W_enc + b_enc``.
 
     ``x_c`` [B, D], ``W_enc`` [D, F], ``b_enc`` [F]; ``Wt`` = ``W_enc``ᵀ contiguous for the
     oneDNN backend, else None. ``u`` [e − s, F] lives in the reused block buffer when
     ``use_buf`` (CPU, several blocks), else in a fresh tensor; ``a_out`` is the second reused
     block (scratch for |u|) or None. Each block is valid only until the next one is produced.
+
+    ``out_dtype`` (default ``x_c.dtype``): the dtype of ``u``. When ``x_c``/``W_enc`` are in a
+    lower precision (bf16 autocast: the caller casts them once per step), the product
+    ``x_c[s:e] @ W_enc`` runs in that precision (bf16 inputs, fp32 accumulation inside the
+    GEMM, bf16 result) and ``b_enc`` (fp32) is added into the ``out_dtype`` block, so the
+    selection and the kept values are fp32 numbers.
     """
     nb, n = x_c.shape[0], W_enc.shape[1]
+    out_dtype = out_dtype or x_c.dtype
+    low = out_dtype != x_c.dtype
     if use_buf:
-        buf_u, buf_a = _block_buffers(x_c.device, x_c.dtype, rows, n)
+        buf_u, buf_a = _block_buffers(x_c.device, out_dtype, rows, n)
     for s in range(0, nb, rows):
         e = min(nb, s + rows)
         c = e - s
-        if use_buf:
-            yield s, e, _gemm_block(x_c[s:e], W_enc, Wt, b_enc, buf_u[:c]), buf_a[:c]
+        out = buf_u[:c] if use_buf else torch.empty(c, n, device=x_c.device, dtype=out_dtype)
+        if low:
+            u = torch.add(torch.mm(x_c[s:e], W_enc), b_enc, out=out)
         else:
-            out = torch.empty(c, n, device=x_c.device, dtype=x_c.dtype)
-            yield s, e, _gemm_block(x_c[s:e], W_enc, Wt, b_enc, out), None
+            u = _gemm_block(x_c[s:e], W_enc, Wt, b_enc, out)
+        yield s, e, u, (buf_a[:c] if use_buf else None)

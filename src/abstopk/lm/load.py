@@ -44,6 +44,7 @@ __all__ = [
     "ModelNotFound",
     "embedded_gguf_path",
     "load_model",
+    "recorded_weight_format",
     "resolve_model_ref",
 ]
 
@@ -63,7 +64,10 @@ class ModelInfo:
 
     ``ref`` is the reference as given; ``kind`` one of ``embedded|gguf|local|hub``;
     ``revision`` the hub commit or a sha256 (hex) identifying the weights; ``source`` the
-    file/folder/hub id actually read; ``n_layers``/``d_model`` from the model config.
+    file/folder/hub id actually read; ``n_layers``/``d_model`` from the model config;
+    ``dtype`` the dtype the forward runs in; ``weight_format`` how the weights were stored
+    (:func:`abstopk.lm.weights.weight_format`, e.g. ``"GGUF Q4_1 (dequantised to
+    float32)"`` for the embedded model, ``"safetensors BF16"`` for a hub checkpoint).
     """
 
     ref: str
@@ -75,6 +79,7 @@ class ModelInfo:
     d_model: int
     dtype: str
     device: str
+    weight_format: str = "unknown"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,6 +237,16 @@ def _load_folder(folder: str, revision: str | None = None):
     return model, tok
 
 
+def _hub_snapshot(repo: str, commit: str) -> str | None:
+    """The local snapshot folder of ``repo@commit`` in the HF cache (None if not found)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo, revision=commit, local_files_only=True)
+    except Exception:  # noqa: BLE001 - only used to name the weight format
+        return None
+
+
 def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -241,7 +256,8 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
     """Load ``ref`` -> ``(model, tokenizer, info)``.
 
     The model is in eval mode with ``requires_grad=False`` on every parameter, on ``device``
-    in ``dtype`` (a torch dtype or its name; default float32). Raises :class:`ModelNotFound`
+    in ``dtype`` (a torch dtype or its name; default float32; ``"auto"``: bfloat16 where
+    ``device`` has bf16 units, :func:`abstopk.precision.resolve_dtype`). Raises :class:`ModelNotFound`
     (a :class:`~abstopk.errors.UserError`) naming what to install or pass when ``ref``
     points at nothing.
     """
@@ -250,11 +266,16 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
     if dtype is None:
         dtype = torch.float32
     elif isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        from ..precision import resolve_dtype
+
+        dtype = getattr(torch, resolve_dtype(dtype, str(device)))
     if convert_cache is None:
         convert_cache = os.environ.get("ABSTOPK_NO_MODEL_CACHE", "") in ("", "0")
 
+    from .weights import weight_format
+
     kind, source, revision = resolve_model_ref(ref)
+    stored = None
     if kind in ("embedded", "gguf"):
         gguf = Path(source)
         revision = sha256_file(gguf, memo=True)
@@ -275,6 +296,8 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
         except OSError as e:
             raise ModelNotFound(_not_found_hint(ref) + f" [{e}]") from None
         revision = commit
+        snap = _hub_snapshot(source, commit)
+        stored = weight_format("hub", snap) if snap else "unknown"
 
     model = model.to(device=device, dtype=dtype)
     model.eval()
@@ -292,5 +315,24 @@ def load_model(ref: str = DEFAULT_MODEL, device: str = "cpu", dtype=None, *,
         ref=ref, kind=kind, revision=str(revision), source=source,
         architecture=type(model).__name__, n_layers=len(blocks), d_model=int(d_model),
         dtype=_dtype_name(dtype), device=str(device),
+        weight_format=stored or weight_format(kind, source),
     )
     return model, tok, info
+
+
+def recorded_weight_format(model: str | None, revision: str | None) -> str | None:
+    """The weight format of a model named in an artefact made before the format was recorded
+    (a cache manifest's ``model`` + ``model_revision``, an SAE's ``model_name`` +
+    ``model_revision``): read from the GGUF file ``model`` resolves to, only when its sha256
+    is ``revision`` — the very file the artefact came from. None otherwise (never guessed)."""
+    if not (model and revision):
+        return None
+    from .weights import weight_format
+
+    try:
+        kind, source, _ = resolve_model_ref(model)
+        if kind in ("embedded", "gguf") and sha256_file(source, memo=True) == revision:
+            return weight_format(kind, source)
+    except Exception:  # noqa: BLE001 - only a label: unknown stays unknown
+        return None
+    return None

@@ -59,5 +59,7 @@ def eval_rows(result: dict[str, Any]) -> list[list[str]]:
 def render_table(result: dict[str, Any]):
     """A rich Table of the main metrics of an :func:`abstopk.eval.run.evaluate_sae` result."""
     title = (f"{result.get('architecture')} SAE (d_sae = {result.get('d_sae')}, "
-             f"k = {result.get('k')}) on {result.get('model')} {result.get('hook_name')}")
+             f"k = {result.get('k')}) on {result.get('model')} "
+             f"[{result.get('model_weight_format') or 'weights: format unknown'}] "
+             f"{result.get('hook_name')}")
     return rich_table(["metric", "value"], eval_rows(result), title=title)

@@ -39,6 +39,8 @@ class SAEConfig:
     use_sparse_kernels: bool = doc_field("Use the sparse encode/decode kernels for TopK/AbsTopK.", True)
     model_name: str | None = doc_field("Model the activations come from.", None)
     model_revision: str | None = doc_field("Model revision or file hash.", None)
+    model_weight_format: str | None = doc_field("How the model's weights were stored, e.g. 'GGUF Q4_1 (dequantised to float32)' or 'safetensors BF16' (from the activation cache's manifest).", None)
+    model_dtype: str | None = doc_field("Dtype the model's forward ran in when the activations were harvested.", None)
     hook_layer: int | None = doc_field("Layer (block index) of the hook.", None)
     hook_site: str | None = doc_field("Hook site: resid_post, resid_pre, mlp_out, attn_out.", None)
     hook_name: str | None = doc_field("Full hook name, e.g. blocks.9.hook_resid_post.", None)

@@ -108,6 +108,11 @@ class SAE(nn.Module):
         else:
             self.threshold = None
         self.register_buffer("input_scale", torch.ones((), dtype=torch.float32))
+        #: dtype of the encoder/decoder products in :meth:`forward` (None: the weights'
+        #: dtype). ``torch.bfloat16`` (set by training's bf16 autocast): the fused encoder's
+        #: GEMM runs in bf16 and returns fp32 values; the dense path runs under
+        #: ``torch.autocast``. The weights themselves stay in their dtype (fp32 masters).
+        self.compute_dtype: torch.dtype | None = None
         if device is not None:
             self.to(device)
 
@@ -129,6 +134,14 @@ class SAE(nn.Module):
             and (not self.op.batch_level or self.training)
             and self.cfg.n_steps == 1
         )
+
+    def _autocast(self):
+        """``torch.autocast`` to :attr:`compute_dtype` on the SAE's device (or a no-op)."""
+        import contextlib
+
+        if self.compute_dtype is None or self.compute_dtype == self.dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     def normalize(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
         """Map raw x [B, d_in] to the SAE's space; return (x_s, per-token stats or None)."""
@@ -237,7 +250,7 @@ class SAE(nn.Module):
             # batch-level operators: training only (eval uses the threshold rule, dense path)
             enc = kernels.fused_topk_encode(
                 x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
-                batch=op.batch_level, shift=shift)
+                batch=op.batch_level, shift=shift, compute_dtype=self.compute_dtype)
             values, aux_v = enc.values, enc.aux_values
             selection, aux_selection = enc.selection, enc.aux_selection
             indices, counts = selection.indices, selection.counts
@@ -252,12 +265,15 @@ class SAE(nn.Module):
                 z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype, device=values.device)
                 z = z.scatter_add(1, indices, values)
         else:
-            u = self.pre_acts(x_s)
-            z = self.activation(u)
-            for _ in range(cfg.n_steps - 1):
-                resid = x_s - (z @ self.W_dec + self.b_dec)
-                z = self.activation(z + cfg.step_size * (resid @ self.W_enc))
-            x_hat_s = z @ self.W_dec + self.b_dec
+            with self._autocast():   # bf16 products under training's autocast, else no-op
+                u = self.pre_acts(x_s)
+                z = self.activation(u)
+                for _ in range(cfg.n_steps - 1):
+                    resid = x_s - (z @ self.W_dec + self.b_dec)
+                    z = self.activation(z + cfg.step_size * (resid @ self.W_enc))
+                x_hat_s = z @ self.W_dec + self.b_dec
+            if x_hat_s.dtype != x_s.dtype:   # losses and metrics in the weights' dtype
+                u, z, x_hat_s = u.to(x_s.dtype), z.to(x_s.dtype), x_hat_s.to(x_s.dtype)
             if op.needs_threshold and self.training:
                 cnt = (abs_step if op.signed else step)(u, self.threshold, cfg.jumprelu_bandwidth)
                 l0 = cnt.sum(-1).mean()

@@ -16,9 +16,10 @@ from ..fields import doc_field
 from ..sae import NORMALIZATIONS, SAEConfig
 from ..sparsity import get_operator
 
-__all__ = ["TrainConfig", "RUN_CONTROL_FIELDS", "B_DEC_INITS", "LR_DECAYS"]
+__all__ = ["AUTOCASTS", "TrainConfig", "RUN_CONTROL_FIELDS", "B_DEC_INITS", "LR_DECAYS"]
 
 B_DEC_INITS = ("mean", "geometric_median", "zeros")
+AUTOCASTS = ("off", "bf16", "auto")
 LR_DECAYS = ("linear", "cosine", "none")
 
 #: fields that do not change the trained weights (or are paths), ignored when deciding
@@ -77,6 +78,9 @@ class TrainConfig:
     dead_tokens: int = doc_field("A latent is dead when it has not fired (z != 0) for this many tokens.", 10_000_000)
     aux_k: int | None = doc_field("AuxK width k_aux (None: d_in / 2; 0 disables AuxK).", None)
     aux_coeff: float = doc_field("AuxK loss coefficient.", 1.0 / 32)
+    threshold_calibration_tokens: int = doc_field("batchtopk / batchabstopk: training rows, read after the last step, over "
+        "which the inference threshold is set so that the mean L0 there is k with the final weights (0: keep the "
+        "EMA of the batches' smallest kept values, which under-fires).", 65536)
     # ------------------------------------------------------------------ data
     skip_nonfinite: bool = doc_field("Drop input rows holding NaN/Inf (counted and reported) instead of failing.", False)
     prefetch: int = doc_field("Batches of a matrix file read ahead in a background thread (0: none).", 2)
@@ -88,7 +92,10 @@ class TrainConfig:
     log_every: int = doc_field("Write metrics to metrics.jsonl every this many steps.", 50)
     checkpoint_every: int = doc_field("Checkpoint every this many steps (0: only at the end).", 1000)
     device: str = doc_field("Torch device: cpu, cuda, cuda:1, ...", "cpu")
-    autocast_bf16: bool = doc_field("bf16 autocast of the forward pass on CUDA (fp32 weights).", False)
+    autocast: str = doc_field("Precision of the SAE's encoder/decoder products: off (float32), bf16, or auto (bf16 "
+        "only where the device has bf16 units: CPU AMX / AVX512-BF16, CUDA with bf16). Master weights, Adam and "
+        "the gradient accumulation stay float32; with the fused top-k kernels only the dense encoder GEMM runs "
+        "in bf16 (the sparse products are gathers).", "off")
     progress: bool = doc_field("Show a progress bar.", True)
 
     def __post_init__(self) -> None:
@@ -98,6 +105,8 @@ class TrainConfig:
             _check_pos_int(name, getattr(self, name))
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be ≥ 0")
+        if self.threshold_calibration_tokens < 0:
+            raise ValueError("threshold_calibration_tokens must be ≥ 0")
         if self.prefetch < 0:
             raise ValueError("prefetch must be ≥ 0")
         if self.d_in is not None:
@@ -118,6 +127,8 @@ class TrainConfig:
                 raise ValueError(f"target_l0 must be positive, got {self.target_l0!r}")
             if self.target_l0 > self.d_sae:
                 raise ValueError(f"target_l0 = {self.target_l0} exceeds d_sae = {self.d_sae}")
+        if self.autocast not in AUTOCASTS:
+            raise ValueError(f"autocast must be one of {', '.join(AUTOCASTS)}, got {self.autocast!r}")
         if self.normalize_activations not in NORMALIZATIONS:
             raise ValueError(
                 f"normalize_activations must be one of {NORMALIZATIONS}, "
@@ -161,6 +172,16 @@ class TrainConfig:
         """The penalty coefficient at step 0 (``penalty_coeff`` or 1e-3)."""
         return 1e-3 if self.penalty_coeff is None else float(self.penalty_coeff)
 
+    def compute_dtype(self, device: str | None = None) -> str:
+        """The dtype of the SAE's products: ``float32`` (autocast off), ``bfloat16`` (bf16),
+        or for ``auto`` bfloat16 only where ``device`` (default: the config's) has bf16
+        units (:func:`abstopk.precision.bf16_units`)."""
+        from ..precision import bf16_units
+
+        if self.autocast == "auto":
+            return "bfloat16" if bf16_units(device or self.device) else "float32"
+        return "bfloat16" if self.autocast == "bf16" else "float32"
+
     def resolved_aux_k(self, d_in: int) -> int:
         """k_aux: ``aux_k`` or d_in // 2 (OpenAI's default), capped at d_sae."""
         ka = d_in // 2 if self.aux_k is None else self.aux_k
@@ -190,6 +211,10 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a dict (e.g. train_config.json), ignoring unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        legacy = d.pop("autocast_bf16", None)   # before the autocast field: a bool
+        if legacy is not None and "autocast" not in d:
+            d["autocast"] = "bf16" if legacy else "off"
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def run_identity(self) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class MultiTrainer:
         d_in = int(source.d_in)
         self.states = [TrainState.from_config(c, d_in, sae_metadata=sae_metadata) for c in cfgs]
         self.step = 0
+        #: per SAE, the batch-level threshold calibration of :meth:`fit` (None: none ran)
+        self.calibrations: list[dict[str, Any] | None] = [None] * len(cfgs)
 
     @property
     def trainers(self) -> list[TrainState]:
@@ -80,14 +82,17 @@ class MultiTrainer:
 
         def batches() -> Iterator[Tensor]:
             yield from first
-            yield from it
+            for b in it:  # noqa: UP028 - `yield from it` would close it with this generator
+                yield b
 
         bar = tqdm(total=c0.steps, unit="step", desc=desc, disable=not progress,
                    dynamic_ncols=True)
         t_last = time.perf_counter()
+        x = leftover = None
         try:
             for x in batches():
                 if self.step >= c0.steps:
+                    leftover = x     # read but not trained on: the first calibration batch
                     break
                 B = x.shape[0]
                 for st, cfg in zip(self.states, self.cfgs, strict=True):
@@ -112,4 +117,18 @@ class MultiTrainer:
 
             warnings.warn(f"data source exhausted after {self.step} of {c0.steps} steps",
                           stacklevel=2)
+        # batch-level operators: inference thresholds from the rows after the last batch
+        # (the same rows for every SAE; read once, only as many as the largest request)
+        if any(st.sae.op.batch_level for st in self.states):
+            want = max(c.threshold_calibration_tokens for c in self.cfgs)
+            calib = [] if leftover is None else [leftover]
+            n = sum(b.shape[0] for b in calib)
+            for b in it:
+                if n >= want:
+                    break
+                calib.append(b)
+                n += b.shape[0]
+            if not calib and x is not None:
+                calib = [x]
+            self.calibrations = [st.calibrate(calib) for st in self.states]
         return self.saes

@@ -22,7 +22,6 @@ driver logs.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +89,9 @@ class TrainState:
         dead_tokens: a latent is dead when it has not fired for this many tokens; AuxK runs
             once ``tokens ≥ dead_tokens``.
         b_dec_init: ``mean``, ``geometric_median`` or ``zeros`` (see :meth:`initialize`).
-        autocast_bf16: bf16 autocast of the step on CUDA.
+        compute_dtype: dtype of the SAE's encoder/decoder products (``"bfloat16"``: bf16
+            autocast, see :attr:`abstopk.sae.SAE.compute_dtype`; ``"float32"``: none). The
+            weights, Adam's moments and the gradients stay float32.
         cfg: the :class:`~abstopk.train.config.TrainConfig` the state was built from, if any
             (kept for the drivers; the state itself reads only the arguments above).
 
@@ -102,7 +103,7 @@ class TrainState:
     def __init__(self, sae: SAE, optimizer: torch.optim.Optimizer, lr_schedule: LRSchedule, *,
                  controller: PenaltyController | None = None, penalty_coeff: float = 0.0,
                  k_aux: int = 0, aux_coeff: float = 1.0 / 32, dead_tokens: int = 10_000_000,
-                 b_dec_init: str = "mean", autocast_bf16: bool = False,
+                 b_dec_init: str = "mean", compute_dtype: str = "float32",
                  cfg: TrainConfig | None = None) -> None:
         if b_dec_init not in B_DEC_INITS:
             raise ValueError(f"b_dec_init must be one of {B_DEC_INITS}, got {b_dec_init!r}")
@@ -113,7 +114,10 @@ class TrainState:
         self.controller = controller
         self.fixed_penalty_coeff = float(penalty_coeff)
         self.k_aux, self.aux_coeff, self.dead_tokens = int(k_aux), aux_coeff, int(dead_tokens)
-        self.b_dec_init, self.autocast_bf16, self.cfg = b_dec_init, autocast_bf16, cfg
+        self.b_dec_init, self.cfg = b_dec_init, cfg
+        self.compute_dtype = str(compute_dtype)
+        sae.compute_dtype = None if self.compute_dtype == "float32" else \
+            getattr(torch, self.compute_dtype)
         self.steps_done = 0
         self.tokens = 0
         self.initialized = False
@@ -146,7 +150,8 @@ class TrainState:
                    penalty_coeff=cfg.initial_penalty_coeff,
                    k_aux=cfg.resolved_aux_k(d_in) if cfg.aux_coeff > 0 else 0,
                    aux_coeff=cfg.aux_coeff, dead_tokens=cfg.dead_tokens,
-                   b_dec_init=cfg.b_dec_init, autocast_bf16=cfg.autocast_bf16, cfg=cfg)
+                   b_dec_init=cfg.b_dec_init, compute_dtype=cfg.compute_dtype(str(device)),
+                   cfg=cfg)
 
     # ------------------------------------------------------------------ read-outs
     @property
@@ -190,11 +195,6 @@ class TrainState:
             sae.b_dec.copy_(geometric_median(x_s))
         self.initialized = True
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def step(self, x: Tensor) -> StepReport:
         """One optimisation step on the batch x [B, d_in] (raw activations; see the module
         docstring for the order of the updates)."""
@@ -202,11 +202,10 @@ class TrainState:
         lr = self.lr_schedule(self.steps_done)
         set_lr(self.optimizer, lr)
         use_aux = self.k_aux > 0 and self.tokens >= self.dead_tokens
-        with self._autocast():
-            res = train_step(self.sae, self.optimizer, x, penalty_coeff=self.penalty_coeff,
-                             dead_mask=self.dead_mask() if use_aux else None,
-                             k_aux=self.k_aux if use_aux else 0, aux_coeff=self.aux_coeff,
-                             dp=self.dp)
+        res = train_step(self.sae, self.optimizer, x, penalty_coeff=self.penalty_coeff,
+                         dead_mask=self.dead_mask() if use_aux else None,
+                         k_aux=self.k_aux if use_aux else 0, aux_coeff=self.aux_coeff,
+                         dp=self.dp)
         B = x.shape[0] if self.dp is None else self.dp.global_rows
         self.steps_done += 1
         self.tokens += B
@@ -248,6 +247,21 @@ class TrainState:
             rec.update(self.controller.metrics())
         self.last_metrics = rec
         return rec
+
+    def calibrate(self, batches) -> dict[str, Any] | None:
+        """After the last step: set a batch-level SAE's inference threshold so that its mean
+        L0 is k on the first ``cfg.threshold_calibration_tokens`` rows of ``batches``
+        (:func:`abstopk.sae.calibrate.calibrate_batch_threshold`). Returns its record, or
+        None when there is nothing to calibrate (other operators, 0 rows, no batch)."""
+        from ..sae.calibrate import calibrate_batch_threshold
+
+        rows = self.cfg.threshold_calibration_tokens if self.cfg is not None else 65536
+        if not self.sae.op.batch_level or rows <= 0:
+            return None
+        try:
+            return calibrate_batch_threshold(self.sae, batches, rows=rows)
+        except ValueError:   # the source had no batch left
+            return None
 
     # ------------------------------------------------------------------ checkpoint pieces
     def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:

@@ -117,6 +117,8 @@ class Trainer:
         self.resumed_from: int | None = None
         self.resumed_world_size: int | None = None
         self._prepared = False
+        #: the batch-level threshold calibration of :meth:`fit` (None: none ran)
+        self.calibration: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ the state's fields
     @property
@@ -200,7 +202,7 @@ class Trainer:
         self._barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(tc, self.cfg.to_dict())
+            atomic_write_json(tc, self.train_config_record())
         if resume_ck:
             self.load_checkpoint()
         if self.cfg.resume and self.is_main:
@@ -238,6 +240,7 @@ class Trainer:
                    disable=not (cfg.progress and self.is_main), dynamic_ncols=True)
         t_last, tok_last = time.perf_counter(), state.tokens
         exhausted = False
+        x = None
         try:
             while state.steps_done < stop:
                 x = self._pending.pop(0) if self._pending else next(it, None)
@@ -269,6 +272,11 @@ class Trainer:
                               "steps", stacklevel=2)
             if self.out is not None:
                 self.save_checkpoint()
+            # batch-level operators: the inference threshold from the rows that follow the
+            # last batch (after the checkpoint, so a resumed finished run reads the same rows;
+            # a data-parallel run refuses batch-level operators, so this is one process)
+            self.calibration = state.calibrate(_calibration_batches(it, report_x=x))
+            if self.out is not None:
                 if self.is_main:
                     self.save_final()
                 self._barrier()
@@ -371,13 +379,25 @@ class Trainer:
         self.resumed_from = self.step
         return self.step
 
+    def train_config_record(self) -> dict[str, Any]:
+        """``train_config.json``: the config, plus what it resolved to on this machine and
+        what the data rests on — ``compute_dtype`` (``autocast`` resolved), the LM's
+        ``model_weight_format`` and ``model_dtype`` (from the cache manifest, via cfg.json's
+        metadata). :meth:`TrainConfig.from_dict` ignores the extra keys."""
+        rec = {**self.cfg.to_dict(), "compute_dtype": self.state.compute_dtype,
+               "model_weight_format": self.sae_cfg.model_weight_format,
+               "model_dtype": self.sae_cfg.model_dtype}
+        if self.calibration is not None:
+            rec["threshold_calibration"] = self.calibration
+        return rec
+
     # ------------------------------------------------------------------ final output
     def save_final(self) -> Path:
         """Save the SAE (``SAE.save``: scale folded) and ``train_config.json`` into OUT."""
         if self.out is None:
             raise ValueError("no out folder to save into")
         self.sae.save(self.out)
-        atomic_write_json(self.out / TRAIN_CONFIG, self.cfg.to_dict())
+        atomic_write_json(self.out / TRAIN_CONFIG, self.train_config_record())
         return self.out
 
 
@@ -387,6 +407,17 @@ def train(cfg: TrainConfig, data: Any, **kw: Any) -> SAE:
 
 
 # ---------------------------------------------------------------------- helpers
+def _calibration_batches(it: Iterator[Tensor], report_x: Tensor | None) -> Iterator[Tensor]:
+    """The batches after the last trained one; when the source has none left, the last
+    trained batch itself (still training rows, the best there is)."""
+    got = False
+    for b in it:
+        got = True
+        yield b
+    if not got and report_x is not None:
+        yield report_x
+
+
 def _is_source(obj: Any) -> bool:
     return not isinstance(obj, (str, os.PathLike, Tensor, np.ndarray)) and all(
         hasattr(obj, a) for a in ("d_in", "state_dict", "load_state_dict", "__iter__"))
