@@ -59,7 +59,8 @@ class HarvestConfig:
     out: str = doc_field("Cache folder to write (created; resumed when it holds a partial cache).", "")
     corpus: str = doc_field("Text: 'embedded' (default corpus), a .txt/.jsonl/.parquet "
                      "file, a folder of .txt files, or a Hugging Face dataset (owner/name).", "embedded")
-    split: str = doc_field("Corpus split: train or heldout (they never share a document).", "train")
+    split: str = doc_field("Corpus split: train or heldout (they never share a document); all "
+                           "(every document of a local file, not the embedded corpus).", "train")
     keep_bos: bool = doc_field("Keep the BOS positions (excluded by default, like pad).", False)
     seed: int = doc_field("Seed of the corpus order: documents shuffled, contexts mixed in "
                           "windows of 1024 (Hugging Face datasets: stream order).", 0)
@@ -88,8 +89,11 @@ class HarvestConfig:
         for name in ("tokens", "context_size", "batch_size", "shard_rows"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.split not in ("train", "heldout"):
+        if self.split not in ("train", "heldout", "all"):
             raise ValueError(f"split must be train or heldout, got {self.split!r}")
+        if self.split == "all" and self.corpus == "embedded":
+            raise ValueError("split 'all' would mix the embedded corpus's train and held-out "
+                             "documents; harvest train or heldout")
         if not self.out:
             raise ValueError("out (the cache folder) is required")
 
@@ -149,8 +153,13 @@ def _batches(contexts: Iterator, batch_size: int) -> Iterator[list]:
 
 
 def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
-            log: Callable[[str], None] | None = None) -> HarvestResult:
+            log: Callable[[str], None] | None = None,
+            stop_after_rows: int | None = None) -> HarvestResult:
     """Run (or resume) a harvest as configured; returns a :class:`HarvestResult`.
+
+    ``stop_after_rows``: return at the first shard boundary with at least this many rows on
+    disk, leaving a partial cache (not ``complete``) that a later call resumes exactly; the
+    rows already written never change (experiments train on a growing cache's first rows).
 
     ``model``/``tokenizer``/``info`` may be passed (already loaded with
     :func:`abstopk.lm.load_model`) to skip loading; they must match ``cfg.model``.
@@ -280,6 +289,7 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
 
     new_rows = 0
     exhausted = True
+    stopped = False
     t_start = time.perf_counter()
     try:
         for batch in _batches(contexts, batch_size):
@@ -315,6 +325,10 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             if buf_rows >= cfg.shard_rows:
                 done += buf_rows
                 flush(final=False)
+                if stop_after_rows is not None and done >= stop_after_rows:
+                    flush(final=True)
+                    stopped = True
+                    break
             if delay:
                 time.sleep(delay)
         else:
@@ -326,10 +340,11 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
         pool.shutdown(wait=True)
         if pbar is not None:
             pbar.close()
-    if exhausted:
+    if exhausted and not stopped:
         log(f"warning: the corpus ran out after {done} of {target} rows")
     for w in writers:
-        w.set(complete=True, corpus_exhausted=exhausted)
+        if not stopped:
+            w.set(complete=True, corpus_exhausted=exhausted)
     secs = time.perf_counter() - t_start
     rate = new_rows / secs if secs > 0 else 0.0
     log(f"harvested {new_rows} rows x {len(writers)} layer(s) in {secs:.1f} s "
