@@ -342,3 +342,22 @@ def test_interleaved_order_spreads_every_part_from_the_start():
     assert sorted(small) == list(range(900, 1000)) and small != sorted(small)
     assert interleaved_order(parts, sizes, seed=1) != order
     assert interleaved_order(parts, sizes, seed=0) == order
+
+
+def test_resuming_a_cache_of_the_older_corpus_names_both_versions(tmp_path):
+    """A cache harvested from corpus version 1 still opens, but continuing it from version
+    2 is refused with one line naming both versions and checksums."""
+    from abstopk.data.cache_writer import CacheWriter
+    from abstopk.errors import CacheError
+
+    old = {"kind": "embedded", "processing_version": 1, "sha256": {"train": "a" * 64}}
+    new = {"kind": "embedded", "processing_version": 2, "sha256": {"train": "b" * 64}}
+    base = {"model": "m", "layer": 6, "site": "resid_post", "d_in": 4, "dtype": "float16",
+            "context_size": 8}
+    CacheWriter(tmp_path / "c", {**base, "corpus": old})
+    CacheWriter(tmp_path / "c", {**base, "corpus": old})              # same corpus: resumes
+    with pytest.raises(CacheError) as e:
+        CacheWriter(tmp_path / "c", {**base, "corpus": new})
+    msg = str(e.value)
+    assert "version 1 (train aaaaaaaaaaaa)" in msg and "version 2 (train bbbbbbbbbbbb)" in msg
+    assert "\n" not in msg and "another folder" in msg

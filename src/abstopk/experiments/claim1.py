@@ -67,13 +67,15 @@ class Claim1Config:
     test_rows: int = doc_field("Rows of the test cache (reported numbers).", 100_000)
     lr_contexts: int = doc_field("Test contexts for loss recovered and KL.", 64)
     checkpoint_every: int = doc_field("Training steps between checkpoints.", 50)
+    shard_rows: int = doc_field("Rows per cache shard (what a killed harvest loses at most).",
+                                65536)
     steps: dict[str, int] = field(default_factory=lambda: {"0.1M": 24, "1M": 244, "10M": 2441},
                                   metadata={"help": "Training steps per token label."})
     model: str = doc_field("Model (the embedded SmolLM2-135M-Instruct Q4_1).", "smollm2-135m")
 
     def __post_init__(self) -> None:
         for k in ("d_sae", "batch_size", "train_rows", "first_rows", "val_rows", "test_rows",
-                  "lr_contexts", "checkpoint_every"):
+                  "lr_contexts", "checkpoint_every", "shard_rows"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if set(self.steps) != {"0.1M", "1M", "10M"}:
@@ -147,7 +149,7 @@ class _Plan:
                 return
         cfg = HarvestConfig(model=self.cfg.model, layers=[LAYER], site=SITE, tokens=tokens, context_size=CONTEXT,
                             dtype="float16", out=str(path), corpus=corpus, split=split, seed=0,
-                            progress=False)
+                            shard_rows=self.cfg.shard_rows, progress=False)
         model, tok, info = self.lm()
         r = harvest(cfg, model=model, tokenizer=tok, info=info, log=self.log,
                     stop_after_rows=stop_after)
