@@ -67,13 +67,13 @@ _ATTRS = {"{litdd}": "--", "{caret}": "^", "{tilde}": "~", "{plus}": "+", "{nbsp
 
 def asciidoc_inline(text: str) -> str:
     """Inline AsciiDoc macros and quotes of one line reduced to their text."""
+    for k, v in _ATTRS.items():
+        text = text.replace(k, v)
     text = _LINKGIT.sub(r"\1", text)
     text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
     text = _XREF.sub(lambda m: m.group(2) or m.group(1), text)
     text = _FOOTNOTE.sub(r"(\1)", text)
     text = _ANCHOR.sub("", text)
-    for k, v in _ATTRS.items():
-        text = text.replace(k, v)
     for q in _QUOTES:
         text = q.sub(r"\1", text)
     return text
@@ -161,5 +161,9 @@ def clean_asciidoc(text: str) -> list[str]:
             continue  # a literal paragraph: code
         else:
             in_term_body = indented and in_term_body
-        out += [asciidoc_inline(ln.strip()) for ln in block] + [""]
+        for ln in block:  # a 'term::' line inside a block starts another entry
+            t2 = _TERM.match(ln.strip()) if ln[:1] != " " else None
+            out += ["", asciidoc_inline(t2.group(1)), ""] if t2 and t2.group(2) == "::" \
+                else [asciidoc_inline(ln.strip())]
+        out.append("")
     return [p for p in paragraphs(out) if is_prose(p)]

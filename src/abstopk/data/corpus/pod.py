@@ -80,7 +80,7 @@ def pod_inline(text: str) -> str:
 def clean_pod(text: str) -> list[str]:
     """Prose paragraphs of one POD document (rules: :data:`POD_CLEANING_RULES`)."""
     out: list[str] = []
-    blocks = re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n"))
+    blocks = re.split(r"\n(?:[ \t]*\n)+", text.replace("\r\n", "\n"))
     in_begin: str | None = None
     in_pod = False  # a parser starts in code and enters POD at the first command
     for block in blocks:
