@@ -85,7 +85,10 @@ def test_best_lr_is_the_lowest_validation_nmse_recomputed(run):
                 ev = json.loads((d / "eval_val.json").read_text())
                 assert ev["nmse"] == pytest.approx(nmse[r.lr], rel=1e-4)
                 assert ev["lr"] == r.lr and ev["split"] == "val"
-                assert ((z != 0).sum(1) == 32).all()                  # k = 32 per token
+                fired = (z != 0).sum(1)               # AbsTopK keeps 32 signed values,
+                assert (fired == 32).all() if arch == "abstopk" else (fired <= 32).all()
+                if arch == "abstopk":                 # TopK drops the non-positive ones
+                    assert (z < 0).any()
         assert best[arch]["lr"] == min(nmse, key=nmse.get)
 
 
@@ -94,7 +97,7 @@ def test_ten_m_step_reports_test_numbers_and_a_partial_summary(run):
     for arch in ("topk", "abstopk"):
         ev = json.loads((out / "saes" / f"{arch}_k32_10M_s0" / "eval_test.json").read_text())
         assert ev["split"] == "test" and ev["train_tokens"] == 12 * 64
-        assert ev["l0"] == pytest.approx(32.0)
+        assert ev["l0"] == pytest.approx(32.0) if arch == "abstopk" else ev["l0"] <= 32.0
         assert ev["lr_contexts"] == 2 and 0 < ev["nmse"] < 1.5
         assert ev["ce_zero_ablated"] > ev["ce_clean"]
     md = (out / "claim1.md").read_text()

@@ -207,7 +207,7 @@ def test_embedded_contexts_are_deterministic(tokenizer, corpus_manifest):
 
 # ------------------------------------------------------------------ the corpus mix
 def test_first_tokens_contain_every_corpus_source(tokenizer, corpus_manifest):
-    """The first 8,192 tokens of the harvest order (train) and of the held-out order hold
+    """The first 8,192 tokens of the harvest order (train; 32,768 of the held-out order) hold
     text of every corpus part (linux-doc, python-doc, austen, postgresql-doc, django-doc,
     perl-doc, git-doc, pylib-doc), for several seeds; file order (seed=None) is kernel pages
     only, which is what the part-interleaved shuffle fixes."""
@@ -222,9 +222,11 @@ def test_first_tokens_contain_every_corpus_source(tokenizer, corpus_manifest):
         assert sum(counts.values()) == n_ctx * 128
         return counts
 
-    for split, seeds in (("train", (0, 1, 2)), ("heldout", (0, 1))):
+    # the held-out split is 20 times smaller: its smallest part (git-doc, 10 documents, 2.6 %
+    # of its tokens) needs a longer prefix
+    for split, seeds, n_ctx in (("train", (0, 1, 2), 64), ("heldout", (0, 1), 256)):
         for seed in seeds:
-            mix = first_mix(split, seed)
+            mix = first_mix(split, seed, n_ctx)
             assert set(mix) == set(C.SOURCES), (split, seed, mix)
             assert min(mix.values()) >= 64, (split, seed, mix)      # half a context's worth
     assert set(first_mix("train", None)) == {"linux-doc"}

@@ -148,9 +148,9 @@ class _Plan:
             c = ActivationCache(path)
             if c.complete or (stop_after is not None and c.total_rows >= stop_after):
                 return
-        cfg = HarvestConfig(model=self.cfg.model, layers=[LAYER], site=SITE, tokens=tokens, context_size=CONTEXT,
-                            dtype="float16", out=str(path), corpus=corpus, split=split, seed=0,
-                            shard_rows=self.cfg.shard_rows, progress=False)
+        cfg = HarvestConfig(model=self.cfg.model, layers=[LAYER], site=SITE, tokens=tokens,
+                            context_size=CONTEXT, dtype="float16", out=str(path), corpus=corpus,
+                            split=split, seed=0, shard_rows=self.cfg.shard_rows, progress=False)
         model, tok, info = self.lm()
         r = harvest(cfg, model=model, tokenizer=tok, info=info, log=self.log,
                     stop_after_rows=stop_after)
@@ -191,8 +191,10 @@ class _Plan:
         rows = steps * batch
         source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows)
         t = time.perf_counter()
-        tr = Trainer(cfg, source, sae_metadata={"model_name": "smollm2-135m",
-                                                "hook_name": f"blocks.{LAYER}.hook_{SITE}"})
+        tr = Trainer(cfg, source, sae_metadata={
+            "model_name": self.cfg.model, "hook_layer": LAYER, "hook_site": SITE,
+            "hook_name": f"blocks.{LAYER}.hook_{SITE}", "context_size": CONTEXT,
+            "keep_bos": False, "dataset": f"{source.identity} (corpus seed 0)"})
         tr.prepare()  # loads the last checkpoint of a resumed run
         start = tr.step
         tr.fit()
