@@ -237,7 +237,7 @@ class _Plan:
         man = ensure_corpus()
         vt = self.out / "valtest"
         vt.mkdir(parents=True, exist_ok=True)
-        if not (vt / "test.jsonl").is_file():
+        if not (vt / "info.json").is_file():  # written last: a kill before it redoes the split
             parts: dict[str, list[str]] = {"val": [], "test": []}
             with open(split_path("heldout"), encoding="utf-8") as f:
                 for line in f:
