@@ -306,6 +306,10 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
     The sizes (``cfg``) are recorded in ``out/plan.json`` on the first call; a later call
     with other sizes is refused (its outputs would not be comparable).
     """
+    todo = list(steps or STEPS)
+    unknown = [s for s in todo if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = cfg or Claim1Config()
@@ -325,10 +329,6 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
 
     log = log or stamp
     p = _Plan(out, cfg, log)
-    todo = list(steps or STEPS)
-    unknown = [s for s in todo if s not in STEPS]
-    if unknown:
-        raise ValueError(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
     actions: dict[str, Callable[[], None]] = {
         "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
                                         stop_after=cfg.first_rows),
