@@ -214,3 +214,35 @@ def test_memory_stays_flat_over_a_cache_much_larger_than_the_buffer(tmp_path):
     assert max(samples[2 * q:]) - max(samples[:q]) < 8
     assert loader.position == n_total
     assert seen.max() == 1 and seen.sum() == n_total - 1024  # each row once (first batch aside)
+
+
+@pytest.mark.parametrize("max_rows", [700, 1500, N - 1])  # a shard edge, mid-shard, all but one
+def test_max_rows_serves_exactly_the_first_rows(cache, tmp_path, max_rows):
+    """The head of a cache (what a growing harvest has written first): every one of the
+    first max_rows rows once per epoch, never a later one; resumable; and the same rows with
+    the same identity after more shards were appended."""
+    B = 64
+    loader = CacheLoader(cache, B, seed=2, buffer_mb=0.01, chunk_rows=50, max_rows=max_rows)
+    assert loader.total_rows == max_rows
+    ids = ids_of(take(loader, -(-2 * max_rows // B)))
+    for e in range(2):
+        assert np.array_equal(np.sort(ids[e * max_rows:(e + 1) * max_rows]),
+                              np.arange(max_rows))
+    assert ids.max() == max_rows - 1 and not np.array_equal(ids[:max_rows],
+                                                            np.arange(max_rows))
+    # a cache holding the same first shards and more rows after them: same head, same identity
+    bigger = write_cache(tmp_path / "bigger", SHARDS + [400, 400], d_in=8)
+    other = CacheLoader(bigger, B, seed=2, buffer_mb=0.01, chunk_rows=50, max_rows=max_rows)
+    assert other.identity == loader.identity and f"[:{max_rows}]" in loader.identity
+    assert np.array_equal(ids_of(take(other, 20)), ids[:20 * B])
+    fresh = CacheLoader(bigger, B, seed=2, buffer_mb=0.01, chunk_rows=50, max_rows=max_rows)
+    it = iter(fresh)
+    for _ in range(11):
+        next(it)
+    again = CacheLoader(bigger, B, max_rows=max_rows)
+    again.load_state_dict(json.loads(json.dumps(fresh.state_dict())))
+    assert np.array_equal(ids_of(take(again, 5)), ids[11 * B:16 * B])
+    with pytest.raises(ValueError, match="belongs to cache"):
+        CacheLoader(bigger, B).load_state_dict(other.state_dict())
+    with pytest.raises(ValueError, match=f"holds {N}"):
+        CacheLoader(cache, B, max_rows=N + 1)

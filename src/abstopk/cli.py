@@ -23,7 +23,7 @@ app = typer.Typer(
 # modules that add commands to `app`; a missing one (work in progress) is skipped
 COMMAND_MODULES = (
     "train", "data", "harvest", "cache", "evaluate", "export", "sweep", "bench", "demo",
-    "dashboard", "analyze", "steer",
+    "dashboard", "analyze", "steer", "experiment",
 )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import CacheError
 from .cache_format import FORMAT, MANIFEST, VERSION, read_manifest, shard_name
 
-__all__ = ["CacheWriter"]
+__all__ = ["CacheWriter", "corpus_change"]
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -23,6 +23,21 @@ def _same(old: Any, new: Any) -> bool:
     if isinstance(old, dict) and isinstance(new, dict):
         return all(_same(old[k], new[k]) for k in old.keys() & new.keys())
     return json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
+
+
+def corpus_change(old: Any, new: Any) -> str:
+    """One line naming how the corpus a cache was harvested from differs from the current one
+    (processing version and file checksum of the embedded corpus, else the description)."""
+    old, new = old or {}, new or {}
+    if isinstance(old, dict) and isinstance(new, dict) and "processing_version" in old \
+            and "processing_version" in new:
+        sha = lambda d: ",".join(f"{k} {v[:12]}" for k, v in sorted((d.get("sha256") or {}).items()))  # noqa: E731
+        return (f"it was harvested from the embedded corpus version {old['processing_version']} "
+                f"({sha(old)}), the corpus now is version {new['processing_version']} "
+                f"({sha(new)}): its document order and contexts differ, so it cannot be "
+                "continued; harvest into another folder (the finished rows stay valid)")
+    return (f"corpus differs (cache: {json.dumps(old)[:80]}, now: {json.dumps(new)[:80]}); "
+            "write to another folder or start the cache over")
 
 
 class CacheWriter:
@@ -63,6 +78,8 @@ class CacheWriter:
                      if k not in self.MUTABLE and not _same(m.get(k), v)]
             if diffs:
                 k = diffs[0]
+                if k == "corpus":
+                    raise CacheError(f"{self.path}: cannot resume, {corpus_change(m.get(k), header[k])}")
                 raise CacheError(
                     f"{self.path}: cannot resume, {k} differs (cache: {json.dumps(m.get(k))[:80]}, "
                     f"now: {json.dumps(header[k])[:80]}); write to another folder or start the cache over")

@@ -5,7 +5,7 @@ One indexing pass records, per document in file order, a small *handle* (no text
 ==============  ===============================================================  ============
 source          handle                                                           label
 ==============  ===============================================================  ============
-embedded        (split file, byte offset of the JSON line)                       its ``source``
+embedded        (split file, byte offset, ``source``, bytes of the JSON line)      its ``source``
 ``.jsonl``      (byte offset, line number) of each non-blank line                file name
 ``.txt``        byte range of each block of non-blank lines                      file name
 folder of .txt  path of each non-empty file                                      folder name
@@ -18,6 +18,15 @@ the order is then ``numpy.random.default_rng([seed, 0x5EED]).permutation(n)`` ov
 each document is read back by its handle (seek + read). Memory is O(number of documents)
 (16-odd bytes each), never the corpus text.
 
+The embedded corpus's documents are *interleaved by part* (its ``source``: linux-doc,
+python-doc, austen, postgresql-doc, ...): each part's documents are permuted on their own
+(``default_rng([seed, 0x5EED, j])`` for the part's index ``j`` in order of first appearance
+in the file), each document gets the key (bytes of the part's documents before it in that
+order) / (the part's bytes), and all documents are read by increasing key (ties: part
+index). Every part starts at the front of the stream and the parts follow one another in
+proportion to their size, so the first few thousand tokens hold text of every part; a plain
+permutation of ~5,700 documents left the smaller parts out of the first windows.
+
 A parquet file is shuffled in *blocks*: its row groups in a permuted order, the rows of each
 row group in a permuted order, so one row group at a time is held in memory.
 """
@@ -25,6 +34,7 @@ row group in a permuted order, so one row group at a time is held in memory.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,13 +44,35 @@ import numpy as np
 from ..errors import UserError
 from .corpus import is_heldout
 
-__all__ = ["ORDER_RULE", "document_order", "iter_shuffled_documents"]
+__all__ = ["ORDER_RULE", "document_order", "interleaved_order", "iter_shuffled_documents"]
 
 _SALT = 0x5EED
 
 ORDER_RULE = ("documents of the split in the order numpy.random.default_rng([seed, 0x5EED])"
               ".permutation(n_docs) over their file order (parquet: row groups permuted, then "
-              "rows within each row group)")
+              "rows within each row group; embedded corpus: each part permuted with "
+              "default_rng([seed, 0x5EED, part index]), documents read by increasing "
+              "(bytes of the part before the document) / (bytes of the part), ties by part "
+              "index)")
+
+
+def interleaved_order(parts: list[str], sizes: list[int], seed: int) -> list[int]:
+    """Positions ``0..n-1`` interleaved by part (module docstring): each part permuted with
+    ``default_rng([seed, 0x5EED, j])``, then all read by increasing start fraction within
+    their part. ``sizes`` weigh the documents (bytes); a part of size 0 counts one per doc."""
+    index: dict[str, list[int]] = {}
+    for i, p in enumerate(parts):
+        index.setdefault(p, []).append(i)
+    keyed: list[tuple[float, int, int]] = []
+    for j, members in enumerate(index.values()):
+        perm = np.random.default_rng([int(seed), _SALT, j]).permutation(len(members))
+        w = [max(int(sizes[members[int(k)]]), 1) for k in perm]
+        total, before = float(sum(w)), 0
+        for k, wk in zip(perm, w, strict=True):
+            keyed.append((before / total, j, members[int(k)]))
+            before += wk
+    keyed.sort()
+    return [i for _, _, i in keyed]
 
 
 def document_order(n: int, seed: int, blocks: list[int] | None = None) -> list[int]:
@@ -61,15 +93,24 @@ def document_order(n: int, seed: int, blocks: list[int] | None = None) -> list[i
     return out
 
 
-def _line_index(path: Path) -> list[tuple[int, int]]:
-    """(byte offset, 1-based line number) of every non-blank line."""
+_SOURCE_FIELD = re.compile(rb'"source":\s*"([^"]*)"')
+
+
+def _line_index(path: Path, with_source: bool = False) -> list[tuple]:
+    """(byte offset, 1-based line number) of every non-blank line; ``with_source`` adds the
+    line's ``"source"`` field (read from its first 4 kB) and its length in bytes."""
     out, off = [], 0
     with open(path, "rb") as f:
         for n, line in enumerate(f, 1):
             if line.decode("utf-8", "replace").strip():
-                out.append((off, n))
+                if with_source:
+                    m = _SOURCE_FIELD.search(line[:4096])
+                    out.append((off, n, m.group(1).decode() if m else "embedded", len(line)))
+                else:
+                    out.append((off, n))
             off += len(line)
     return out
+
 
 
 def _block_index(path: Path) -> list[tuple[int, int]]:
@@ -97,11 +138,12 @@ def _embedded() -> tuple[list, Callable[[Any], tuple[str, str]]]:
     ensure_corpus()
     handles = []
     for sp in ("train", "heldout"):
-        handles += [(sp, off) for off, _ in _line_index(split_path(sp))]
+        handles += [(sp, off, src, nb) for off, _, src, nb in
+                    _line_index(split_path(sp), with_source=True)]
     files: dict[str, Any] = {}
 
     def read(h):
-        sp, off = h
+        sp, off = h[:2]
         f = files.get(sp) or files.setdefault(sp, open(split_path(sp), "rb"))  # noqa: SIM115
         f.seek(off)
         obj = json.loads(f.readline())
@@ -197,9 +239,13 @@ def iter_shuffled_documents(kind: str, ref: str, split: str, seed: int, *,
         if split != "all":
             handles = [h for i, h in enumerate(handles)
                        if is_heldout(str(i)) == (split == "heldout")]
-    blocks = [h[0] for h in handles] if kind == "parquet" else None
+    if kind == "embedded":
+        order = interleaved_order([h[2] for h in handles], [h[3] for h in handles], seed)
+    else:
+        blocks = [h[0] for h in handles] if kind == "parquet" else None
+        order = document_order(len(handles), seed, blocks)
     try:
-        for i in document_order(len(handles), seed, blocks):
+        for i in order:
             text, label = read(handles[i])
             if text:
                 yield text, label

@@ -33,6 +33,7 @@ Shards are read through the package's one safetensors reader (``ActivationCache.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,6 +67,8 @@ class CacheLoader:
         pin_memory: pin the prepared batches (CUDA training: asynchronous host-to-device copies).
         progress: accepted for ``open_source`` compatibility (opening scans nothing).
         readers: threads that read a shuffle group from the shards (the order is the same).
+        max_rows: serve only the cache's first ``max_rows`` rows (shards after them unused),
+            e.g. the head of a cache that a harvest is still growing; its identity names them.
 
     Attributes: ``d_in``, ``total_rows``, ``batch_size``, ``position`` (rows consumed),
     ``epoch`` (= position // total_rows).
@@ -74,7 +77,7 @@ class CacheLoader:
     def __init__(self, cache, batch_size: int, seed: int = 0, *, shuffle: bool = True,
                  buffer_mb: float = 256.0, chunk_rows: int = 512,
                  skip_nonfinite: bool = False, prefetch: int = 4, pin_memory: bool = False,
-                 progress: bool = False, readers: int = 1):
+                 progress: bool = False, readers: int = 1, max_rows: int | None = None):
         self.cache = cache if hasattr(cache, "open_shard") else ActivationCache(cache)
         self.d_in = int(self.cache.d_in)
         self.dtype = _TORCH_DTYPES[str(self.cache.dtype)]
@@ -82,6 +85,19 @@ class CacheLoader:
         self.total_rows = int(self.shard_rows.sum())
         if self.total_rows == 0:
             raise ValueError(f"{getattr(self.cache, 'path', 'cache')}: the cache holds no rows")
+        self.identity = str(self.cache.identity())
+        if max_rows is not None:  # serve the first max_rows rows only (a growing cache's head)
+            if not 0 < int(max_rows) <= self.total_rows:
+                raise ValueError(f"{getattr(self.cache, 'path', 'cache')}: asked for its first "
+                                 f"{max_rows} rows, it holds {self.total_rows}")
+            ends = np.cumsum(self.shard_rows)
+            n = int(np.searchsorted(ends, int(max_rows))) + 1
+            self.shard_rows = self.shard_rows[:n].copy()
+            self.shard_rows[-1] -= int(ends[n - 1]) - int(max_rows)
+            self.total_rows = int(max_rows)
+            h = hashlib.sha256("".join(s.get("sha256", "") for s in self.cache.shards[:n])
+                               .encode()).hexdigest()[:12]
+            self.identity = f"{self.identity.split('@')[0]}@{h}[:{int(max_rows)}]"
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -92,7 +108,6 @@ class CacheLoader:
         if int(readers) < 1:
             raise ValueError(f"readers must be >= 1, got {readers}")
         self.readers = int(readers)
-        self.identity = str(self.cache.identity())
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         group_chunks = int(buffer_mb * 2**20 // (max(1, chunk_rows) * self.d_in * itemsize))
         self._configure(int(seed), bool(shuffle), int(chunk_rows), max(1, group_chunks))

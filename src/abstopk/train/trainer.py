@@ -29,6 +29,11 @@ the out folder, the metrics file, checkpoints, resume and the progress bar:
   wait at a barrier). A checkpoint holds the global state: it resumes under any world size.
 * **checkpoint evaluation** (``on_checkpoint``): its dict is logged as ``{"step", "event":
   "eval", ...}``.
+
+Length note: the one driver of a training state; each part (out-folder checks, the loop,
+metrics, checkpoints, the batch-threshold calibration and the barriers that order rank 0's
+writes in a data-parallel run) is a short method over the same fields, and splitting them
+would scatter the resume logic they share.
 """
 
 from __future__ import annotations

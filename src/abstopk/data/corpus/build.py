@@ -16,32 +16,75 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ...files import atomic_write, atomic_write_json, cache_root, sha256_file
+from .asciidoc import ASCIIDOC_CLEANING_RULES, clean_asciidoc
 from .austen import austen_chapters, austen_novels
-from .debian import PACKAGES, install_sources, package_version
+from .debian import PACKAGES, SOURCE_OF, SOURCES, install_sources, package_version
+from .html import HTML_CLEANING_RULES, clean_html
+from .pod import POD_CLEANING_RULES, clean_pod
 from .rst import CLEANING_RULES, clean_rst
 from .split import DEFAULT_HELDOUT_FRACTION, SPLIT_RULE, SPLITS, corpus_dir, is_heldout
+from .token_count import count_tokens
 
 __all__ = ["CORPUS_FORMAT", "PROCESSING_VERSION", "ensure_corpus", "fetch", "load_manifest"]
 
 CORPUS_FORMAT = "abstopk-corpus"
-PROCESSING_VERSION = 1
+#: 1: linux-doc, python-doc, austen. 2: + postgresql-doc, django-doc, perl-doc, git-doc,
+#: and the Python library manuals of sqlalchemy, flask, werkzeug, setuptools and sphinx as
+#: one part, pylib-doc (the
+#: first three parts' documents, ids and cleaning are unchanged; they are processed first, so
+#: deduplication keeps their text as in version 1)
+PROCESSING_VERSION = 2
+
+#: HTML pages that are indexes or search forms, not text
+_HTML_SKIP = frozenset({"index.html", "bookindex.html", "genindex.html", "search.html",
+                        "py-modindex.html", "contents.html"})
 
 #: one split's documents before deduplication: (doc_id, part, paragraphs)
 Documents = list[tuple[str, str, list[str]]]
 
 
+#: part -> (folder relative to the found path, file suffix, cleaner); the found path of
+#: perl-doc and git-doc is a marker file, so their folder is its parent
+_FILE_PARTS: dict[str, tuple[str, str, Callable[[str], list[str]]]] = {
+    "linux-doc": (".", ".rst.txt", clean_rst),
+    "python-doc": (".", ".rst.txt", clean_rst),
+    "postgresql-doc": (".", ".html", clean_html),
+    "django-doc": (".", ".html", clean_html),
+    "perl-doc": ("..", ".pod", clean_pod),
+    "git-doc": ("..", ".txt", clean_asciidoc),
+    **{p: (".", ".html", clean_html) for p in ("sqlalchemy-doc", "flask-doc", "werkzeug-doc",
+                                                "setuptools-doc", "sphinx-doc")},
+}
+
+
+def _part_files(part: str, found: Path) -> Iterator[tuple[str, Path]]:
+    """``(doc_id, file)`` of one file-based part, sorted by path."""
+    sub, suffix, _ = _FILE_PARTS[part]
+    root = (found / sub).resolve() if sub != "." else found
+    for p in sorted(glob.glob(str(root / "**" / f"*{suffix}"), recursive=True)):
+        rel = os.path.relpath(p, root)
+        top = rel.split(os.sep)[0]
+        if top == "translations" or "/translations/" in p or top.startswith("_") \
+                or (suffix == ".html" and os.path.basename(p) in _HTML_SKIP):
+            continue
+        yield f"{part}/{rel[:-len(suffix)]}", Path(p)
+
+
 def _documents(found: dict[str, Path]) -> Iterator[tuple[str, str, list[str]]]:
-    """``(doc_id, part, paragraphs)`` for every document, in a deterministic order."""
+    """``(doc_id, part, paragraphs)`` for every document, in a deterministic order: the
+    version-1 parts first (linux-doc, python-doc, austen), then the others."""
     for part in ("linux-doc", "python-doc"):
-        root = found[part]
-        for p in sorted(glob.glob(str(root / "**" / "*.rst.txt"), recursive=True)):
-            rel = os.path.relpath(p, root)
-            if rel.split(os.sep)[0] == "translations" or "/translations/" in p:
-                continue
-            text = Path(p).read_text(encoding="utf-8", errors="replace")
-            yield f"{part}/{rel[:-len('.rst.txt')]}", part, clean_rst(text)
+        for doc_id, p in _part_files(part, found[part]):
+            text = p.read_text(encoding="utf-8", errors="replace")
+            yield doc_id, part, _FILE_PARTS[part][2](text)
     for doc_id, paras in austen_chapters(austen_novels(found["austen"])):
         yield doc_id, "austen", paras
+    for part in _FILE_PARTS:
+        if part in ("linux-doc", "python-doc"):
+            continue
+        for doc_id, p in _part_files(part, found[part]):
+            text = p.read_text(encoding="utf-8", errors="replace")
+            yield doc_id, SOURCE_OF[part], _FILE_PARTS[part][2](text)
 
 
 def load_manifest(cache: str | os.PathLike | None = None, *, check: bool = True) -> dict | None:
@@ -77,7 +120,7 @@ def _write_splits(docs: dict[str, Documents], d: Path) -> tuple[dict, dict]:
     for split in SPLITS:  # train first: held-out never repeats a train paragraph
         kept_lines: list[str] = []
         n_chars = 0
-        per_part = {p: 0 for p in PACKAGES}
+        per_part = {p: 0 for p in SOURCES}
         for doc_id, part, paras in docs[split]:
             dkey = hashlib.sha1("\n\n".join(paras).encode()).digest()
             if dkey in seen_doc:
@@ -110,10 +153,12 @@ def _write_splits(docs: dict[str, Documents], d: Path) -> tuple[dict, dict]:
 
 
 def fetch(cache: str | os.PathLike | None = None, *, force: bool = False,
-          heldout_fraction: float = DEFAULT_HELDOUT_FRACTION,
+          heldout_fraction: float = DEFAULT_HELDOUT_FRACTION, count: bool = True,
           log: Callable[[str], None] | None = None) -> dict:
     """Install (if needed), clean, deduplicate, split and write the corpus; returns its manifest.
 
+    With ``count`` the manifest's ``tokens`` holds the tokens per split and part counted with
+    the embedded model's tokenizer (:func:`.token_count.count_tokens`; None without it).
     Idempotent: with a valid manifest for the same ``heldout_fraction`` nothing is done.
     """
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
@@ -136,7 +181,7 @@ def fetch(cache: str | os.PathLike | None = None, *, force: bool = False,
     for doc_id, part, paras in tqdm(_documents(found), desc="corpus", unit="doc",
                                     disable=None, mininterval=1.0):
         raw_docs += 1
-        n_files[part] += 1
+        n_files[doc_id.split("/", 1)[0]] += 1
         split = "heldout" if is_heldout(doc_id, heldout_fraction) else "train"
         docs[split].append((doc_id, part, paras))
 
@@ -154,8 +199,12 @@ def fetch(cache: str | os.PathLike | None = None, *, force: bool = False,
         "heldout_fraction": heldout_fraction,
         "split_rule": SPLIT_RULE,
         "document_ids": "linux-doc/<path under _sources>, python-doc/<path>, "
-                        "austen/<novel>/<chapter index>",
-        "cleaning_rules": CLEANING_RULES,
+                        "austen/<novel>/<chapter index>, postgresql-doc/<page>, "
+                        "django-doc/<path under html>, perl-doc/<pod name>, git-doc/<path>, "
+                        "<package part>/<path under html> for the pylib-doc packages",
+        "parts": SOURCE_OF,
+        "cleaning_rules": CLEANING_RULES + HTML_CLEANING_RULES + POD_CLEANING_RULES
+                          + ASCIIDOC_CLEANING_RULES,
         "dedup_rule": "exact duplicate documents and paragraphs (sha1 of the cleaned text) "
                       "dropped, first occurrence kept, train processed before heldout",
         "dedup": stats,
@@ -163,6 +212,11 @@ def fetch(cache: str | os.PathLike | None = None, *, force: bool = False,
         "seconds_install": round(t_install, 1),
         "seconds": round(time.perf_counter() - t0 - t_install, 1),
     }
+    if count:
+        t1 = time.perf_counter()
+        log("counting tokens per part with the embedded model's tokenizer")
+        man["tokens"] = count_tokens(d, log=log)
+        man["seconds_tokens"] = round(time.perf_counter() - t1, 1)
     atomic_write_json(d / "manifest.json", man)
     log(f"wrote {d}: " + "; ".join(
         f"{s} {i['n_docs']} docs, {i['n_chars'] / 1e6:.1f} M chars" for s, i in splits_info.items())

@@ -1,10 +1,13 @@
 """The corpus' Debian packages: find their files, or obtain them with apt/dpkg.
 
-``install_sources(cache)`` returns ``{part: data root}`` for the three parts
-(:data:`PACKAGES`), looking system-wide and in ``<cache>/debs/root``. What is missing is
-installed as root with ``apt-get install -y`` (the two documentation packages), otherwise
-fetched with ``apt-get download`` and unpacked with ``dpkg -x`` into ``<cache>/debs/root``.
-Austen is always downloaded + extracted (``apt-get install`` would pull in all of R).
+``install_sources(cache)`` returns ``{package part: data root}`` for the twelve packages
+(:data:`PACKAGES`; for ``perl-doc`` and ``git-doc`` a marker file inside the data folder),
+looking system-wide and in ``<cache>/debs/root``. What is missing is installed as root with
+``apt-get install -y`` (linux-doc and python3-doc, :data:`SYSTEM_INSTALL`), otherwise fetched
+with ``apt-get download`` and unpacked with ``dpkg -x`` into ``<cache>/debs/root``; the other
+parts are always downloaded + extracted (``apt-get install`` of r-cran-janeaustenr would pull
+in all of R; the documentation packages need no install). Meta packages
+(:data:`META_PACKAGES`, e.g. ``postgresql-doc``) are resolved to the versioned package.
 ``apt-get update`` runs once, only when apt knows no candidate for a package.
 """
 
@@ -20,11 +23,12 @@ from pathlib import Path
 
 from ...errors import CorpusUnavailable
 
-__all__ = ["NO_APT_MESSAGE", "PACKAGES", "deb_root", "install_sources", "package_version"]
+__all__ = ["DEB_PREFIX", "NO_APT_MESSAGE", "PACKAGES", "SOURCES", "SOURCE_OF", "SYSTEM_INSTALL", "deb_root", "install_sources", "package_version"]
 
 NO_APT_MESSAGE = (
     "the embedded corpus is built from Debian packages (linux-doc, python3-doc, "
-    "r-cran-janeaustenr) and this machine has no apt-get/dpkg; pass a text source instead: "
+    "r-cran-janeaustenr, postgresql-doc, python-django-doc, perl-doc, git-doc, python-sqlalchemy-doc, python-flask-doc, python-werkzeug-doc, "
+    "python-setuptools-doc, sphinx-doc) and this machine has no apt-get/dpkg; pass a text source instead: "
     "a local .txt, .jsonl or .parquet file (field/column 'text') or a Hugging Face dataset "
     "name such as monology/pile-uncopyrighted"
 )
@@ -32,9 +36,41 @@ NO_APT_MESSAGE = (
 PACKAGES = {
     # part: (apt package to ask for, glob of the data root relative to a filesystem root)
     "linux-doc": ("linux-doc", "usr/share/doc/linux-doc-*/html/_sources"),
-    "python-doc": ("python3-doc", "usr/share/doc/python3*/html/_sources"),
+    "python-doc": ("python3-doc", "usr/share/doc/python3.*/html/_sources"),
     "austen": ("r-cran-janeaustenr", "usr/lib/R/site-library/janeaustenr/data/Rdata.rdb"),
+    # added in corpus processing version 2 (always apt-get download + dpkg -x when missing)
+    "postgresql-doc": ("postgresql-doc", "usr/share/doc/postgresql-doc-*/html"),
+    "django-doc": ("python-django-doc", "usr/share/doc/python-django-doc/html"),
+    "perl-doc": ("perl-doc", "usr/share/perl/5.*/pod/perlfunc.pod"),
+    "git-doc": ("git-doc", "usr/share/doc/git-doc/git.txt"),
+    "sqlalchemy-doc": ("python-sqlalchemy-doc", "usr/share/doc/python-sqlalchemy-doc/html"),
+    "flask-doc": ("python-flask-doc", "usr/share/doc/python-flask-doc/html"),
+    "werkzeug-doc": ("python-werkzeug-doc", "usr/share/doc/python-werkzeug-doc/html"),
+    "setuptools-doc": ("python-setuptools-doc", "usr/share/doc/python-setuptools-doc/html"),
+    "sphinx-doc": ("sphinx-doc", "usr/share/doc/sphinx-doc/html"),
 }
+
+#: the corpus part (the ``source`` label of a document, counted in ``token_mix``) of each
+#: package; the small Python-library manuals share one part so that every part holds a few
+#: percent of the text
+SOURCE_OF = {p: p for p in PACKAGES} | {
+    p: "pylib-doc" for p in ("sqlalchemy-doc", "flask-doc", "werkzeug-doc", "setuptools-doc",
+                             "sphinx-doc")}
+SOURCES = tuple(dict.fromkeys(SOURCE_OF.values()))
+
+#: apt meta packages that name the current version's package (postgresql-doc -> -15)
+META_PACKAGES = ("linux-doc", "python3-doc", "postgresql-doc")
+
+#: the parts that ``apt-get install`` may install system-wide when running as root
+SYSTEM_INSTALL = ("linux-doc", "python-doc")
+
+#: file-name prefix of each part's downloaded ``.deb`` (for the version in the manifest)
+DEB_PREFIX = {"linux-doc": "linux-doc-", "python-doc": "python3", "austen": "r-cran-janeaustenr_",
+              "postgresql-doc": "postgresql-doc-", "django-doc": "python-django-doc_",
+              "perl-doc": "perl-doc_", "git-doc": "git-doc_",
+              "sqlalchemy-doc": "python-sqlalchemy-doc_", "flask-doc": "python-flask-doc_",
+              "werkzeug-doc": "python-werkzeug-doc_",
+              "setuptools-doc": "python-setuptools-doc_", "sphinx-doc": "sphinx-doc_"}
 
 
 def _run(cmd: list[str], cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
@@ -119,7 +155,7 @@ def install_sources(cache: Path, log: Callable[[str], None] = print) -> dict[str
                 ".txt/.jsonl/.parquet file or a Hugging Face dataset name instead)")
         log("apt-get update")
         _run(["apt-get", "update"])
-    doc_parts = [p for p in ("linux-doc", "python-doc") if p in pkgs]
+    doc_parts = [p for p in SYSTEM_INSTALL if p in pkgs]
     if doc_parts and root:
         names = [pkgs[p] for p in doc_parts]
         log("apt-get install -y " + " ".join(names))
@@ -132,8 +168,9 @@ def install_sources(cache: Path, log: Callable[[str], None] = print) -> dict[str
         doc_parts = [p for p in doc_parts if now[p] is None]
     for part in doc_parts:  # not root, or the install failed: extract into the cache
         _download_extract(_resolve_meta(pkgs[part]), cache, log)
-    if "austen" in pkgs:
-        _download_extract(pkgs["austen"], cache, log)
+    for part in (p for p in pkgs if p not in SYSTEM_INSTALL):
+        pkg = pkgs[part]
+        _download_extract(_resolve_meta(pkg) if pkg in META_PACKAGES else pkg, cache, log)
     found = _locate(cache)
     still = [p for p, v in found.items() if v is None]
     if still:
@@ -147,8 +184,7 @@ def package_version(part: str, data_root: Path, cache: Path) -> dict:
     """``{"package": name, "version": v}`` of the package that provided ``data_root``."""
     if str(data_root).startswith(str(deb_root(cache))):
         rel = data_root.relative_to(deb_root(cache))
-        pkg_hint = {"linux-doc": "linux-doc-", "python-doc": "python3",
-                    "austen": "r-cran-janeaustenr_"}[part]
+        pkg_hint = DEB_PREFIX[part]
         debs = sorted(glob.glob(str(cache / "debs" / f"{pkg_hint}*.deb")))
         if debs:
             name, version = Path(debs[-1]).name.split("_")[:2]

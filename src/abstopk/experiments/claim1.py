@@ -1,0 +1,346 @@
+"""Claim 1 at scale: a resumable plan of named steps (issue 10, item 7).
+
+Everything on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32), layer 6
+``resid_post``, context 128, activations stored as float16, under one folder ``OUT``:
+
+==================  =====================================================================
+step                what (output under OUT)
+==================  =====================================================================
+harvest-1M          train split, seeded order 0, first ≥ 1.05M rows of ``cache-train``
+                    (the harvest stops at a shard boundary; the cache stays resumable)
+heldout             the embedded held-out documents divided by document id into
+                    ``valtest/val.jsonl`` / ``valtest/test.jsonl`` (:func:`valtest_of`),
+                    harvested into ``cache-val`` (50k rows) and ``cache-test`` (100k rows)
+lr-sweep            TopK and AbsTopK, k 32, d_sae 4608, 1M tokens (244 × 4096 rows of the
+                    first 1M cache rows), lr ∈ {4e-4, 1e-3, 2e-3}; validation nmse →
+                    ``best_lr.json`` (per architecture)
+harvest-10M         ``cache-train`` continued to 10.5M rows
+k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0
+scaling             0.1M and 1M tokens × seeds 0–2, 10M × seeds 1–2 (1M seed 0: the
+                    sweep's SAE at the best lr, evaluated on test)
+k-sweep             k 16 and 64 at 10M tokens
+batch               BatchTopK vs batch AbsTopK at k 32, 10M tokens
+jumprelu            JumpReLU at target L0 32, 10M tokens (dense encoder: slowest, last)
+summary             ``claim1.md`` / ``claim1.csv`` and ``scaling.png`` from every finished run
+==================  =====================================================================
+
+Each SAE lives in ``OUT/saes/<name>/`` (``abstopk train``'s layout: checkpoint/ every 50
+steps, cfg.json + sae_weights.safetensors when finished) with ``eval_val.json`` and
+``eval_test.json``: ``nmse`` (the paper's per-token ‖x−x̂‖²/‖x‖² averaged over rows), ``fvu``
+(‖x−x̂‖²/‖x−x̄‖²), ``l0`` on all rows of the cache; on test also loss recovered (zero
+ablation) and KL over 64 contexts of ``test.jsonl``. A step is skipped when its outputs are
+complete; a killed run resumes from the last checkpoint / shard (``--resume``); finished SAEs
+and evaluations are never rewritten. Training on the first N rows of the growing train cache
+reads them through ``CacheLoader(max_rows=N)``; the rows a harvest has written never change.
+Training tokens = steps × 4096, one pass, no row seen twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..fields import doc_field
+from ..files import atomic_write, atomic_write_json
+
+__all__ = ["LRS", "STEPS", "Claim1Config", "Run", "plan_runs", "run_plan", "valtest_of"]
+
+LAYER, SITE, CONTEXT = 6, "resid_post", 128
+LRS = (4e-4, 1e-3, 2e-3)
+STEPS = ("harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M", "scaling", "k-sweep",
+         "batch", "jumprelu", "summary")
+
+
+@dataclass
+class Claim1Config:
+    """Sizes of the plan (the defaults are the real run; tests shrink them)."""
+
+    d_sae: int = doc_field("Latents of every SAE (8 × d_in).", 4608)
+    batch_size: int = doc_field("Rows per training step.", 4096)
+    train_rows: int = doc_field("Rows of the train cache in the end.", 10_500_000)
+    first_rows: int = doc_field("Rows harvested before the learning-rate sweep.", 1_050_000)
+    val_rows: int = doc_field("Rows of the validation cache (learning-rate choice).", 50_000)
+    test_rows: int = doc_field("Rows of the test cache (reported numbers).", 100_000)
+    lr_contexts: int = doc_field("Test contexts for loss recovered and KL.", 64)
+    checkpoint_every: int = doc_field("Training steps between checkpoints.", 50)
+    shard_rows: int = doc_field("Rows per cache shard (what a killed harvest loses at most).",
+                                65536)
+    steps: dict[str, int] = field(default_factory=lambda: {"0.1M": 24, "1M": 244, "10M": 2441},
+                                  metadata={"help": "Training steps per token label."})
+    model: str = doc_field("Model (the embedded SmolLM2-135M-Instruct Q4_1).", "smollm2-135m")
+
+    def __post_init__(self) -> None:
+        for k in ("d_sae", "batch_size", "train_rows", "first_rows", "val_rows", "test_rows",
+                  "lr_contexts", "checkpoint_every", "shard_rows"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
+        if set(self.steps) != {"0.1M", "1M", "10M"}:
+            raise ValueError("steps must give the training steps of 0.1M, 1M and 10M")
+        if self.steps["1M"] * self.batch_size > self.first_rows:
+            raise ValueError("the 1M runs need more rows than harvested before the sweep")
+        if self.steps["10M"] * self.batch_size > self.train_rows:
+            raise ValueError("the 10M runs need more rows than the train cache holds")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One SAE of the plan: name, architecture, k (target L0 for JumpReLU), tokens, seed, lr
+    (None: the architecture's best from the sweep), the step it belongs to."""
+
+    step: str
+    arch: str
+    k: int
+    tokens: str
+    seed: int
+    lr: float | None = None
+
+    @property
+    def name(self) -> str:
+        lr = "" if self.lr is None else f"_lr{self.lr:g}"
+        return f"{self.arch}_k{self.k}_{self.tokens}_s{self.seed}{lr}"
+
+
+def plan_runs() -> list[Run]:
+    """Every SAE of the plan, in the order they are trained (most deciding first)."""
+    runs = [Run("lr-sweep", a, 32, "1M", 0, lr) for a in ("topk", "abstopk") for lr in LRS]
+    runs += [Run("k32-10M", a, 32, "10M", 0) for a in ("topk", "abstopk")]
+    runs += [Run("scaling", a, 32, t, s) for t, seeds in (("0.1M", (0, 1, 2)),
+                                                          ("1M", (0, 1, 2)), ("10M", (1, 2)))
+             for s in seeds for a in ("topk", "abstopk")]
+    runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
+    runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
+    runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
+    return runs
+
+
+def valtest_of(doc_id: str) -> str:
+    """``"val"`` or ``"test"`` for a held-out document: ``sha256("abstopk-valtest:" + id)``'s
+    first 8 bytes / 2⁶⁴ < 1/3 → val. Document-level, so val and test share no document."""
+    h = hashlib.sha256(("abstopk-valtest:" + doc_id).encode()).digest()
+    return "val" if int.from_bytes(h[:8], "big") / 2.0**64 < 1 / 3 else "test"
+
+
+class _Plan:
+    def __init__(self, out: Path, cfg: Claim1Config, log: Callable[[str], None]):
+        self.out, self.cfg, self.log = out, cfg, log
+        self._lm: tuple | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def lm(self) -> tuple:
+        if self._lm is None:
+            from ..lm import load_model
+
+            self._lm = load_model(self.cfg.model)
+        return self._lm
+
+    def harvest(self, name: str, tokens: int, *, corpus: str = "embedded", split: str = "train",
+                stop_after: int | None = None) -> None:
+        from ..data.cache import ActivationCache
+        from ..data.harvest import HarvestConfig, harvest
+
+        path = self.out / name
+        if (path / "manifest.json").is_file():
+            c = ActivationCache(path)
+            if c.complete or (stop_after is not None and c.total_rows >= stop_after):
+                return
+        cfg = HarvestConfig(model=self.cfg.model, layers=[LAYER], site=SITE, tokens=tokens,
+                            context_size=CONTEXT, dtype="float16", out=str(path), corpus=corpus,
+                            split=split, seed=0, shard_rows=self.cfg.shard_rows, progress=False)
+        model, tok, info = self.lm()
+        r = harvest(cfg, model=model, tokenizer=tok, info=info, log=self.log,
+                    stop_after_rows=stop_after)
+        self._timing(f"harvest {name}", rows=r.new_rows, seconds=r.seconds)
+
+    def _timing(self, what: str, **kw: Any) -> None:
+        with open(self.out / "timings.jsonl", "a") as f:
+            f.write(json.dumps({"what": what, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                    time.gmtime()), **kw}) + "\n")
+
+    def best_lr(self, arch: str) -> float:
+        base = {"batchtopk": "topk", "batchabstopk": "abstopk", "jumprelu": "topk"}.get(arch, arch)
+        return float(json.loads((self.out / "best_lr.json").read_text())[base]["lr"])
+
+    def sae_dir(self, run: Run) -> Path:
+        return self.out / "saes" / run.name
+
+    # ------------------------------------------------------------------ one SAE
+    def train(self, run: Run) -> Path:
+        from ..data.loader import CacheLoader
+        from ..train import TrainConfig
+        from ..train.trainer import Trainer
+
+        d = self.sae_dir(run)
+        if (d / "sae_weights.safetensors").is_file() and (d / "cfg.json").is_file():
+            return d
+        lr = run.lr if run.lr is not None else self.best_lr(run.arch)
+        steps, batch = self.cfg.steps[run.tokens], self.cfg.batch_size
+        kw: dict[str, Any] = {"k": run.k}
+        if run.arch == "jumprelu":
+            kw = {"target_l0": float(run.k), "jumprelu_init_threshold": 1.0,
+                  "l0_controller_ki": 0.02}
+        cfg = TrainConfig(architecture=run.arch, d_sae=self.cfg.d_sae, steps=steps,
+                          batch_size=batch, lr=lr, seed=run.seed,
+                          dead_tokens=min(steps * batch, 10_000_000),
+                          checkpoint_every=self.cfg.checkpoint_every, log_every=25, out=str(d), resume=True,
+                          progress=False, **kw)
+        rows = steps * batch
+        source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows)
+        t = time.perf_counter()
+        tr = Trainer(cfg, source, sae_metadata={
+            "model_name": self.cfg.model, "hook_layer": LAYER, "hook_site": SITE,
+            "hook_name": f"blocks.{LAYER}.hook_{SITE}", "context_size": CONTEXT,
+            "keep_bos": False, "dataset": f"{source.identity} (corpus seed 0)"})
+        tr.prepare()  # loads the last checkpoint of a resumed run
+        start = tr.step
+        tr.fit()
+        secs = time.perf_counter() - t
+        self._timing(f"train {run.name}", steps=tr.step - start, seconds=round(secs, 1),
+                     tokens_per_s=round((tr.step - start) * batch / max(secs, 1e-9), 1))
+        return d
+
+    def evaluate(self, run: Run, split: str) -> dict:
+        from ..data.tokens import bos_token_id, iter_contexts
+        from ..eval.loss_recovered import evaluate_loss_recovered
+        from ..eval.metrics import evaluate_reconstruction
+        from ..sae import SAE
+
+        d = self.sae_dir(run)
+        path = d / f"eval_{split}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        sae = SAE.load(d).eval()
+        rec = evaluate_reconstruction(sae, self.out / f"cache-{split}", batch_size=4096)
+        res = {"run": run.name, "step": run.step, "architecture": run.arch, "k": run.k,
+               "tokens": run.tokens,
+               "train_tokens": self.cfg.steps[run.tokens] * self.cfg.batch_size,
+               "seed": run.seed, "lr": sae_lr(d), "split": split, **rec.summary}
+        if split == "test":
+            model, tok, _ = self.lm()
+            ctx = iter_contexts(tok, source=str(self.out / "valtest" / "test.jsonl"),
+                                split="all", context_size=CONTEXT)
+            res.update(evaluate_loss_recovered(
+                sae, model, ctx, layer=LAYER, site=SITE, n_contexts=self.cfg.lr_contexts,
+                batch_size=4,
+                skip_token_ids={bos_token_id(tok)}))
+        atomic_write_json(path, res)
+        return res
+
+    # ------------------------------------------------------------------ the steps
+    def step_heldout(self) -> None:
+        from ..data.corpus import ensure_corpus, split_path
+
+        man = ensure_corpus()
+        vt = self.out / "valtest"
+        vt.mkdir(parents=True, exist_ok=True)
+        if not (vt / "info.json").is_file():  # written last: a kill before it redoes the split
+            parts: dict[str, list[str]] = {"val": [], "test": []}
+            with open(split_path("heldout"), encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        parts[valtest_of(json.loads(line)["id"])].append(line.rstrip("\n"))
+            for name, lines in parts.items():
+                data = ("\n".join(lines) + "\n").encode()
+                atomic_write(vt / f"{name}.jsonl", lambda tmp, data=data: Path(tmp).write_bytes(data))
+            atomic_write_json(vt / "info.json", {
+                "rule": "held-out document d is val iff int(sha256('abstopk-valtest:' + d.id)"
+                        "[:8], big-endian) / 2**64 < 1/3, else test",
+                "corpus_sha256": man["splits"]["heldout"]["sha256"],
+                "docs": {k: len(v) for k, v in parts.items()}})
+        self.harvest("cache-val", self.cfg.val_rows, corpus=str(vt / "val.jsonl"), split="all")
+        self.harvest("cache-test", self.cfg.test_rows, corpus=str(vt / "test.jsonl"),
+                     split="all")
+
+    def step_lr_sweep(self) -> None:
+        runs = [r for r in plan_runs() if r.step == "lr-sweep"]
+        best: dict[str, dict] = {}
+        for r in runs:
+            self.train(r)
+            ev = self.evaluate(r, "val")
+            if r.arch not in best or ev["nmse"] < best[r.arch]["val_nmse"]:
+                best[r.arch] = {"lr": r.lr, "val_nmse": ev["nmse"], "run": r.name}
+        atomic_write_json(self.out / "best_lr.json", best)
+
+    def step_runs(self, step: str) -> None:
+        for r in plan_runs():
+            if r.step == step:
+                self.train(self._resolved(r))
+                self.evaluate(self._resolved(r), "test")
+
+    def _resolved(self, r: Run) -> Run:
+        """A run at its architecture's best lr reuses the sweep's SAE of that lr (1M, seed 0)."""
+        if r.lr is None and r.tokens == "1M" and r.seed == 0 and r.k == 32 \
+                and r.arch in ("topk", "abstopk"):
+            return Run("lr-sweep", r.arch, 32, "1M", 0, self.best_lr(r.arch))
+        return r
+
+    def step_summary(self) -> None:
+        from ..report.claim1_report import write_claim1_report
+
+        rows = []
+        for d in sorted((self.out / "saes").glob("*")):
+            if (d / "eval_test.json").is_file():
+                rows.append(json.loads((d / "eval_test.json").read_text()))
+        n_planned = len([r for r in plan_runs() if r.step != "lr-sweep"])
+        sweep = [json.loads(p.read_text()) for p in sorted(self.out.glob("saes/*/eval_val.json"))]
+        write_claim1_report(self.out, rows, sweep, n_planned=n_planned)
+
+
+def sae_lr(d: Path) -> float | None:
+    """The learning rate a saved run was trained with (its train_config.json), or None."""
+    try:
+        return float(json.loads((d / "train_config.json").read_text())["lr"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_plan(out: str | Path, *, steps: list[str] | None = None,
+             cfg: Claim1Config | None = None,
+             log: Callable[[str], None] | None = None) -> None:
+    """Run (or continue) the plan's steps in order (all by default) under ``out``.
+
+    The sizes (``cfg``) are recorded in ``out/plan.json`` on the first call; a later call
+    with other sizes is refused (its outputs would not be comparable).
+    """
+    todo = list(steps or STEPS)
+    unknown = [s for s in todo if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg or Claim1Config()
+    plan = {"sizes": asdict(cfg), "layer": LAYER, "site": SITE, "context": CONTEXT,
+            "lrs": list(LRS), "storage": "float16", "corpus_seed": 0}
+    if (out / "plan.json").is_file():
+        old = json.loads((out / "plan.json").read_text())
+        if old != plan:
+            raise ValueError(f"{out} holds a claim-1 run with other settings "
+                             f"({out / 'plan.json'}); continue it with the same ones or use "
+                             "another folder")
+    else:
+        atomic_write_json(out / "plan.json", plan)
+
+    def stamp(s: str) -> None:
+        print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}Z {s}", flush=True)
+
+    log = log or stamp
+    p = _Plan(out, cfg, log)
+    actions: dict[str, Callable[[], None]] = {
+        "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
+                                        stop_after=cfg.first_rows),
+        "heldout": p.step_heldout,
+        "lr-sweep": p.step_lr_sweep,
+        "harvest-10M": lambda: p.harvest("cache-train", cfg.train_rows),
+        "summary": p.step_summary,
+    }
+    for s in todo:
+        t = time.perf_counter()
+        log(f"step {s}: start")
+        actions.get(s, lambda s=s: p.step_runs(s))()
+        log(f"step {s}: done in {time.perf_counter() - t:.0f} s")
+        if s != "summary":
+            p.step_summary()

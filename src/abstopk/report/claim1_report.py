@@ -1,0 +1,137 @@
+"""The claim-1 pipeline's summary: a Markdown + CSV table of the finished SAEs and the
+scaling plot (AbsTopK − TopK gap in test nmse and loss recovered against training tokens).
+
+Rows are plain dicts as written to ``eval_test.json`` (``architecture, k, tokens,
+train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, kl``). Groups (architecture, k,
+tokens) report mean ± standard deviation over seeds (n = number of seeds). The gap at a
+token count pairs TopK and AbsTopK by seed (same seed = same data order and init seed) and
+reports the mean gap ± its standard error over the paired seeds. A partial run (fewer SAEs
+than planned) is marked as such in the heading of every output.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_write_bytes
+from .tables import markdown_table, write_csv
+
+__all__ = ["gap_rows", "group_rows", "write_claim1_report"]
+
+COLUMNS = ["run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse", "fvu",
+           "l0", "loss_recovered", "kl", "lr_contexts"]
+
+
+def _ms(vals: list[float]) -> tuple[float, float, int]:
+    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd, len(vals)
+
+
+def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean/sd over seeds per (architecture, k, tokens), sorted by tokens then name."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["architecture"], r["k"], r["train_tokens"]), []).append(r)
+    out = []
+    for (arch, k, tokens), rs in sorted(groups.items(), key=lambda kv: (kv[0][2], kv[0][0],
+                                                                        kv[0][1])):
+        g: dict[str, Any] = {"architecture": arch, "k": k, "train_tokens": tokens,
+                             "lr": rs[0].get("lr"), "seeds": sorted(r["seed"] for r in rs)}
+        for m in ("nmse", "fvu", "l0", "loss_recovered", "kl"):
+            g[m], g[m + "_sd"], g["n"] = _ms([r.get(m) for r in rs])
+        out.append(g)
+    return out
+
+
+def gap_rows(rows: list[dict[str, Any]], k: int = 32) -> list[dict[str, Any]]:
+    """AbsTopK − TopK at each training-token count (k given), paired by seed."""
+    by = {(r["architecture"], r["train_tokens"], r["seed"]): r for r in rows if r["k"] == k}
+    out = []
+    for tokens in sorted({t for (_, t, _) in by}):
+        seeds = sorted(s for (a, t, s) in by if a == "abstopk" and t == tokens
+                       and ("topk", t, s) in by)
+        if not seeds:
+            continue
+        g: dict[str, Any] = {"train_tokens": tokens, "seeds": seeds}
+        for m in ("nmse", "loss_recovered"):
+            d = [by[("abstopk", tokens, s)].get(m) - by[("topk", tokens, s)].get(m)
+                 for s in seeds if by[("abstopk", tokens, s)].get(m) is not None
+                 and by[("topk", tokens, s)].get(m) is not None]
+            mean, sd, n = _ms(d)
+            g[m + "_gap"], g[m + "_se"], g["n"] = mean, (sd / math.sqrt(n) if n > 1 else 0.0), n
+        out.append(g)
+    return out
+
+
+def _f(v: Any, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) \
+        else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[str, Any]], *,
+                        n_planned: int) -> None:
+    """``out/claim1.md``, ``out/claim1.csv`` and ``out/scaling.png`` (when ≥ 1 gap point)."""
+    partial = len(rows) < n_planned
+    head = (f"**PARTIAL: {len(rows)} of {n_planned} planned SAEs evaluated on test.**\n\n"
+            if partial else f"All {n_planned} planned SAEs evaluated on test.\n\n")
+    md = ["# Claim 1 at scale: test-split results\n", head]
+    if sweep:
+        md.append("## Learning-rate sweep (1M tokens, validation split)\n\n")
+        md.append(markdown_table(["architecture", "lr", "val nmse", "val fvu", "L0"], [
+            [r["architecture"], f"{r['lr']:g}", _f(r["nmse"]), _f(r["fvu"]), _f(r["l0"], 1)]
+            for r in sorted(sweep, key=lambda r: (r["architecture"], r["lr"] or 0))]))
+    groups = group_rows(rows)
+    md.append("\n## Test split (mean ± sd over seeds)\n\n")
+    md.append(markdown_table(
+        ["architecture", "k / L0 target", "train tokens", "lr", "seeds", "nmse", "fvu", "L0",
+         "loss recovered", "KL"],
+        [[g["architecture"], str(g["k"]), f"{g['train_tokens']:,}", _f(g["lr"], 5),
+          ",".join(map(str, g["seeds"])),
+          f"{_f(g['nmse'])} ± {_f(g['nmse_sd'])}", f"{_f(g['fvu'])} ± {_f(g['fvu_sd'])}",
+          _f(g["l0"], 1), f"{_f(g['loss_recovered'])} ± {_f(g['loss_recovered_sd'])}",
+          _f(g["kl"])] for g in groups]))
+    gaps = gap_rows(rows)
+    if gaps:
+        md.append("\n## AbsTopK − TopK at k 32 (paired by seed; ± standard error)\n\n")
+        md.append(markdown_table(["train tokens", "seeds", "Δ nmse", "Δ loss recovered"], [
+            [f"{g['train_tokens']:,}", ",".join(map(str, g["seeds"])),
+             f"{_f(g['nmse_gap'])} ± {_f(g['nmse_se'])}",
+             f"{_f(g['loss_recovered_gap'])} ± {_f(g['loss_recovered_se'])}"] for g in gaps]))
+    atomic_write_bytes(out / "claim1.md", "".join(md).encode())
+    write_csv(sorted(rows, key=lambda r: r["run"]), COLUMNS, out / "claim1.csv")
+    if gaps:
+        _plot(gaps, out / "scaling.png", partial)
+
+
+def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = [g["train_tokens"] for g in gaps]
+    for ax, m, label in ((axes[0], "nmse", "Δ nmse (AbsTopK − TopK; < 0: AbsTopK better)"),
+                         (axes[1], "loss_recovered",
+                          "Δ loss recovered (> 0: AbsTopK better)")):
+        ax.errorbar(x, [g[m + "_gap"] for g in gaps], yerr=[g[m + "_se"] for g in gaps],
+                    marker="o", capsize=3)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens per SAE")
+        ax.set_ylabel(label, fontsize=8)
+    fig.suptitle("SmolLM2-135M-Instruct (Q4_1) layer 6, k 32, d_sae 4608"
+                 + (" — PARTIAL" if partial else ""), fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

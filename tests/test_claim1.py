@@ -1,0 +1,118 @@
+"""The claim-1 pipeline end to end at toy sizes on the real embedded model: the harvest
+stops at the first rows and continues later with those rows unchanged, validation and test
+share no document, the learning rate is the one with the lowest validation nmse, the numbers
+are those of a plain recomputation, and a second call redoes nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from abstopk.data import corpus as C
+from abstopk.experiments.claim1 import Claim1Config, plan_runs, run_plan, valtest_of
+
+pytestmark = pytest.mark.slow
+
+SMALL = Claim1Config(d_sae=64, batch_size=64, train_rows=4500, first_rows=500, val_rows=300,
+                     test_rows=400, lr_contexts=2, checkpoint_every=3, shard_rows=256,
+                     steps={"0.1M": 2, "1M": 4, "10M": 12})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    if shutil.which("apt-get") is None and C.load_manifest(check=False) is None:
+        pytest.skip("apt-get is missing on this machine: the embedded corpus cannot be built")
+    out = tmp_path_factory.mktemp("claim1")
+    run_plan(out, steps=["harvest-1M"], cfg=SMALL, log=lambda s: None)
+    head = json.loads((out / "cache-train" / "manifest.json").read_text())
+    run_plan(out, steps=["heldout", "lr-sweep", "harvest-10M", "k32-10M"], cfg=SMALL,
+             log=lambda s: None)
+    return out, head
+
+
+def test_harvest_stops_at_the_first_rows_then_continues_unchanged(run):
+    out, head = run
+    assert head["complete"] is False
+    # stopped at the first shard boundary past 500 rows (one forward batch: 16 contexts)
+    assert 500 <= head["total_rows"] <= 16 * 128 and len(head["shards"]) == 1
+    final = json.loads((out / "cache-train" / "manifest.json").read_text())
+    assert final["complete"] is True and final["total_rows"] == 4500
+    # the shards written before the stop are the first shards of the finished cache, unchanged
+    assert final["shards"][:len(head["shards"])] == head["shards"]
+
+
+def test_validation_and_test_share_no_document(run):
+    out, _ = run
+    ids = {s: [json.loads(line)["id"] for line in (out / "valtest" / f"{s}.jsonl").open()]
+           for s in ("val", "test")}
+    held = [json.loads(line)["id"] for line in C.split_path("heldout").open()]
+    assert not set(ids["val"]) & set(ids["test"])
+    assert sorted(ids["val"] + ids["test"]) == sorted(held)
+    assert all(valtest_of(i) == "val" for i in ids["val"])
+    assert 0.2 < len(ids["val"]) / len(held) < 0.45
+    for s, rows in (("val", 300), ("test", 400)):
+        m = json.loads((out / f"cache-{s}" / "manifest.json").read_text())
+        assert m["complete"] and m["total_rows"] == rows and m["layer"] == 6
+        assert m["dtype"] == "float16"
+
+
+def test_best_lr_is_the_lowest_validation_nmse_recomputed(run):
+    from safetensors.torch import load_file
+
+    from abstopk.data.cache import ActivationCache
+    from abstopk.sae import SAE
+
+    out, _ = run
+    best = json.loads((out / "best_lr.json").read_text())
+    c = ActivationCache(out / "cache-val")
+    x = torch.cat([load_file(c.shard_path(i))["activations"].float()
+                   for i in range(len(c.shards))])
+    assert x.shape == (300, 576)
+    for arch in ("topk", "abstopk"):
+        nmse = {}
+        for r in plan_runs():
+            if r.step == "lr-sweep" and r.arch == arch:
+                d = out / "saes" / r.name
+                sae = SAE.load(d).eval()
+                with torch.no_grad():
+                    z = sae.encode(x)
+                    xh = sae.decode(z)
+                per_token = ((x - xh) ** 2).sum(1) / (x ** 2).sum(1)
+                nmse[r.lr] = per_token.mean().item()
+                ev = json.loads((d / "eval_val.json").read_text())
+                assert ev["nmse"] == pytest.approx(nmse[r.lr], rel=1e-4)
+                assert ev["lr"] == r.lr and ev["split"] == "val"
+                fired = (z != 0).sum(1)               # AbsTopK keeps 32 signed values,
+                assert (fired == 32).all() if arch == "abstopk" else (fired <= 32).all()
+                if arch == "abstopk":                 # TopK drops the non-positive ones
+                    assert (z < 0).any()
+        assert best[arch]["lr"] == min(nmse, key=nmse.get)
+
+
+def test_ten_m_step_reports_test_numbers_and_a_partial_summary(run):
+    out, _ = run
+    for arch in ("topk", "abstopk"):
+        ev = json.loads((out / "saes" / f"{arch}_k32_10M_s0" / "eval_test.json").read_text())
+        assert ev["split"] == "test" and ev["train_tokens"] == 12 * 64
+        assert ev["l0"] == pytest.approx(32.0) if arch == "abstopk" else ev["l0"] <= 32.0
+        assert ev["lr_contexts"] == 2 and 0 < ev["nmse"] < 1.5
+        assert ev["ce_zero_ablated"] > ev["ce_clean"]
+    md = (out / "claim1.md").read_text()
+    assert "PARTIAL: 2 of 25 planned" in md and "Learning-rate sweep" in md
+    assert (out / "claim1.csv").read_text().count("\n") == 3   # header + 2 SAEs
+    assert (out / "scaling.png").stat().st_size > 1000
+
+
+def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):
+    out, _ = run
+    files = {p: p.stat().st_mtime_ns for p in (out / "saes").rglob("*") if p.is_file()}
+    files |= {p: p.stat().st_mtime_ns for p in out.glob("cache-*/*") if p.is_file()}
+    run_plan(out, steps=["harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M"],
+             cfg=SMALL, log=lambda s: None)
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    other = Claim1Config(**{**SMALL.__dict__, "d_sae": 128})
+    with pytest.raises(ValueError, match="other settings"):
+        run_plan(out, steps=["summary"], cfg=other)
