@@ -34,10 +34,10 @@ def test_several_saes_loss_recovered_matches_one_at_a_time(lm):
         return iter_contexts(tok, source="embedded", split="heldout", context_size=32)
 
     multi = evaluate_loss_recovered(saes, model, ctx(), layer=9, n_contexts=2, batch_size=2,
-                                    skip_token_ids=skip, with_error_term=False)
+                                    skip_token_ids=skip, mean_ablation=False)
     for name, sae in saes.items():
         ref = evaluate_loss_recovered(sae, model, ctx(), layer=9, n_contexts=2, batch_size=2,
-                                      skip_token_ids=skip, with_error_term=False)
+                                      skip_token_ids=skip, mean_ablation=False)
         for key in ("ce_clean", "ce_spliced", "ce_zero_ablated", "loss_recovered", "kl"):
             assert multi[name][key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
         assert multi[name]["lr_predicted_tokens"] == ref["lr_predicted_tokens"] == 2 * 31

@@ -100,11 +100,19 @@ def test_synthetic_tables_pinned():
 def test_eval_rows_pinned():
     result = {"mse": 0.0012345, "dead_fraction": 0.125, "n_bidirectional": 12,
               "loss_recovered": math.nan, "kl": None, "n_tokens": 256,
+              "loss_recovered_mean_ablation": 0.5, "loss_recovered_mean_ablation_ci": [0.25, 0.75],
+              "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95, "unit": "context"},
+              "mean_ablation_source": "evaluation contexts",
+              "lr_source_mix": {"austen": 0.2, "linux-doc": 0.8},
               "tasks": {"probe": {"acc": 0.91, "flag": True, "name": "x"}}}
     assert eval_table.eval_rows(result) == [
         ["MSE (per element)", "0.0012345"], ["dead latents", "12.50%"],
-        ["bidirectional latents", "12"], ["loss recovered", "nan"],
+        ["bidirectional latents", "12"], ["loss recovered (zero ablation)", "nan"],
+        ["loss recovered (mean ablation)", "0.5000 [0.2500, 0.7500]"],
         ["KL(clean ‖ spliced)", "—"], ["tokens (reconstruction)", "256"],
+        ["[interval]", "95% bootstrap over contexts, B = 1000, seed 0"],
+        ["mean ablation: μ over", "evaluation contexts"],
+        ["loss-recovered tokens by source", "austen 20%, linux-doc 80%"],
         ["probe: acc", "0.91"]]
 
 
