@@ -119,12 +119,13 @@ def test_eval_rows_pinned():
 def test_probe_markdown_pinned():
     probe = {"k": 16, "seed": 0, "results": {"abstopk": {
         "sae_abs_top_1_test_accuracy": 0.65, "sae_abs_top_5_test_accuracy": 0.75,
-        "sae_signed_top_1_test_accuracy": None, "sae_test_accuracy": 0.85,
-        "llm_test_accuracy": 0.9}}}
+        "sae_signed_top_1_test_accuracy": 0.8, "sae_signed_top_1_test_accuracy_ci": [0.7512, 0.84],
+        "sae_signed_top_5_test_accuracy": None, "sae_test_accuracy": 0.85,
+        "llm_test_accuracy": 0.9, "chance": 0.5}}}
     assert demo_tables.probe_markdown(probe) == (
-        "| architecture | top-1 (abs z) | top-5 (abs z) | top-1 (signed z) | all latents "
-        "| raw residual |\n|---|---|---|---|---|---|\n"
-        "| abstopk | 0.650 | 0.750 | — | 0.850 | 0.900 |\n")
+        "| architecture | top-1 (signed z) | top-5 (signed z) | top-1 (abs z) | top-5 (abs z) "
+        "| all latents | raw residual | chance |\n|---|---|---|---|---|---|---|---|\n"
+        "| abstopk | 0.800 [0.75, 0.84] | — | 0.650 | 0.750 | 0.850 | 0.900 | 0.50 |\n")
     assert demo_tables.probe_markdown({"skipped": "no data"}) == "Probing skipped: no data\n"
 
 
