@@ -103,7 +103,7 @@ def test_wilson_and_mean_intervals_known_values():
     lo, hi = wilson_interval(0.5, 100)
     assert (lo, hi) == (pytest.approx(0.40383, abs=1e-5), pytest.approx(0.59617, abs=1e-5))
     lo, hi = wilson_interval(1.0, 10)       # 10/10: upper bound 1, lower (10/(10+z²))
-    assert hi == 1.0 and lo == pytest.approx(10 / (10 + 1.959964 ** 2), abs=1e-9)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(10 / (10 + 1.959964 ** 2), abs=1e-9)
     assert all(np.isnan(wilson_interval(0.5, 0)))
     lo, hi = mean_accuracy_interval([0.8, 0.6], [100, 400])
     half = 1.959964 * np.sqrt(0.16 / 100 + 0.24 / 400) / 2
