@@ -105,9 +105,12 @@ def test_wilson_and_mean_intervals_known_values():
     lo, hi = wilson_interval(1.0, 10)       # 10/10: upper bound 1, lower (10/(10+z²))
     assert hi == pytest.approx(1.0) and lo == pytest.approx(10 / (10 + 1.959964 ** 2), abs=1e-9)
     assert all(np.isnan(wilson_interval(0.5, 0)))
-    lo, hi = mean_accuracy_interval([0.8, 0.6], [100, 400])
-    half = 1.959964 * np.sqrt(0.16 / 100 + 0.24 / 400) / 2
-    assert (lo, hi) == (pytest.approx(0.7 - half), pytest.approx(0.7 + half))
+    # two tasks of 100 items: Wilson on 200; unequal sizes: n_eff = 4 / (1/100 + 1/400) = 320
+    assert mean_accuracy_interval([0.8, 0.6], [100, 100]) == pytest.approx(
+        wilson_interval(0.7, 200))
+    assert mean_accuracy_interval([0.8, 0.6], [100, 400]) == pytest.approx(
+        wilson_interval(0.7, 320))
+    assert mean_accuracy_interval([1.0], [48]) == pytest.approx(wilson_interval(1.0, 48))
 
 
 def test_dedupe_after_normalisation_and_conflicting_labels():

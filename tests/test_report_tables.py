@@ -104,7 +104,8 @@ def test_eval_rows_pinned():
               "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95, "unit": "context"},
               "mean_ablation_source": "evaluation contexts",
               "lr_source_mix": {"austen": 0.2, "linux-doc": 0.8},
-              "tasks": {"probe": {"acc": 0.91, "flag": True, "name": "x"}}}
+              "tasks": {"probe": {"acc": 0.91, "acc_ci": [0.8812, 0.93], "chance": 0.5,
+                                  "flag": True, "name": "x"}}}
     assert eval_table.eval_rows(result) == [
         ["MSE (per element)", "0.0012345"], ["dead latents", "12.50%"],
         ["bidirectional latents", "12"], ["loss recovered (zero ablation)", "nan"],
@@ -113,7 +114,7 @@ def test_eval_rows_pinned():
         ["[interval]", "95% bootstrap over contexts, B = 1000, seed 0"],
         ["mean ablation: μ over", "evaluation contexts"],
         ["loss-recovered tokens by source", "austen 20%, linux-doc 80%"],
-        ["probe: acc", "0.91"]]
+        ["probe: acc", "0.91 [0.881, 0.93]"], ["probe: chance", "0.5"]]
 
 
 def test_probe_markdown_pinned():

@@ -46,7 +46,8 @@ def fmt_value(fmt: str, v: Any) -> str:
 
 def eval_rows(result: dict[str, Any]) -> list[list[str]]:
     """[label, value] rows: the metrics of :data:`METRIC_ROWS` present in ``result``, the
-    token and context counts, then every numeric value of each task's result."""
+    token and context counts, the interval, μ and source rows, then every numeric value of
+    each task's result (with its ``{key}_ci`` interval when the task gives one)."""
     rows = []
     for key, label, fmt in METRIC_ROWS:
         if key not in result:
@@ -74,7 +75,11 @@ def eval_rows(result: dict[str, Any]) -> list[list[str]]:
         if isinstance(res, dict):
             for k, v in res.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    rows.append([f"{name}: {k}", fmt_value("{:.4g}", float(v))])
+                    value = fmt_value("{:.4g}", float(v))
+                    ci = res.get(f"{k}_ci")
+                    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+                        value += f" [{ci[0]:.3g}, {ci[1]:.3g}]"
+                    rows.append([f"{name}: {k}", value])
     return rows
 
 

@@ -53,13 +53,13 @@ def accuracy(pred, y) -> float:
     return float((pred == y).mean()) if len(y) else float("nan")
 
 
-def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(p: float, n: float, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval (95 % for the default z) of an accuracy ``p`` on ``n`` test items::
 
         centre = (p + z²/2n) / (1 + z²/n),  half = z·sqrt(p(1 − p)/n + z²/4n²) / (1 + z²/n)
 
     (NaN, NaN) when n = 0."""
-    if n <= 0 or not np.isfinite(p):
+    if not n > 0 or not np.isfinite(p):
         return (float("nan"), float("nan"))
     z2 = z * z
     den = 1.0 + z2 / n
@@ -69,14 +69,15 @@ def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float
 
 
 def mean_accuracy_interval(ps, ns, z: float = 1.959964) -> tuple[float, float]:
-    """Normal-approximation interval of the mean of T independent accuracies ``ps`` on
-    ``ns`` test items: mean ± z·sqrt(Σ p(1 − p)/n)/T, clipped to [0, 1]."""
+    """Interval of the mean of T independent accuracies ``ps`` on ``ns`` test items: the
+    Wilson interval of the mean with the effective size n_eff = T² / Σ_t 1/n_t (the n for
+    which p(1 − p)/n_eff = Σ_t p(1 − p)/n_t / T² when every task has accuracy p; one task:
+    its own Wilson interval; T tasks of n items each: Wilson on T·n)."""
     ps, ns = np.asarray(ps, dtype=np.float64), np.asarray(ns, dtype=np.float64)
     if len(ps) == 0 or (ns <= 0).any():
         return (float("nan"), float("nan"))
-    m = float(ps.mean())
-    half = z * float(np.sqrt((ps * (1 - ps) / ns).sum())) / len(ps)
-    return (max(0.0, m - half), min(1.0, m + half))
+    n_eff = len(ps) ** 2 / float((1.0 / ns).sum())
+    return wilson_interval(float(ps.mean()), n_eff, z)
 
 
 class LinearProbe:

@@ -28,8 +28,8 @@ For each binary task (de-duplicated, balanced train/test split, :func:`.tasks.lo
 
 Every accuracy comes with its chance level (``chance``: the majority-class share of the test
 split, 0.5 for balanced tasks) and a 95 % interval ``{key}_ci``: Wilson's on the task's n_test
-sentences; for the means over tasks a normal approximation of the mean of independent
-binomials (:func:`.probes.mean_accuracy_interval`).
+sentences; for the means over tasks Wilson's with the effective size T²/Σ 1/n_t
+(:func:`.probes.mean_accuracy_interval`).
 
 Defaults: 2,000 sentences per task, test fraction 0.25 → 250 test sentences per class (and 750
 train) where the task has them; ``n_test_per_class`` and ``n_duplicates_removed`` are reported
