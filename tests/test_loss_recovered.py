@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -301,8 +302,12 @@ def test_cli_eval_identity(lm, tmp_path):
     r = json.loads(out.read_text())
     for key in ("mse", "nmse", "explained_variance", "l0", "dead_fraction", "ce_clean",
                 "ce_spliced", "ce_zero_ablated", "loss_recovered", "kl", "cosine",
-                "n_bidirectional", "negative_firing_fraction"):
+                "n_bidirectional", "negative_firing_fraction", "ce_mean_ablated",
+                "loss_recovered_mean_ablation", "loss_recovered_ci", "kl_ci", "bootstrap",
+                "site_check_max_rel_diff", "mean_ablation_source", "lr_source_mix"):
         assert key in r, key
+    assert sum(r["lr_source_mix"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert r["loss_recovered_mean_ablation"] == pytest.approx(1.0, abs=1e-4)
     assert (r["layer"], r["site"], r["context_size"]) == (LAYER, "resid_post", CTX)
     assert r["hook_name"] == f"blocks.{LAYER}.hook_resid_post"
     assert r["n_tokens"] == 64 and r["mse"] < 1e-10 and r["cosine"] == pytest.approx(1.0)
@@ -321,6 +326,79 @@ def test_cli_eval_bad_input(tmp_path, capsys):
         assert _cli(argv) == 2
     err = capsys.readouterr().err
     assert "hook_layer" in err and "unknown task" in err
+
+
+def _tiny_cache(path, *, layer: int, site: str, d_in: int, rows: int = 64):
+    """A complete one-shard activation cache (format version 1) of random rows."""
+    import hashlib
+
+    from abstopk.files import atomic_save_safetensors, atomic_write_json
+
+    path.mkdir()
+    x = torch.randn(rows, d_in, generator=torch.Generator().manual_seed(0))
+    atomic_save_safetensors(path / "shard_000000.safetensors",
+                            {"activations": x.to(torch.float16),
+                             "token_ids": torch.arange(rows)})
+    digest = hashlib.sha256((path / "shard_000000.safetensors").read_bytes()).hexdigest()
+    atomic_write_json(path / "manifest.json", {
+        "format": "abstopk-activation-cache", "version": 1, "model": "smollm2-135m",
+        "model_revision": "0", "layer": layer, "site": site,
+        "hook_name": f"blocks.{layer}.hook_{site}", "d_in": d_in, "dtype": "float16",
+        "context_size": CTX, "keep_bos": False, "batch_size": 4, "corpus": {"name": "t"},
+        "requested_tokens": rows, "total_rows": rows, "contexts_consumed": rows // CTX,
+        "complete": True, "abstopk_version": "0.1.0",
+        "shards": [{"file": "shard_000000.safetensors", "rows": rows, "sha256": digest}]})
+    return x
+
+
+def test_eval_refuses_a_cache_of_another_layer_site_or_width(tmp_path, capsys):
+    """Library: EvalMismatchError (a UserError) naming both sides; CLI: one line, exit 2.
+    The matching cache is evaluated (its rows, its numbers)."""
+    import numpy as np
+
+    from abstopk.errors import EvalMismatchError, UserError
+    from abstopk.eval.metrics import evaluate_reconstruction
+    from abstopk.eval.run import evaluate_sae
+
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, architecture="abstopk", k=4, hook_layer=LAYER,
+                        hook_site="resid_post", context_size=CTX), seed=0)
+    sae.save(tmp_path / "sae")
+    good = _tiny_cache(tmp_path / "good", layer=LAYER, site="resid_post", d_in=16)
+    _tiny_cache(tmp_path / "layer", layer=LAYER + 2, site="resid_post", d_in=16)
+    _tiny_cache(tmp_path / "site", layer=LAYER, site="mlp_out", d_in=16)
+    _tiny_cache(tmp_path / "width", layer=LAYER, site="resid_post", d_in=12)
+    np.save(tmp_path / "wide.npy", np.zeros((8, 20), np.float32))
+    r = evaluate_sae(sae, cache=tmp_path / "good", tokens=64, contexts=0, progress=False)
+    ref = evaluate_reconstruction(sae, good.to(torch.float16).float())
+    assert r["n_tokens"] == 64 and r["nmse"] == pytest.approx(ref.summary["nmse"], rel=1e-6)
+    expect = {"layer": f"holds layer {LAYER + 2} resid_post",
+              "site": f"holds layer {LAYER} mlp_out", "width": "(d_in 12)",
+              "wide.npy": "width 20 but the SAE expects d_in = 16"}
+    for name, text in expect.items():
+        with pytest.raises(EvalMismatchError, match=re.escape(text)) as err:
+            evaluate_sae(sae, cache=tmp_path / name, tokens=64, contexts=0, progress=False)
+        assert isinstance(err.value, UserError)
+        assert _cli(["eval", "--sae", str(tmp_path / "sae"), "--cache", str(tmp_path / name),
+                     "--tokens", "64", "--contexts", "0"]) == 2
+        out = capsys.readouterr().err
+        assert text in out and "Traceback" not in out
+
+
+def test_eval_refuses_an_sae_of_another_width_than_the_model(lm, tmp_path, capsys):
+    from abstopk.errors import EvalMismatchError
+    from abstopk.eval.run import evaluate_sae
+
+    sae = SAE(SAEConfig(d_in=16, d_sae=32, architecture="abstopk", k=4, hook_layer=LAYER),
+              seed=0)
+    with pytest.raises(EvalMismatchError, match="has width 576 but the SAE expects d_in = 16"):
+        evaluate_sae(sae, tokens=8, contexts=0, loaded=lm, progress=False)
+    far = SAE(SAEConfig(d_in=576, d_sae=32, architecture="abstopk", k=4, hook_layer=99), seed=0)
+    with pytest.raises(EvalMismatchError, match="layer 99 out of range"):
+        evaluate_sae(far, tokens=8, contexts=0, loaded=lm, progress=False)
+    sae.save(tmp_path / "narrow")
+    assert _cli(["eval", "--sae", str(tmp_path / "narrow"), "--tokens", "8",
+                 "--contexts", "0"]) == 2
+    assert "has width 576 but the SAE expects d_in = 16" in capsys.readouterr().err
 
 
 def test_tasks_dispatch_to_probing_registry(lm, monkeypatch):
