@@ -41,10 +41,10 @@ level and the unit (``"context"``).
 
 **Site check** (replaces the old "error kept" run x̂ + (x − x̂), which equals clean for any
 x̂ and so could not fail): during the clean run the hook records the activation it would
-replace, and it must equal — per position, norm and sum of coordinates to 1e-3 relative — the
-activation the harvest route gives for the same tokens (differences relative to that
-position's norm). A splice at another layer, site or
-position does not (tested), so ``site_check_max_rel_diff`` ≤ 1e-3 or a ``RuntimeError``.
+replace; per position, its norm and coordinate sum must equal those of the activation the
+harvest route gives for the same tokens, to 1e-3 relative to that position's norm. A splice
+at another layer, site or position does not (tested), so ``site_check_max_rel_diff`` ≤ 1e-3
+or a ``RuntimeError``.
 
 BOS handling: an SAE trained on a cache harvested without BOS positions (the default,
 ``keep_bos = false``: the BOS residual is a huge outlier the SAE never saw) is not asked to
