@@ -111,7 +111,7 @@ def test_eval_rows_pinned():
         ["bidirectional latents", "12"], ["loss recovered (zero ablation)", "nan"],
         ["loss recovered (mean ablation)", "0.5000 [0.2500, 0.7500]"],
         ["KL(clean ‖ spliced)", "—"], ["tokens (reconstruction)", "256"],
-        ["[interval]", "95% bootstrap over contexts, B = 1000, seed 0"],
+        ["intervals", "95% bootstrap over contexts, B = 1000, seed 0"],
         ["mean ablation: μ over", "evaluation contexts"],
         ["loss-recovered tokens by source", "austen 20%, linux-doc 80%"],
         ["probe: acc", "0.91 [0.881, 0.93]"], ["probe: chance", "0.5"]]

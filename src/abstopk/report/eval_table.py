@@ -63,7 +63,7 @@ def eval_rows(result: dict[str, Any]) -> list[list[str]]:
         rows.append(["contexts (loss recovered)", str(result["lr_contexts"])])
     b = result.get("bootstrap")
     if isinstance(b, dict):
-        rows.append(["[interval]", f"{b.get('level', 0):.0%} bootstrap over {b.get('unit')}s, "
+        rows.append(["intervals", f"{b.get('level', 0):.0%} bootstrap over {b.get('unit')}s, "
                                    f"B = {b.get('resamples')}, seed {b.get('seed')}"])
     if result.get("mean_ablation_source"):
         rows.append(["mean ablation: μ over", str(result["mean_ablation_source"])])
