@@ -142,18 +142,27 @@ def test_out_dir_of_a_different_run_is_refused(acts, tmp_path, capsys):
     assert code == 0  # same run + --resume is fine
 
 
-def test_sigkill_after_checkpoint_then_resume_gives_identical_weights(tmp_path):
+@pytest.mark.parametrize("arch,sparsity", [
+    ("abstopk", {"k": 8}),
+    ("jumprelu", {"target_l0": 8.0}),       # L0 controller and thresholds in the state
+    ("batchtopk", {"k": 8}),                # EMA inference threshold buffer
+    ("batchabstopk", {"k": 8}),
+])
+def test_sigkill_after_checkpoint_then_resume_gives_identical_weights(tmp_path, arch, sparsity):
     """Real crash: SIGKILL the CLI once the step-100 checkpoint is on disk, rerun the same
-    command with --resume, and compare with an uninterrupted 200-step run (torch.equal)."""
+    command with --resume, and compare with an uninterrupted 200-step run (torch.equal),
+    for AbsTopK, JumpReLU and the two batch operators."""
     g = np.random.default_rng(1)
     x = (g.normal(size=(4096, 64)) * (g.random((4096, 64)) < 0.3)).astype(np.float32)
     data = tmp_path / "acts.npy"
     np.save(data, x)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
+    flags = [f for key, v in sparsity.items() for f in (f"--{key.replace('_', '-')}", str(v))]
+
     def cmd(out, *extra):
         return [sys.executable, "-m", "abstopk.cli", "train", "--activations", str(data),
-                "--out", str(out), "--architecture", "abstopk", "--k", "8", "--d-sae", "512",
+                "--out", str(out), "--architecture", arch, *flags, "--d-sae", "512",
                 "--steps", "200", "--batch-size", "512", "--lr", "2e-3", "--seed", "7",
                 "--checkpoint-every", "100", "--log-every", "10", "--no-progress", *extra]
 
@@ -162,7 +171,7 @@ def test_sigkill_after_checkpoint_then_resume_gives_identical_weights(tmp_path):
     from abstopk.train.trainer import Trainer
 
     straight = tmp_path / "straight"
-    Trainer(TrainConfig(architecture="abstopk", k=8, d_sae=512, steps=200, batch_size=512,
+    Trainer(TrainConfig(architecture=arch, **sparsity, d_sae=512, steps=200, batch_size=512,
                         lr=2e-3, seed=7, checkpoint_every=100, log_every=10, progress=False,
                         out=str(straight)), str(data)).fit()
 
@@ -185,7 +194,12 @@ def test_sigkill_after_checkpoint_then_resume_gives_identical_weights(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "resuming from step 100" in res.stderr
     a, b = SAE.load(straight), SAE.load(crashed)
-    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
-        assert torch.equal(a.state_dict()[name], b.state_dict()[name]), name
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:                         # weights and buffers (thresholds) alike
+        assert torch.equal(sa[name], sb[name]) or (
+            torch.isnan(sa[name]).all() and torch.isnan(sb[name]).all()), name
+    if arch.startswith("batch") or arch == "jumprelu":
+        assert "threshold" in sa and torch.isfinite(sa["threshold"]).all()
     steps = [json.loads(s)["step"] for s in (crashed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(10, 201, 10))  # no duplicate lines from the killed run

@@ -34,10 +34,10 @@ def test_several_saes_loss_recovered_matches_one_at_a_time(lm):
         return iter_contexts(tok, source="embedded", split="heldout", context_size=32)
 
     multi = evaluate_loss_recovered(saes, model, ctx(), layer=9, n_contexts=2, batch_size=2,
-                                    skip_token_ids=skip, with_error_term=False)
+                                    skip_token_ids=skip, mean_ablation=False)
     for name, sae in saes.items():
         ref = evaluate_loss_recovered(sae, model, ctx(), layer=9, n_contexts=2, batch_size=2,
-                                      skip_token_ids=skip, with_error_term=False)
+                                      skip_token_ids=skip, mean_ablation=False)
         for key in ("ce_clean", "ce_spliced", "ce_zero_ablated", "loss_recovered", "kl"):
             assert multi[name][key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
         assert multi[name]["lr_predicted_tokens"] == ref["lr_predicted_tokens"] == 2 * 31
@@ -94,10 +94,17 @@ def test_pipeline_end_to_end_tiny(tmp_path, lm):
     probe = res["probing"]
     assert not probe.get("skipped"), probe.get("skipped")
     assert set(probe["results"]) == {"topk", "abstopk", "jumprelu"}
-    for r in probe["results"].values():   # 24 sentences: too few to assert accuracy levels
+    from abstopk.eval.probing.probes import wilson_interval
+
+    for r in probe["results"].values():
+        # 24 sentences → 18 train, 6 test (3 per class): too few for accuracy levels, but
+        # every accuracy must be a share of the 6 test sentences with its Wilson interval
+        assert r["n_test"] == 6 and r["chance"] == 0.5
         for key in ("sae_abs_top_1_test_accuracy", "sae_abs_top_5_test_accuracy",
-                    "sae_signed_top_1_test_accuracy", "llm_test_accuracy"):
-            assert 0.0 <= r[key] <= 1.0, key
+                    "sae_signed_top_1_test_accuracy", "sae_signed_top_5_test_accuracy",
+                    "llm_test_accuracy", "sae_test_accuracy"):
+            assert r[key] * 6 == pytest.approx(round(r[key] * 6)), key
+            assert r[f"{key}_ci"] == pytest.approx(list(wilson_interval(r[key], 6))), key
     text = console.export_text()
     for header in ("Pipeline 1/4", "Pipeline 2/4", "Pipeline 3/4", "Pipeline 4/4"):
         assert header in text

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from abstopk.data.labelled import Example
 from abstopk.eval.probing import TASKS
 from abstopk.eval.probing.absorption import (
     absorption_scores,
@@ -14,7 +15,7 @@ from abstopk.eval.probing.absorption import (
     word_absorption,
 )
 from abstopk.eval.probing.activations import pool_tokens
-from abstopk.eval.probing.probes import LinearProbe
+from abstopk.eval.probing.probes import LinearProbe, mean_accuracy_interval, wilson_interval
 from abstopk.eval.probing.scr_tpp import (
     ablate,
     effects,
@@ -22,7 +23,13 @@ from abstopk.eval.probing.scr_tpp import (
     select_top_n,
     tpp_scores,
 )
-from abstopk.eval.probing.sparse_probing import class_mean_diff, select_top_k, sparse_probe
+from abstopk.eval.probing.sparse_probing import (
+    class_mean_diff,
+    select_top_k,
+    signed_separation,
+    sparse_probe,
+)
+from abstopk.eval.probing.tasks import dedupe_examples, load_task_data
 from abstopk.sae import SAE, SAEConfig
 
 
@@ -71,6 +78,52 @@ def test_sparse_probe_accuracy_with_sign_aware_features():
     assert list(idx_sig) == [3] and acc_sig == 1.0
     p = LinearProbe().fit(z[tr][:, [5]], y[tr])
     assert p.score(z[te][:, [5]], y[te]) <= 0.8
+
+
+def test_signed_separation_hand_computed_and_blind_spot_of_abs():
+    """Latent 0 is +3 on class 1 and −3 on class 0: |z| is 3 on both sides, so the unsigned
+    rule scores it 0; the signed separation ranks it first. Hand-computed scores:
+    latent 1: class 1 = (1, 3), class 0 = (0, 0) → Δ = 2, pooled var = (2 + 0)/2 = 1 → 2;
+    latent 2: constant → 0."""
+    y = np.array([1, 1, 0, 0])
+    z = np.array([[3.0, 1.0, 5.0], [3.0, 3.0, 5.0], [-3.0, 0.0, 5.0], [-3.0, 0.0, 5.0]])
+    sep = signed_separation(z, y)
+    assert sep[0] == np.inf and sep[1] == pytest.approx(2.0) and sep[2] == 0.0
+    # class 1 = (2, 3), class 0 = (−4, −3): Δ = 6, sample variances 0.5 and 0.5,
+    # pooled variance (1·0.5 + 1·0.5)/2 = 0.5 → 6/√0.5
+    z[0, 0], z[2, 0] = 2.0, -4.0
+    sep = signed_separation(z, y)
+    assert sep[0] == pytest.approx(6.0 / np.sqrt(0.5))
+    assert class_mean_diff(np.abs(z), y)[0] == pytest.approx(abs(2.5 - 3.5))
+    assert list(select_top_k(z, y, 2, "separation")) == [0, 1]
+    assert list(select_top_k(np.abs(z), y, 1, "mean_diff")) == [1]
+
+
+def test_wilson_and_mean_intervals_known_values():
+    lo, hi = wilson_interval(0.5, 100)
+    assert (lo, hi) == (pytest.approx(0.40383, abs=1e-5), pytest.approx(0.59617, abs=1e-5))
+    lo, hi = wilson_interval(1.0, 10)       # 10/10: upper bound 1, lower (10/(10+z²))
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(10 / (10 + 1.959964 ** 2), abs=1e-9)
+    assert all(np.isnan(wilson_interval(0.5, 0)))
+    # two tasks of 100 items: Wilson on 200; unequal sizes: n_eff = 4 / (1/100 + 1/400) = 320
+    assert mean_accuracy_interval([0.8, 0.6], [100, 100]) == pytest.approx(
+        wilson_interval(0.7, 200))
+    assert mean_accuracy_interval([0.8, 0.6], [100, 400]) == pytest.approx(
+        wilson_interval(0.7, 320))
+    assert mean_accuracy_interval([1.0], [48]) == pytest.approx(wilson_interval(1.0, 48))
+
+
+def test_dedupe_after_normalisation_and_conflicting_labels():
+    ex = [Example("Good  movie", "pos"), Example("good movie ", "pos"),     # duplicate
+          Example("Bad.", "neg"), Example("BAD.", "pos"),                   # label conflict
+          Example("fine", "pos"), Example("awful", "neg"), Example("Awful", "neg")]
+    kept, n = dedupe_examples(ex)
+    assert [e.text for e in kept] == ["Good  movie", "fine", "awful"] and n == 4
+    more = [Example(f"p {i}", "p") for i in range(12)] + [Example(f"n {i}", "n") for i in range(12)]
+    d = load_task_data("mine", None, seed=0, examples=more + [Example("P  0", "p")] * 3)
+    assert d.n_duplicates_removed == 3
+    norm = {" ".join(t.split()).casefold() for t in d.train_texts}
+    assert not norm & {" ".join(t.split()).casefold() for t in d.test_texts}
 
 
 def test_probe_raw_weights_reproduce_decision_function():

@@ -100,23 +100,33 @@ def test_synthetic_tables_pinned():
 def test_eval_rows_pinned():
     result = {"mse": 0.0012345, "dead_fraction": 0.125, "n_bidirectional": 12,
               "loss_recovered": math.nan, "kl": None, "n_tokens": 256,
-              "tasks": {"probe": {"acc": 0.91, "flag": True, "name": "x"}}}
+              "loss_recovered_mean_ablation": 0.5, "loss_recovered_mean_ablation_ci": [0.25, 0.75],
+              "bootstrap": {"resamples": 1000, "seed": 0, "level": 0.95, "unit": "context"},
+              "mean_ablation_source": "evaluation contexts",
+              "lr_source_mix": {"austen": 0.2, "linux-doc": 0.8},
+              "tasks": {"probe": {"acc": 0.91, "acc_ci": [0.8812, 0.93], "chance": 0.5,
+                                  "flag": True, "name": "x"}}}
     assert eval_table.eval_rows(result) == [
         ["MSE (per element)", "0.0012345"], ["dead latents", "12.50%"],
-        ["bidirectional latents", "12"], ["loss recovered", "nan"],
+        ["bidirectional latents", "12"], ["loss recovered (zero ablation)", "nan"],
+        ["loss recovered (mean ablation)", "0.5000 [0.2500, 0.7500]"],
         ["KL(clean ‖ spliced)", "—"], ["tokens (reconstruction)", "256"],
-        ["probe: acc", "0.91"]]
+        ["intervals", "95% bootstrap over contexts, B = 1000, seed 0"],
+        ["mean ablation: μ over", "evaluation contexts"],
+        ["loss-recovered tokens by source", "austen 20%, linux-doc 80%"],
+        ["probe: acc", "0.91 [0.881, 0.93]"], ["probe: chance", "0.5"]]
 
 
 def test_probe_markdown_pinned():
     probe = {"k": 16, "seed": 0, "results": {"abstopk": {
         "sae_abs_top_1_test_accuracy": 0.65, "sae_abs_top_5_test_accuracy": 0.75,
-        "sae_signed_top_1_test_accuracy": None, "sae_test_accuracy": 0.85,
-        "llm_test_accuracy": 0.9}}}
+        "sae_signed_top_1_test_accuracy": 0.8, "sae_signed_top_1_test_accuracy_ci": [0.7512, 0.84],
+        "sae_signed_top_5_test_accuracy": None, "sae_test_accuracy": 0.85,
+        "llm_test_accuracy": 0.9, "chance": 0.5}}}
     assert demo_tables.probe_markdown(probe) == (
-        "| architecture | top-1 (abs z) | top-5 (abs z) | top-1 (signed z) | all latents "
-        "| raw residual |\n|---|---|---|---|---|---|\n"
-        "| abstopk | 0.650 | 0.750 | — | 0.850 | 0.900 |\n")
+        "| architecture | top-1 (signed z) | top-5 (signed z) | top-1 (abs z) | top-5 (abs z) "
+        "| all latents | raw residual | chance |\n|---|---|---|---|---|---|---|---|\n"
+        "| abstopk | 0.800 [0.75, 0.84] | — | 0.650 | 0.750 | 0.850 | 0.900 | 0.50 |\n")
     assert demo_tables.probe_markdown({"skipped": "no data"}) == "Probing skipped: no data\n"
 
 

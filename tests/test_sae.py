@@ -54,8 +54,27 @@ def test_every_architecture_runs_and_counts_nonzero(arch):
     sae.train()
     out = sae(x)
     assert out.x_hat.shape == (16, 8) and out.z.shape == (16, 32)
-    if OPERATORS[arch].needs_k:
-        assert int((out.z != 0).sum()) == 4 * 16 or not OPERATORS[arch].signed
+    op = OPERATORS[arch]
+    if op.needs_k:
+        # reference: the k largest u per row (the k·B largest of the batch for batch
+        # variants) — by |u| for signed operators, all kept; by u for unsigned ones, where
+        # only the positive ones stay non-zero. Shifting b_enc down by 3 makes some selected
+        # u negative, so the unsigned count drops below k·B and the signed one does not.
+        for shift in (0.0, -3.0):
+            with torch.no_grad():
+                sae.b_enc.add_(shift)
+                u = sae.pre_acts(sae.normalize(x)[0])
+                z = sae(x).z
+            flat = u if not op.batch_level else u.reshape(1, -1)
+            n_sel = 4 if not op.batch_level else 4 * 16
+            key = flat.abs() if op.signed else flat
+            kept = flat.gather(-1, key.topk(n_sel, dim=-1).indices)
+            expected = kept.numel() if op.signed else int((kept > 0).sum())
+            assert int((z != 0).sum()) == expected, shift
+            if not op.batch_level:
+                assert int((z != 0).sum(-1).max()) <= 4
+            if shift < 0:
+                assert (expected == 4 * 16) == op.signed
     if OPERATORS[arch].signed and arch != "absjumprelu":
         assert (out.z < 0).any()
     if not OPERATORS[arch].signed:

@@ -183,17 +183,20 @@ def test_dead_latent_counter_and_auxk():
 
 
 @pytest.mark.parametrize("arch,target", [("jumprelu", 8.0), ("absjumprelu", 4.0), ("relu", 8.0)])
-def test_target_l0_controller_lands_within_25_percent(arch, target):
+def test_target_l0_controller_lands_within_10_percent(arch, target):
+    """Held-out L0 after 1,200 steps of 128 rows lands within 10 % of the target (measured:
+    jumprelu 8.02 for 8, absjumprelu 4.10 for 4, relu 8.10 for 8; after 600 steps they were
+    still 11–20 % off)."""
     x = _sparse_data(n=8192)
     held_out = x[-1024:]
-    cfg = _cfg(architecture=arch, k=None, d_sae=128, steps=600, batch_size=128,
+    cfg = _cfg(architecture=arch, k=None, d_sae=128, steps=1200, batch_size=128,
                target_l0=target, seed=1, checkpoint_every=0)
     tr = Trainer(cfg, x[:-1024])
     sae = tr.fit()
     sae.eval()
     with torch.no_grad():
         l0 = float((sae.encode(held_out) != 0).sum(-1).float().mean())
-    assert abs(l0 - target) <= 0.25 * target, (arch, l0, tr.last_metrics)
+    assert abs(l0 - target) <= 0.10 * target, (arch, l0, tr.last_metrics)
     assert tr.last_metrics["penalty_coeff"] != pytest.approx(cfg.initial_penalty_coeff)
 
 
@@ -242,10 +245,18 @@ def test_resume_without_checkpoint_starts_fresh_and_checkpoint_is_pickle_free(tm
     files = sorted(p.name for p in (ck / "step_000000030").iterdir())
     assert files == ["state.json", "state.safetensors"]
     assert [p.name for p in ck.iterdir() if p.name.startswith(".")] == []
-    # resuming a finished run is a no-op that leaves the same weights
+    # resuming a finished run is a no-op: no step runs (metrics and saved weights untouched)
+    # and the weights it holds equal those of the independent run b
+    metrics = (tmp_path / "a" / "metrics.jsonl").read_bytes()
+    weights = (tmp_path / "a" / "sae_weights.safetensors").read_bytes()
     c = Trainer(_cfg(steps=30, checkpoint_every=0, resume=True, out=str(tmp_path / "a")), x)
     c.fit()
-    assert c.resumed_from == 30 and _weights_equal(a.sae, c.sae)
+    assert c.resumed_from == 30 and _weights_equal(b.sae, c.sae)
+    assert (tmp_path / "a" / "metrics.jsonl").read_bytes() == metrics
+    assert (tmp_path / "a" / "sae_weights.safetensors").read_bytes() == weights
+    # and it is not the untrained initialisation
+    fresh = Trainer(_cfg(steps=30, checkpoint_every=0, out=str(tmp_path / "d")), x)
+    assert not _weights_equal(fresh.sae, c.sae)
 
 
 def test_out_folder_of_another_run_is_refused(tmp_path):

@@ -15,6 +15,7 @@ __all__ = [
     "DataUnavailable",
     "DistributedError",
     "ModelNotFound",
+    "EvalMismatchError",
     "NonFiniteError",
     "OutputExistsError",
     "RunMismatchError",
@@ -54,6 +55,11 @@ class DataUnavailable(UserError):
 
 class CorpusUnavailable(DataUnavailable):
     """The embedded text corpus cannot be built on this machine (the message names alternatives)."""
+
+
+class EvalMismatchError(UserError, ValueError):
+    """An SAE does not fit what it is evaluated on: a model of another width, a layer the
+    model lacks, or activations (a cache) of another layer, site or width."""
 
 
 class RunMismatchError(UserError, ValueError):

@@ -20,8 +20,10 @@ def eval_cmd(
     cache: Path | None = typer.Option(
         None, help="Activation cache (or .safetensors/.npy matrix) for the reconstruction "
         "metrics instead of harvesting held-out text."),
-    tokens: int = typer.Option(8192, help="Tokens (activation rows) for the reconstruction metrics; 0 skips."),
-    contexts: int = typer.Option(32, help="Held-out contexts for loss recovered / KL; 0 skips."),
+    tokens: int = typer.Option(65536, help="Tokens (activation rows) for the reconstruction metrics; 0 skips."),
+    contexts: int = typer.Option(
+        64, help="Held-out contexts for loss recovered / KL (zero and mean ablation, 95 % "
+        "bootstrap intervals over contexts); 0 skips."),
     batch_size: int = typer.Option(8, help="Contexts per LM forward."),
     device: str = typer.Option("cpu", help=f"Device: cpu, cuda, cuda:1, ... {DEVICE_HELP}"),
     source: str = typer.Option("embedded", help="Text source whose held-out split is used."),
@@ -38,7 +40,8 @@ def eval_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
 ) -> None:
     """Evaluate an SAE: reconstruction (MSE, NMSE, explained variance, L0, dead/dense latents,
-    sign statistics), loss recovered and KL when spliced into the LM, and probing tasks."""
+    sign statistics), loss recovered (zero and mean ablation) and KL when spliced into the LM,
+    and probing tasks."""
     from rich.console import Console
 
     from .. import sae as sae_mod

@@ -2,9 +2,10 @@
 
 * :mod:`abstopk.eval.metrics` — streaming MSE / NMSE / explained variance / cosine / L0 /
   dead & dense latents / sign statistics on activations (tensor, cache, file or batches);
-* :mod:`abstopk.eval.loss_recovered` — CE clean / spliced / zero-ablated, loss recovered
-  and KL with the SAE's reconstruction spliced into the language model (one SAE or several
-  sharing the clean and zero-ablated runs);
+* :mod:`abstopk.eval.loss_recovered` — CE clean / spliced / zero- and mean-ablated, loss
+  recovered (both baselines) and KL with bootstrap intervals over contexts, the SAE's
+  reconstruction spliced into the language model (one SAE or several sharing the clean and
+  ablated runs);
 * :mod:`abstopk.eval.heldout` — :func:`evaluate_saes`: several SAEs on the same held-out
   activations and contexts;
 * :mod:`abstopk.eval.inference_k` — run a TopK-family SAE with another k (no retraining);

@@ -24,7 +24,8 @@ def evaluate_saes(saes: dict[str, Any], x_eval: Tensor, *, lm: tuple | None = No
     ``eval_contexts`` > 0) loss recovered / KL for each SAE; returns {name: metrics}.
 
     ``keep_bos``: the SAEs were trained with BOS positions, so BOS is spliced too; otherwise
-    BOS and pad positions keep their clean activation. No error-kept sanity run.
+    BOS and pad positions keep their clean activation. Loss recovered comes with zero and
+    mean ablation and bootstrap intervals (:func:`~abstopk.eval.loss_recovered.evaluate_loss_recovered`).
     """
     from .metrics import evaluate_reconstruction
 
@@ -52,8 +53,7 @@ def evaluate_saes(saes: dict[str, Any], x_eval: Tensor, *, lm: tuple | None = No
         ctx = iter_contexts(tok, source=source, split="heldout", context_size=context_size)
         lr = evaluate_loss_recovered(saes, model, ctx, layer=int(layer), site=site,
                                      n_contexts=eval_contexts, skip_token_ids=skip,
-                                     splice_bos=keep_bos, with_error_term=False,
-                                     progress=progress)
+                                     splice_bos=keep_bos, progress=progress)
         for name in out:
             out[name].update(lr[name])
     return out

@@ -1,35 +1,60 @@
 """Loss recovered and KL: splice the SAE's reconstruction into the real language model.
 
-For each held-out context ``t`` [T] (token ids) the LM is run four times (one batch at a
-time), with the activation at the SAE's ``(layer, site)`` replaced by:
+For each held-out context ``t`` [T] (token ids) the LM runs once per *run* below (one batch
+of contexts at a time), with the activation at the SAE's ``(layer, site)`` replaced by:
 
-=================  ===================================  ====================================
-run                activation at the hook               reported
-=================  ===================================  ====================================
-clean              x (unchanged)                        ``ce_clean``
-spliced            x̂ = SAE(x)                           ``ce_spliced``, ``kl``
-zero-ablated       0                                    ``ce_zero_ablated``
-error kept         x̂ + (x − x̂)  (sanity: = clean)       ``ce_error_kept``, ``kl_error_kept``
-=================  ===================================  ====================================
+=================  ==========================================  ===============================
+run                activation at the hook                      reported
+=================  ==========================================  ===============================
+clean              x (unchanged)                               ``ce_clean``
+spliced            x̂ = SAE(x)                                  ``ce_spliced``, ``kl``
+zero-ablated       0                                           ``ce_zero_ablated``
+mean-ablated       μ, the mean activation (see below)          ``ce_mean_ablated``
+=================  ==========================================  ===============================
 
 Cross-entropy is over the predicted tokens: positions 0 … T−2 predict tokens 1 … T−1,
 averaged over all predicted positions of all contexts. With ``p`` the clean and ``q`` the
 spliced next-token distributions::
 
-    loss_recovered = (CE_zero − CE_spliced) / (CE_zero − CE_clean)
-    kl             = mean over predicted positions of Σ_v p_v (log p_v − log q_v)
+    loss_recovered               = (CE_zero − CE_spliced) / (CE_zero − CE_clean)
+    loss_recovered_mean_ablation = (CE_mean − CE_spliced) / (CE_mean − CE_clean)
+    kl                           = mean over predicted positions of Σ_v p_v (log p_v − log q_v)
 
-so an SAE that reconstructs exactly scores 1 and one that outputs 0 scores 0.
+so an SAE that reconstructs exactly scores 1 and one that outputs 0 (resp. μ) scores 0.
+Zero ablation is the paper's baseline (and the headline); it is easy to beat — replacing the
+residual stream by zeros destroys the model, so even a random SAE scores well above 0 —
+while mean ablation keeps the stream's offset and asks how much of the *variation* the SAE
+carries.
+
+**μ (mean ablation)**: the mean, over every position of the evaluation contexts that the
+SAE replaces (BOS/pad excluded, see below), of the activation at ``(layer, site)`` as the
+harvest computes it (:func:`abstopk.lm.hooks.run_to_layer`) — i.e. over the *same* held-out
+contexts the CE is measured on (``mean_ablation_source = "evaluation contexts"``), unless a
+vector is given (``mean_activation``; then ``"given"``).
+
+**Confidence intervals**: a percentile bootstrap over contexts. ``B`` resamples (default
+1000, ``numpy.random.default_rng(seed)``, seed 0) draw C contexts with replacement from the
+C evaluated ones; each statistic is recomputed from the resampled per-context CE/KL sums
+(ratios of sums, as the point estimate); the interval is the (α/2, 1 − α/2) quantiles,
+α = 1 − level (level 0.95). Keys ``*_ci`` = ``[lo, hi]``; ``bootstrap`` records B, seed,
+level and the unit (``"context"``).
+
+**Site check** (replaces the old "error kept" run x̂ + (x − x̂), which equals clean for any
+x̂ and so could not fail): during the clean run the hook records the activation it would
+replace; per position, its norm and coordinate sum must equal those of the activation the
+harvest route gives for the same tokens, to 1e-3 relative to that position's norm. A splice
+at another layer, site or position does not (tested), so ``site_check_max_rel_diff`` ≤ 1e-3
+or a ``RuntimeError``.
 
 BOS handling: an SAE trained on a cache harvested without BOS positions (the default,
 ``keep_bos = false``: the BOS residual is a huge outlier the SAE never saw) is not asked to
-reconstruct them — positions holding a BOS (or pad) token keep their clean activation in
-the spliced, zero-ablated and error-kept runs alike, so those runs differ from clean only
-where the SAE applies. Set ``splice_bos=True`` to replace every position (for SAEs trained
-with ``keep_bos``).
+reconstruct them — positions holding a BOS (or pad) token keep their clean activation in the
+spliced, zero- and mean-ablated runs alike, so those runs differ from clean only where the
+SAE applies. Set ``splice_bos=True`` to replace every position (for SAEs trained with
+``keep_bos``).
 
-Several SAEs at the same hook (a sweep) are evaluated in one call: the clean and zero-ablated
-runs do not depend on the SAE and are computed once per batch for all of them.
+Several SAEs at the same hook (a sweep) are evaluated in one call: the clean and ablated runs
+do not depend on the SAE and are computed once per batch for all of them.
 """
 
 from __future__ import annotations
@@ -37,10 +62,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LossRecoveredAccumulator", "evaluate_loss_recovered", "predicted_token_ce_kl"]
+__all__ = ["BOOTSTRAP_RESAMPLES", "LossRecoveredAccumulator", "SITE_CHECK_TOL",
+           "evaluate_loss_recovered", "predicted_token_ce_kl"]
+
+#: bootstrap resamples of the confidence intervals (default)
+BOOTSTRAP_RESAMPLES = 1000
+#: the largest relative difference the site check accepts
+SITE_CHECK_TOL = 1e-3
 
 
 def predicted_token_ce_kl(
@@ -59,45 +91,92 @@ def predicted_token_ce_kl(
     return ce, kl, lp
 
 
-class LossRecoveredAccumulator:
-    """Sums of per-token CE (and KL) per run; :meth:`result` gives the summary dict."""
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
 
-    RUNS = ("clean", "spliced", "zero_ablated", "error_kept")
+
+class LossRecoveredAccumulator:
+    """Per-context sums of CE (and KL) per run; :meth:`result` gives the summary dict.
+
+    ``add(run, ce [C, P], kl [C, P] or None)`` records C contexts of P predicted tokens; the
+    ``clean`` run also records the token counts. Every run must see the same contexts.
+    """
+
+    RUNS = ("clean", "spliced", "zero_ablated", "mean_ablated")
 
     def __init__(self) -> None:
-        self.n_pred = 0
-        self.n_contexts = 0
-        self.ce = dict.fromkeys(self.RUNS, 0.0)
-        self.kl = {"spliced": 0.0, "zero_ablated": 0.0, "error_kept": 0.0}
-        self.seen: set[str] = set()
+        self.ce: dict[str, list[np.ndarray]] = {r: [] for r in self.RUNS}
+        self.kl: dict[str, list[np.ndarray]] = {r: [] for r in self.RUNS}
+        self.counts: list[np.ndarray] = []
 
     def add(self, run: str, ce: Tensor, kl: Tensor | None = None) -> None:
-        self.ce[run] += float(ce.double().sum())
+        if run not in self.RUNS:
+            raise ValueError(f"unknown run {run!r}")
+        ce = ce.reshape(1, -1) if ce.dim() == 1 else ce
+        self.ce[run].append(ce.double().sum(1).cpu().numpy())
         if kl is not None:
-            self.kl[run] += float(kl.double().sum())
-        self.seen.add(run)
+            kl = kl.reshape(1, -1) if kl.dim() == 1 else kl
+            self.kl[run].append(kl.double().sum(1).cpu().numpy())
+        if run == "clean":
+            self.counts.append(np.full(ce.shape[0], ce.shape[1], dtype=np.float64))
 
-    def result(self) -> dict[str, Any]:
-        if self.n_pred == 0:
+    @property
+    def n_contexts(self) -> int:
+        return int(sum(len(c) for c in self.counts))
+
+    @property
+    def n_pred(self) -> int:
+        return int(sum(c.sum() for c in self.counts))
+
+    def _sums(self) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        n = np.concatenate(self.counts)
+        ce = {r: np.concatenate(v) for r, v in self.ce.items() if v}
+        kl = {r: np.concatenate(v) for r, v in self.kl.items() if v}
+        for r, v in (*ce.items(), *kl.items()):
+            if len(v) != len(n):
+                raise ValueError(f"run {r!r} saw {len(v)} contexts, the clean run {len(n)}")
+        return n, ce, kl
+
+    @staticmethod
+    def _stats(W: np.ndarray, n, ce, kl) -> dict[str, np.ndarray]:
+        """Statistics for each row of the context multiplicities W [R, C]."""
+        tot = W @ n
+        c = {r: W @ v for r, v in ce.items()}
+        out = {f"ce_{r}": c[r] / tot for r in c}
+        for r in kl:
+            out["kl" if r == "spliced" else f"kl_{r}"] = (W @ kl[r]) / tot
+        if "spliced" in c and "zero_ablated" in c:
+            out["loss_recovered"] = _ratio(c["zero_ablated"] - c["spliced"],
+                                           c["zero_ablated"] - c["clean"])
+        if "spliced" in c and "mean_ablated" in c:
+            out["loss_recovered_mean_ablation"] = _ratio(c["mean_ablated"] - c["spliced"],
+                                                         c["mean_ablated"] - c["clean"])
+        return out
+
+    def result(self, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+               level: float = 0.95) -> dict[str, Any]:
+        """Point estimates and (``resamples`` > 0) bootstrap intervals over contexts."""
+        if not self.counts:
             raise ValueError("no predicted tokens were evaluated")
-        n = self.n_pred
-        ce = {r: self.ce[r] / n for r in self.RUNS if r in self.seen}
-        out: dict[str, Any] = {
-            "ce_clean": ce["clean"],
-            "ce_spliced": ce["spliced"],
-            "ce_zero_ablated": ce["zero_ablated"],
-            "kl": self.kl["spliced"] / n,
-            "kl_zero_ablated": self.kl["zero_ablated"] / n,
-            "lr_contexts": self.n_contexts,
-            "lr_predicted_tokens": n,
-        }
-        denom = ce["zero_ablated"] - ce["clean"]
-        out["loss_recovered"] = (
-            (ce["zero_ablated"] - ce["spliced"]) / denom if denom != 0 else float("nan")
-        )
-        if "error_kept" in ce:
-            out["ce_error_kept"] = ce["error_kept"]
-            out["kl_error_kept"] = self.kl["error_kept"] / n
+        n, ce, kl = self._sums()
+        point = self._stats(np.ones((1, len(n))), n, ce, kl)
+        out: dict[str, Any] = {k: float(v[0]) for k, v in point.items()}
+        out["lr_contexts"], out["lr_predicted_tokens"] = len(n), int(n.sum())
+        if resamples > 0:
+            rng = np.random.default_rng(seed)
+            idx = rng.integers(0, len(n), size=(resamples, len(n)))
+            W = np.zeros((resamples, len(n)))
+            np.add.at(W, (np.arange(resamples)[:, None], idx), 1.0)
+            boot = self._stats(W, n, ce, kl)
+            a = (1.0 - level) / 2
+            for key in ("loss_recovered", "loss_recovered_mean_ablation", "kl"):
+                if key in boot:
+                    v = boot[key][np.isfinite(boot[key])]
+                    out[f"{key}_ci"] = ([float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
+                                        if len(v) else [float("nan")] * 2)
+            out["bootstrap"] = {"resamples": int(resamples), "seed": int(seed),
+                                "level": float(level), "unit": "context"}
         return out
 
 
@@ -123,6 +202,12 @@ def batch_contexts(contexts: Iterable[Tensor], batch_size: int, n_contexts: int 
         yield torch.stack(buf)
 
 
+def _fingerprint(acts: Tensor) -> Tensor:
+    """[B, T, 2]: norm and coordinate sum of each position's activation (float64)."""
+    a = acts.double()
+    return torch.stack([a.norm(dim=-1), a.sum(-1)], -1)
+
+
 @torch.no_grad()
 def evaluate_loss_recovered(
     saes,
@@ -135,15 +220,19 @@ def evaluate_loss_recovered(
     batch_size: int = 4,
     skip_token_ids: Iterable[int] | None = None,
     splice_bos: bool = False,
-    with_error_term: bool = True,
+    mean_ablation: bool = True,
+    mean_activation: Tensor | None = None,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """CE clean / spliced / zero-ablated, loss recovered and KL over held-out ``contexts``,
-    for one SAE or for several at once.
+    """CE clean / spliced / zero- and mean-ablated, loss recovered and KL over held-out
+    ``contexts``, with bootstrap intervals over contexts, for one SAE or for several at once.
 
-    Per batch of contexts the clean and the zero-ablated LM runs are done once and shared by
-    every SAE; each SAE adds one spliced run (and one error-kept run with
-    ``with_error_term``). Every SAE's numbers are exactly those it gets when evaluated alone.
+    Per batch of contexts the clean and the ablated LM runs are done once and shared by every
+    SAE; each SAE adds one spliced run. Every SAE's numbers are exactly those it gets when
+    evaluated alone. A truncated forward per batch (to the SAE's layer) gives μ and the site
+    check (module docstring).
 
     Args:
         saes: an :class:`abstopk.sae.SAE` (inference rule; batch-level variants use their
@@ -151,18 +240,22 @@ def evaluate_loss_recovered(
         model: the LM (``model(input_ids).logits`` [B, T, V]), as loaded by
             :func:`abstopk.lm.load_model`.
         contexts: iterable of LongTensor [T] (or [B, T]) token ids, e.g.
-            ``abstopk.data.loader.iter_contexts(tok, split="heldout")``.
+            ``abstopk.data.tokens.iter_contexts(tok, split="heldout")``.
         layer, site: where the SAEs read (and where x̂ is written back).
         n_contexts: stop after this many contexts (None: all).
         skip_token_ids: positions holding one of these tokens (BOS, pad: what harvesting
-            drops) keep their clean activation unless ``splice_bos`` (see the module
-            docstring).
-        with_error_term: also run x̂ + (x − x̂) (the sanity run that must equal clean).
+            drops) keep their clean activation unless ``splice_bos`` (module docstring).
+        mean_ablation: also run the mean-ablated baseline; ``mean_activation`` [d] gives μ
+            (default: the mean over the evaluation contexts' replaced positions).
+        bootstrap_resamples, bootstrap_seed: the intervals (0 resamples: none).
 
     Returns, for one SAE, a dict with ``ce_clean, ce_spliced, ce_zero_ablated,
-    loss_recovered, kl`` (+ ``kl_zero_ablated``, ``ce_error_kept``, ``kl_error_kept``,
-    counts); for a mapping, {name: that dict}.
+    ce_mean_ablated, loss_recovered, loss_recovered_mean_ablation, kl, kl_zero_ablated,
+    kl_mean_ablated``, the intervals ``loss_recovered_ci, loss_recovered_mean_ablation_ci,
+    kl_ci``, ``bootstrap``, ``mean_ablation_source``, ``site_check_max_rel_diff`` and the
+    counts ``lr_contexts, lr_predicted_tokens``; for a mapping, {name: that dict}.
     """
+    from ..lm.hooks import replace_activation, run_to_layer
     from .metrics import sae_reconstruct
 
     single = not isinstance(saes, Mapping)
@@ -174,64 +267,109 @@ def evaluate_loss_recovered(
     if skip_token_ids is not None:
         skip_ids = torch.tensor(sorted({int(i) for i in skip_token_ids}), dtype=torch.long)
     dev = next(model.parameters()).device
-    runs_per_sae = 2 if with_error_term else 1
+    batches = list(batch_contexts(contexts, batch_size, n_contexts))
+    if not batches:
+        raise ValueError("no contexts to evaluate")
+    if any(b.shape[1] < 2 for b in batches):
+        raise ValueError("contexts need at least 2 tokens to predict one")
+
+    def keep_mask(tokens: Tensor) -> Tensor:
+        if skip_ids is not None and not splice_bos:
+            return torch.isin(tokens, skip_ids.to(tokens.device))
+        return torch.zeros_like(tokens, dtype=torch.bool)
+
+    was_training = model.training
+    model.eval()
+    n_ablated = 2 if mean_ablation else 1
+    total = sum(b.shape[0] for b in batches) * (1 + n_ablated + len(named)) + \
+        sum(b.shape[0] for b in batches)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        total = None if n_contexts is None else n_contexts * (2 + runs_per_sae * len(named))
         bar = tqdm(total=total, desc="loss recovered", unit="fwd", leave=False)
-
-    def reconstruction(sae) -> Callable[[Tensor], Tensor]:
-        return lambda flat: sae_reconstruct(sae, flat)[0]
-
-    def error_kept(sae) -> Callable[[Tensor], Tensor]:
-        def fn(flat: Tensor) -> Tensor:
-            x_hat = sae_reconstruct(sae, flat)[0].to(device=flat.device, dtype=flat.dtype)
-            return x_hat + (flat - x_hat)
-
-        return fn
-
-    was_training = model.training
-    model.eval()
     try:
-        for tokens in batch_contexts(contexts, batch_size, n_contexts):
+        # pass 1 (truncated forwards): the activations as harvested → μ and fingerprints
+        fingerprints: list[Tensor] = []
+        mu_sum, mu_n = None, 0
+        for tokens in batches:
             tokens = tokens.to(dev)
-            if tokens.shape[1] < 2:
-                raise ValueError("contexts need at least 2 tokens to predict one")
-            if skip_ids is not None and not splice_bos:
-                keep = torch.isin(tokens, skip_ids.to(dev))
-            else:
-                keep = torch.zeros_like(tokens, dtype=torch.bool)
-            nb = tokens.shape[0]
-            ce_c, _, ref = predicted_token_ce_kl(
-                model(input_ids=tokens, use_cache=False).logits, tokens)
-            ce_z, kl_z, _ = predicted_token_ce_kl(
-                _spliced_logits(model, layer, site, tokens, keep, torch.zeros_like), tokens, ref)
+            acts = run_to_layer(model, tokens, layers=layer, site=site)[layer]
+            fingerprints.append(_fingerprint(acts))
+            if mean_ablation and mean_activation is None:
+                rows = acts[~keep_mask(tokens)].double()
+                mu_sum = rows.sum(0) if mu_sum is None else mu_sum + rows.sum(0)
+                mu_n += rows.shape[0]
             if bar is not None:
-                bar.update(2 * nb)
+                bar.update(tokens.shape[0])
+        mu = None
+        if mean_ablation:
+            if mean_activation is not None:
+                mu, mu_source = torch.as_tensor(mean_activation).to(dev), "given"
+            elif mu_n == 0:
+                raise ValueError("every position of the evaluation contexts is BOS/pad: no "
+                                 "activation to average for mean ablation")
+            else:
+                mu, mu_source = (mu_sum / mu_n).float(), "evaluation contexts"
+
+        worst = 0.0
+        for tokens, fp in zip(batches, fingerprints, strict=True):
+            tokens = tokens.to(dev)
+            keep = keep_mask(tokens)
+            nb = tokens.shape[0]
+            seen: dict[str, Tensor] = {}
+
+            def record(acts: Tensor, seen=seen) -> None:
+                seen["x"] = acts.detach()
+
+            with replace_activation(model, layer, site, record):
+                logits = model(input_ids=tokens, use_cache=False).logits
+            ce_c, _, ref = predicted_token_ce_kl(logits, tokens)
+            del logits
+            if "x" not in seen:
+                raise RuntimeError(f"site {site} of layer {layer} was never reached")
+            got = _fingerprint(seen.pop("x"))
+            norm = fp[..., 0].clamp_min(1e-6 * float(fp[..., 0].max()) + 1e-30)
+            worst = max(worst, float(((got - fp).abs().amax(-1) / norm).max()))
+            runs = {"zero_ablated": torch.zeros_like}
+            if mu is not None:
+                runs["mean_ablated"] = lambda flat: mu.to(flat.dtype).expand_as(flat)
+            shared = {}
+            for run, fn in runs.items():
+                ce_r, kl_r, _ = predicted_token_ce_kl(
+                    _spliced_logits(model, layer, site, tokens, keep, fn), tokens, ref)
+                shared[run] = (ce_r, kl_r)
+            if bar is not None:
+                bar.update((1 + len(runs)) * nb)
             for name, sae in named.items():
                 acc = accs[name]
                 acc.add("clean", ce_c)
-                acc.add("zero_ablated", ce_z, kl_z)
-                fns = {"spliced": reconstruction(sae)}
-                if with_error_term:
-                    fns["error_kept"] = error_kept(sae)
-                for run, fn in fns.items():
-                    ce_r, kl_r, _ = predicted_token_ce_kl(
-                        _spliced_logits(model, layer, site, tokens, keep, fn), tokens, ref)
+                for run, (ce_r, kl_r) in shared.items():
                     acc.add(run, ce_r, kl_r)
-                acc.n_pred += ce_c.numel()
-                acc.n_contexts += nb
+
+                def recon(flat: Tensor, sae=sae) -> Tensor:
+                    return sae_reconstruct(sae, flat)[0]
+
+                ce_s, kl_s, _ = predicted_token_ce_kl(
+                    _spliced_logits(model, layer, site, tokens, keep, recon), tokens, ref)
+                acc.add("spliced", ce_s, kl_s)
                 if bar is not None:
-                    bar.update(runs_per_sae * nb)
+                    bar.update(nb)
     finally:
         model.train(was_training)
         if bar is not None:
             bar.close()
-    if single:
-        return accs["sae"].result()
-    return {name: acc.result() for name, acc in accs.items()}
+    if worst > SITE_CHECK_TOL:
+        raise RuntimeError(
+            f"site check failed: the activation at layer {layer} {site} seen by the splice "
+            f"hook differs from the harvested one (max relative difference {worst:.3g})")
+    extra = {"site_check_max_rel_diff": worst}
+    if mu is not None:
+        extra["mean_ablation_source"] = mu_source
+        extra["mean_ablation_positions"] = mu_n if mean_activation is None else None
+    res = {name: {**acc.result(resamples=bootstrap_resamples, seed=bootstrap_seed), **extra}
+           for name, acc in accs.items()}
+    return res["sae"] if single else res
 
 
 def _spliced_logits(model, layer: int, site: str, tokens: Tensor, keep: Tensor,

@@ -5,17 +5,28 @@ Defaults come from the SAE's ``cfg.json`` (``model_name``, ``hook_layer``, ``hoo
 ``context_size``). Reconstruction metrics are computed on activations harvested on the fly
 from the corpus's held-out split (truncated forward up to the SAE's layer; BOS/pad positions
 dropped as in harvesting, unless ``splice_bos``), or read from an activation cache when one
-is given. Loss recovered uses the first ``contexts`` held-out contexts.
+is given. Loss recovered uses the first ``contexts`` held-out contexts of the seeded, mixed
+held-out stream (:func:`abstopk.data.tokens.iter_contexts`, seed 0: every source from the
+first contexts on; the result's ``lr_source_mix`` gives the share of each source's tokens).
+
+Defaults: 65,536 held-out tokens for reconstruction and 64 contexts of the SAE's context
+size (8,192 tokens at 128) for loss recovered / KL (issue 10: ≥ 50k and ≥ 64).
+
+An SAE that does not fit what it is evaluated on raises
+:class:`~abstopk.errors.EvalMismatchError` (a one-line :class:`~abstopk.errors.UserError`):
+a model of another width, a layer the model lacks, a cache of another layer, site or width.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..errors import EvalMismatchError
 from .loss_recovered import evaluate_loss_recovered
 from .metrics import MetricAccumulator, evaluate_reconstruction, sae_reconstruct
 
@@ -187,8 +198,8 @@ def evaluate_sae(
     site: str | None = None,
     context_size: int | None = None,
     cache: str | Path | None = None,
-    tokens: int = 8192,
-    contexts: int = 32,
+    tokens: int = 65536,
+    contexts: int = 64,
     batch_size: int = 8,
     device: str = "cpu",
     source: str = "embedded",
@@ -206,8 +217,9 @@ def evaluate_sae(
     :func:`~abstopk.eval.metrics.evaluate_reconstruction` (``mse, nmse, fvu,
     explained_variance, cosine, l0, dead_fraction, dense_fraction``, sign statistics), the
     loss-recovered metrics of :func:`~abstopk.eval.loss_recovered.evaluate_loss_recovered`
-    (``ce_clean, ce_spliced, ce_zero_ablated, loss_recovered, kl``, error-kept sanity run)
-    — skipped when ``contexts`` is 0 — and ``tasks`` {name: result} for each requested task.
+    (``ce_clean, ce_spliced, ce_zero_ablated, ce_mean_ablated, loss_recovered,
+    loss_recovered_mean_ablation, kl`` with bootstrap intervals ``*_ci`` and the site check)
+    and ``lr_source_mix`` — skipped when ``contexts`` is 0 — and ``tasks`` {name: result} for each requested task.
 
     Tasks are called as ``TASKS[name](sae, model, tokenizer, layer=, site=, device=,
     progress=[, n_examples=task_examples])``.
@@ -215,8 +227,9 @@ def evaluate_sae(
     ``splice_bos``: None → the ``keep_bos`` of the SAE's training cache (False if unknown).
 
     ``loaded``: an already loaded ``(model, tokenizer, info)`` to reuse (tests, sweeps).
-    Raises ``ValueError`` / ``FileNotFoundError`` on bad input (the CLI turns them into
-    one-line errors).
+    Raises :class:`~abstopk.errors.EvalMismatchError` when the SAE does not fit the model
+    or the cache, ``ValueError`` / ``FileNotFoundError`` on other bad input (the CLI turns
+    them into one-line errors).
     """
     from ..lm.hooks import hook_name
     from ..sae import SAE
@@ -250,12 +263,12 @@ def evaluate_sae(
             lm, tok, info = load_model(target["model"], device=device)
         d_model = getattr(info, "d_model", None)
         if d_model and d_model != sae.cfg.d_in:
-            raise ValueError(f"model {target['model']} has width {d_model} but the SAE expects "
-                             f"d_in = {sae.cfg.d_in}")
+            raise EvalMismatchError(f"model {target['model']} has width {d_model} but the SAE "
+                                    f"expects d_in = {sae.cfg.d_in}")
         n_layers = getattr(info, "n_layers", None)
         if n_layers and not 0 <= target["layer"] < n_layers:
-            raise ValueError(f"layer {target['layer']} out of range: {target['model']} has "
-                             f"{n_layers} layers")
+            raise EvalMismatchError(f"layer {target['layer']} out of range: {target['model']} "
+                                    f"has {n_layers} layers")
 
     result: dict[str, Any] = {
         "sae": str(sae_or_dir) if not isinstance(sae_or_dir, SAE) else None,
@@ -276,11 +289,18 @@ def evaluate_sae(
 
             c = ActivationCache(cache)
             if (c.layer, c.site) != (target["layer"], target["site"]) or c.d_in != sae.cfg.d_in:
-                raise ValueError(
+                raise EvalMismatchError(
                     f"cache {cache} holds layer {c.layer} {c.site} (d_in {c.d_in}) but the SAE "
                     f"is evaluated at layer {target['layer']} {target['site']} "
                     f"(d_in {sae.cfg.d_in})")
             result["reconstruction_cache"] = c.identity()
+        elif cache is not None:
+            from .metrics import iter_activation_batches
+
+            first = next(iter(iter_activation_batches(cache, batch_size=1, max_rows=1)), None)
+            if first is not None and first.shape[-1] != sae.cfg.d_in:
+                raise EvalMismatchError(f"{cache} holds activations of width {first.shape[-1]} "
+                                        f"but the SAE expects d_in = {sae.cfg.d_in}")
         if cache is not None:
             rec = evaluate_reconstruction(sae, cache, max_rows=tokens, batch_size=4096,
                                           dense_threshold=dense_threshold, progress=progress)
@@ -295,17 +315,27 @@ def evaluate_sae(
 
     # --- loss recovered
     if contexts > 0:
-        from ..data.tokens import bos_token_id, iter_contexts
+        from ..data.tokens import ContextStream, bos_token_id
 
         skip = {bos_token_id(tok)}
         if getattr(tok, "pad_token_id", None) is not None:
             skip.add(int(tok.pad_token_id))
-        ctx = iter_contexts(tok, source=source, split="heldout",
-                            context_size=target["context_size"])
+        stream = ContextStream(tok, source, "heldout", target["context_size"])
+        mix: dict[int, int] = {}
+
+        def ids_counting_sources():
+            for ids, src in stream:
+                for code, n in zip(*torch.unique(src, return_counts=True), strict=True):
+                    mix[int(code)] = mix.get(int(code), 0) + int(n)
+                yield ids
+
         lr = evaluate_loss_recovered(
-            sae, lm, ctx, layer=target["layer"], site=target["site"], n_contexts=contexts,
-            batch_size=min(batch_size, 4), skip_token_ids=skip, splice_bos=splice_bos,
-            progress=progress)
+            sae, lm, itertools.islice(ids_counting_sources(), contexts), layer=target["layer"],
+            site=target["site"], n_contexts=contexts, batch_size=min(batch_size, 4),
+            skip_token_ids=skip, splice_bos=splice_bos, progress=progress)
+        total = sum(mix.values()) or 1
+        lr["lr_source_mix"] = {stream.labels[c]: round(n / total, 4)
+                               for c, n in sorted(mix.items())}
         if lr["lr_contexts"] < contexts:
             result["warning"] = (f"only {lr['lr_contexts']} held-out contexts available "
                                  f"(asked for {contexts})")

@@ -111,12 +111,13 @@ def _probe_stage(sweep: dict[str, Any], lm: tuple, s: PipelineSettings, console:
             out["skipped"] = f"probing data unavailable: {e}"
             console.print(f"[yellow]probing skipped: {e}[/yellow]")
             return out
+        keys = ("llm_test_accuracy", "sae_test_accuracy", "sae_abs_top_1_test_accuracy",
+                "sae_abs_top_5_test_accuracy", "sae_signed_top_1_test_accuracy",
+                "sae_signed_top_5_test_accuracy")
         out["results"][r["architecture"]] = {
-            key: res.get(key) for key in ("llm_test_accuracy", "sae_test_accuracy",
-                                          "sae_abs_top_1_test_accuracy",
-                                          "sae_abs_top_5_test_accuracy",
-                                          "sae_signed_top_1_test_accuracy",
-                                          "sae_signed_top_5_test_accuracy")}
+            **{key: res.get(key) for key in keys},
+            **{f"{key}_ci": res.get(f"{key}_ci") for key in keys},
+            "chance": res.get("chance"), "n_test": res["tasks"]["sentiment"]["n_test"]}
     return out
 
 

@@ -41,8 +41,9 @@ class SweepConfig:
                                         "near a sparse code).", 1.0)
     l0_controller_ki: float = doc_field("Integral gain of the target-L0 controller (per step, "
                                  "log space).", 0.02)
-    eval_tokens: int = doc_field("Held-out activations for the reconstruction metrics.", 16384)
-    eval_contexts: int = doc_field("Held-out contexts for loss recovered / KL (0: skip).", 16)
+    eval_tokens: int = doc_field("Held-out activations for the reconstruction metrics.", 65536)
+    eval_contexts: int = doc_field(
+        "Held-out contexts for loss recovered / KL, zero and mean ablation (0: skip).", 64)
     eval_cache: str | None = doc_field("Held-out activation cache (default: harvest eval_tokens "
                                 "held-out rows into OUT/heldout_cache with the cache's model).", None)
     inference_k: bool = doc_field("Also evaluate trained TopK/AbsTopK SAEs at every k of the "

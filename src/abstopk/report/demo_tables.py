@@ -2,8 +2,9 @@
 ``pipeline.md`` (setup line, matched-L0 and sweep tables, inference-time k, probing, plot).
 
 ``probe`` dicts are those of the demo's probing stage: ``k``, ``seed``, ``results``
-{architecture: {``sae_abs_top_1_test_accuracy``, ... accuracies in [0, 1] or None}}, or
-``skipped`` (the reason) when probing did not run.
+{architecture: {``sae_signed_top_1_test_accuracy``, ... accuracies in [0, 1] or None, each
+with an optional ``..._ci`` [lo, hi] and the task's ``chance``}}, or ``skipped`` (the reason)
+when probing did not run. A cell reads ``0.652 [0.61, 0.69]`` (accuracy [95 % interval]).
 """
 
 from __future__ import annotations
@@ -14,20 +15,33 @@ from typing import Any
 from .sweep_tables import markdown_table as sweep_markdown_table
 from .tables import markdown_table, rich_table
 
-__all__ = ["PROBE_COLUMNS", "pipeline_markdown", "print_probe", "probe_markdown"]
+__all__ = ["PROBE_COLUMNS", "pipeline_markdown", "print_probe", "probe_cell", "probe_markdown"]
 
 #: (result key, Markdown header, rich header) of the probing table, in order
 PROBE_COLUMNS = (
+    ("sae_signed_top_1_test_accuracy", "top-1 (signed z)", "top-1 signed"),
+    ("sae_signed_top_5_test_accuracy", "top-5 (signed z)", "top-5 signed"),
     ("sae_abs_top_1_test_accuracy", "top-1 (abs z)", "top-1 |z|"),
     ("sae_abs_top_5_test_accuracy", "top-5 (abs z)", "top-5 |z|"),
-    ("sae_signed_top_1_test_accuracy", "top-1 (signed z)", "top-1 signed"),
     ("sae_test_accuracy", "all latents", "all latents"),
     ("llm_test_accuracy", "raw residual", "raw residual"),
 )
 
 
+def probe_cell(r: Mapping[str, Any], key: str) -> str:
+    """``0.652 [0.61, 0.69]`` (accuracy [interval]); ``0.652`` without one; ``—`` if None."""
+    v = r.get(key)
+    if v is None:
+        return "—"
+    ci = r.get(f"{key}_ci")
+    if ci and len(ci) == 2 and None not in ci:
+        return f"{v:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return f"{v:.3f}"
+
+
 def _probe_rows(probe: Mapping[str, Any]) -> list[list[str]]:
-    return [[arch, *[("—" if r.get(k) is None else f"{r[k]:.3f}") for k, _, _ in PROBE_COLUMNS]]
+    return [[arch, *[probe_cell(r, k) for k, _, _ in PROBE_COLUMNS],
+             "—" if r.get("chance") is None else f"{r['chance']:.2f}"]
             for arch, r in probe["results"].items()]
 
 
@@ -35,7 +49,8 @@ def probe_markdown(probe: Mapping[str, Any]) -> str:
     """The probing accuracies as a Markdown table (or the line saying why it was skipped)."""
     if probe.get("skipped"):
         return f"Probing skipped: {probe['skipped']}\n"
-    return markdown_table(["architecture", *[c[1] for c in PROBE_COLUMNS]], _probe_rows(probe))
+    return markdown_table(["architecture", *[c[1] for c in PROBE_COLUMNS], "chance"],
+                          _probe_rows(probe))
 
 
 def print_probe(probe: Mapping[str, Any], console: Any) -> None:
@@ -44,9 +59,9 @@ def print_probe(probe: Mapping[str, Any], console: Any) -> None:
         console.print(f"probing: {probe['skipped']}")
         return
     console.print(rich_table(
-        ["architecture", *[c[2] for c in PROBE_COLUMNS]], _probe_rows(probe),
-        title=f"Sparse probing, sentiment (VADER), test accuracy, L0 = {probe['k']}, "
-              f"seed {probe['seed']}"))
+        ["architecture", *[c[2] for c in PROBE_COLUMNS], "chance"], _probe_rows(probe),
+        title=f"Sparse probing, sentiment (VADER), test accuracy [95 % Wilson interval], "
+              f"L0 = {probe['k']}, seed {probe['seed']}"))
 
 
 def pipeline_markdown(settings: Mapping[str, Any], *, cache_rows: int, eval_tokens: int,

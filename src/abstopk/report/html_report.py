@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .demo_tables import PROBE_COLUMNS
+from .demo_tables import PROBE_COLUMNS, probe_cell
 from .html import esc, html_table, page
 from .sweep_tables import TABLE_HEADER, results_table_rows
 from .synthetic_table import MARKDOWN_COLUMNS as SYN_COLUMNS
@@ -120,12 +120,14 @@ def probe_reading(probe: Mapping[str, Any]) -> str:
     res = probe.get("results") or {}
     if not res:
         return "No probing results."
-    bits = [f"{_name(a)} top-1 |z| {_f(r.get('sae_abs_top_1_test_accuracy'))}, signed "
-            f"{_f(r.get('sae_signed_top_1_test_accuracy'))}" for a, r in res.items()]
+    bits = [f"{_name(a)} top-1 signed {probe_cell(r, 'sae_signed_top_1_test_accuracy')}, "
+            f"|z| {probe_cell(r, 'sae_abs_top_1_test_accuracy')}" for a, r in res.items()]
     n = probe.get("n_examples")
     raw = {_f(r.get("llm_test_accuracy")) for r in res.values()}
     ref = f"; a probe on the raw residual: {', '.join(sorted(raw))}" if raw != {"—"} else ""
-    return (f"Sentiment from one latent ({n} sentences): " + "; ".join(bits) + ref + ".")
+    chance = {_f(r.get("chance"), ".2f") for r in res.values()} - {"—"}
+    ch = f" (chance {', '.join(sorted(chance))}; [95 % Wilson interval])" if chance else ""
+    return (f"Sentiment from one latent ({n} sentences){ch}: " + "; ".join(bits) + ref + ".")
 
 
 # ------------------------------------------------------------------------------ sections
@@ -181,9 +183,9 @@ def _pipeline_sections(pipe: Mapping[str, Any], png: bytes | None) -> str:
     if probe.get("skipped") or not probe.get("results"):
         pbody = f'<p class="skipped">{esc(probe.get("skipped") or "not run")}</p>'
     else:
-        rows = [[_name(a), *[_f(r.get(k)) for k, _, _ in PROBE_COLUMNS]]
-                for a, r in probe["results"].items()]
-        pbody = html_table(["architecture", *[c[1] for c in PROBE_COLUMNS]], rows,
+        rows = [[_name(a), *[probe_cell(r, k) for k, _, _ in PROBE_COLUMNS],
+                 _f(r.get("chance"), ".2f")] for a, r in probe["results"].items()]
+        pbody = html_table(["architecture", *[c[1] for c in PROBE_COLUMNS], "chance"], rows,
                            table_id="probe-table")
     title = (f"Sparse probing: sentiment (VADER), L0 = {probe.get('k', '?')}, "
              f"seed {probe.get('seed', '?')}")

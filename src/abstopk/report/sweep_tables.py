@@ -26,7 +26,8 @@ CSV_COLUMNS = (
     "name", "architecture", "mode", "sparsity", "k_train", "k_eval", "target_l0", "seed",
     "d_sae", "steps", "batch_size", "l0", "mse", "nmse", "fvu", "explained_variance", "cosine",
     "dead_fraction", "dense_fraction", "negative_firing_fraction", "n_bidirectional",
-    "ce_clean", "ce_spliced", "ce_zero_ablated", "loss_recovered", "kl", "train_l0",
+    "ce_clean", "ce_spliced", "ce_zero_ablated", "loss_recovered", "ce_mean_ablated",
+    "loss_recovered_mean_ablation", "kl", "train_l0",
     "train_fvu", "train_seconds", "sae_dir",
 )
 

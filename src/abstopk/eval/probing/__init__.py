@@ -6,9 +6,10 @@ returns JSON-serialisable numbers including a ``"summary"`` score:
 ===================  ==============================================  ===========================
 name                 what                                            summary (better)
 ===================  ==============================================  ===========================
-``sparse_probing``   top-k latents (k = 1, 2, 5) by class-mean       abs-variant top-1 accuracy
-                     difference of |z| (and of signed z) → logistic  (higher)
-                     probe vs a probe on the raw residual stream
+``sparse_probing``   top-k latents (k = 1, 2, 5) by the separation   signed-variant top-1
+                     of signed z (and by the class-mean difference   accuracy (higher)
+                     of |z|) → logistic probe vs a probe on the
+                     raw residual stream
 ``absorption``       first-letter task on the tokenizer vocabulary   mean absorption fraction
                                                                      (lower)
 ``scr``              spurious correlation removal, VADER sentiment   normalised SCR at n = 20
@@ -29,7 +30,7 @@ from collections.abc import Callable
 __all__ = ["TASKS", "absorption", "scr", "sparse_probing", "tpp"]
 
 
-def sparse_probing(sae, model, tokenizer, *, device: str = "cpu", n_examples: int = 1000,
+def sparse_probing(sae, model, tokenizer, *, device: str = "cpu", n_examples: int = 2000,
                    seed: int = 0, **kw) -> dict:
     """Sparse probing (:func:`.sparse_probing.run_sparse_probing`); ``n_examples`` per task."""
     from .sparse_probing import run_sparse_probing

@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-__all__ = ["LinearProbe", "accuracy"]
+__all__ = ["LinearProbe", "accuracy", "mean_accuracy_interval", "wilson_interval"]
 
 
 def _np(a) -> np.ndarray:
@@ -51,6 +51,33 @@ def accuracy(pred, y) -> float:
     """Fraction of ``pred == y``."""
     pred, y = np.asarray(pred), np.asarray(y)
     return float((pred == y).mean()) if len(y) else float("nan")
+
+
+def wilson_interval(p: float, n: float, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95 % for the default z) of an accuracy ``p`` on ``n`` test items::
+
+        centre = (p + z²/2n) / (1 + z²/n),  half = z·sqrt(p(1 − p)/n + z²/4n²) / (1 + z²/n)
+
+    (NaN, NaN) when n = 0."""
+    if not n > 0 or not np.isfinite(p):
+        return (float("nan"), float("nan"))
+    z2 = z * z
+    den = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / den
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def mean_accuracy_interval(ps, ns, z: float = 1.959964) -> tuple[float, float]:
+    """Interval of the mean of T independent accuracies ``ps`` on ``ns`` test items: the
+    Wilson interval of the mean with the effective size n_eff = T² / Σ_t 1/n_t (the n for
+    which p(1 − p)/n_eff = Σ_t p(1 − p)/n_t / T² when every task has accuracy p; one task:
+    its own Wilson interval; T tasks of n items each: Wilson on T·n)."""
+    ps, ns = np.asarray(ps, dtype=np.float64), np.asarray(ns, dtype=np.float64)
+    if len(ps) == 0 or (ns <= 0).any():
+        return (float("nan"), float("nan"))
+    n_eff = len(ps) ** 2 / float((1.0 / ns).sum())
+    return wilson_interval(float(ps.mean()), n_eff, z)
 
 
 class LinearProbe:
