@@ -73,7 +73,11 @@ def pairs_cmd(
                                      "(default: the SAE's model_name)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results (with the "
                                          "latents per pair) to this JSON file."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file "
+                               "(and STATS/pairs.json)."),
+    stats: list[Path] = typer.Option([], "--stats", help="Statistics folder of each --sae, in "
+                                     "the same order: its pairs.json gets each latent's pairs "
+                                     "(the dashboard shows them)."),
 ) -> None:
     """Minimal pairs: latents that flip sign (signed SAEs) or switch on/off (non-negative
     ones) between man/woman, good/bad, ...; coverage per SAE."""
@@ -85,6 +89,11 @@ def pairs_cmd(
     from ..sae import SAE
 
     check_output_file(json_out, what="a results file", inputs=sae, force=force)
+    if stats and len(stats) != len(sae):
+        raise UserError(f"{len(stats)} statistics folders for {len(sae)} SAEs: give one per SAE")
+    for s_dir, sae_dir in zip(stats, sae, strict=False):
+        _check_stats_of(s_dir, sae_dir)
+        check_output_file(s_dir / "pairs.json", what="minimal pairs", force=force)
     saes = []
     for s in sae:
         try:
@@ -108,6 +117,28 @@ def pairs_cmd(
                         f"{', '.join(r['best_latent_pairs'][:12])}")
     if json_out is not None:
         atomic_write_json(json_out, {name: r for name, r in results})
+    from ..analysis.minimal_pairs import per_latent
+
+    for s_dir, (name, r) in zip(stats, results, strict=False):
+        summary = {k: v for k, v in r.items() if k != "per_pair"}
+        atomic_write_json(s_dir / "pairs.json", {
+            "format": "abstopk-minimal-pairs", "version": 1, "sae": name, "summary": summary,
+            "per_latent": {str(i): v for i, v in sorted(per_latent(r).items())}})
+        console.print(f"wrote {s_dir / 'pairs.json'}")
+
+
+def _check_stats_of(stats: Path, sae: Path) -> None:
+    """``stats`` must be a statistics folder computed from ``sae``."""
+    import json
+
+    try:
+        ix = json.loads((stats / "index.json").read_text(encoding="utf-8"))
+        recorded = Path((ix.get("sae") or {}).get("path") or "")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"{stats} is not a latent-statistics folder (no readable index.json)") \
+            from None
+    if recorded.resolve() != sae.resolve():
+        raise UserError(f"{stats} holds the statistics of {recorded}, not of {sae}")
 
 
 def _judge_config(fields: dict[str, Any]):

@@ -60,10 +60,10 @@ def dashboard_command(
     except ValueError as e:
         raise UserError(str(e)) from None
     check_output(out, what="a dashboard", finished=SITE_FINISHED,
-                 inputs=[cfg.stats, cfg.sae, cfg.cache, cfg.directions], force=force)
+                 inputs=[cfg.stats, cfg.sae, cfg.cache, cfg.directions, cfg.pairs], force=force)
     directions = _read_directions(cfg.directions)
     stats = Path(cfg.stats) if cfg.stats else compute_stats(cfg, out, force=force)
-    res = build_site(stats, out, directions=directions)
+    res = build_site(stats, out, directions=directions, pairs_file=cfg.pairs)
     typer.echo(f"wrote {res['pages']} latent pages ({res['latents']} latents in the index) "
                f"and {len(res['directions'])} direction pages; open {res['index']} "
                f"or run: abstopk serve {out}")
