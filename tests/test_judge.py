@@ -161,3 +161,26 @@ def test_config_validation():
         JudgeConfig(endpoint_url="file:///etc", endpoint_model="m")
     with pytest.raises(ValueError, match="held_out"):
         JudgeConfig(held_out=0)
+
+
+@pytest.mark.slow
+def test_local_scorer_shared_prefix_equals_plain_forward(lm):
+    """The shared-prefix batched path gives the log-odds of one plain forward per prompt."""
+    import torch
+
+    from abstopk.analysis.judge import LocalChatScorer
+
+    model, tok, _ = lm
+    msgs = ['Are the words "hot" and the words "cold" opposites? Answer Yes or No.',
+            'Are the words "king" and the words "table" opposites? Answer Yes or No.',
+            "Is it raining? Answer Yes or No."]
+    fast = LocalChatScorer(model, tok, "Answer Yes or No.", batch_size=2).score(msgs)
+    s = LocalChatScorer(model, tok, "Answer Yes or No.", share_prefix=False, batch_size=1)
+    plain = []
+    for m in msgs:
+        ids = torch.tensor([s._ids(m)])
+        with torch.no_grad():
+            lp = model(ids).logits[0, -1].float().log_softmax(-1)
+        plain.append(float(torch.logsumexp(lp[s.yes], 0) - torch.logsumexp(lp[s.no], 0)))
+    assert fast == pytest.approx(plain, abs=2e-3)
+    assert len(set(round(x, 3) for x in fast)) == 3        # the prompts are told apart
