@@ -184,3 +184,15 @@ def test_local_scorer_shared_prefix_equals_plain_forward(lm):
         plain.append(float(torch.logsumexp(lp[s.yes], 0) - torch.logsumexp(lp[s.no], 0)))
     assert fast == pytest.approx(plain, abs=2e-3)
     assert len(set(round(x, 3) for x in fast)) == 3        # the prompts are told apart
+
+
+def test_choose_threshold_separates_opposites_from_the_rest():
+    from abstopk.analysis.judge.planted import choose_threshold
+
+    def r(t, d, coh=True):
+        return {"type": t, "opposite_logodds": d, "coherent_pos": coh, "coherent_neg": coh}
+
+    val = {"latents": [r("opposite", 0.3), r("opposite", -0.2), r("unrelated", -0.9),
+                       r("unrelated", -0.4), r("noise", 5.0, coh=False)]}
+    t = choose_threshold(val)
+    assert -0.4 < t < -0.2 and t == pytest.approx(-0.3)

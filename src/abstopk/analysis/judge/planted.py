@@ -39,7 +39,7 @@ from .core import judge_latents
 from .prompts import JudgePrompts, load_prompts
 from .scorers import YesNoScorer
 
-__all__ = ["TRUTH", "auc", "filler_words", "planted_latents", "validate"]
+__all__ = ["TRUTH", "auc", "choose_threshold", "filler_words", "planted_latents", "validate"]
 
 TRUTH = {"opposite": "bidirectional", "unrelated": "unidirectional",
          "one_sided": "unidirectional", "noise": "unclear"}
@@ -152,15 +152,32 @@ def _words(lat: dict[str, Any], key: str) -> list[str]:
     return [ex["tokens"][ex["focus"]] for ex in lat[key]]
 
 
+def choose_threshold(validation: dict[str, Any]) -> float:
+    """The opposite threshold that maximises the bidirectional-vs-not accuracy of the
+    coherence-pole labels on a validation run's latents (a midpoint between neighbouring
+    log-odds; ties: the smallest threshold)."""
+    lats = validation["latents"]
+    vals = sorted({r["opposite_logodds"] for r in lats})
+    cands = [vals[0] - 1.0] + [(a + b) / 2 for a, b in zip(vals, vals[1:], strict=False)] \
+        + [vals[-1] + 1.0]
+
+    def acc(t: float) -> int:
+        return sum((r["type"] == "opposite") == (r["coherent_pos"] and r["coherent_neg"]
+                                                 and r["opposite_logodds"] > t) for r in lats)
+    return max(cands, key=lambda t: (acc(t), -t))
+
+
 def validate(scorer: YesNoScorer, cfg: JudgeConfig | None = None, *,
              prompts: JudgePrompts | None = None, n_per_type: int = 10, per_pole: int = 6,
-             seed: int = 0) -> dict[str, Any]:
-    """Judge the planted latents; accuracies, confusion, AUCs (module docstring)."""
+             seed: int = 0, detect: bool = True) -> dict[str, Any]:
+    """Judge the planted latents; accuracies, confusion, AUCs (module docstring).
+    ``detect=False`` skips the detection prompts (8 of the 9 prompts a latent costs): the
+    detection-pole results are then absent."""
     cfg = cfg or JudgeConfig()
     prompts = prompts or load_prompts(cfg.prompts)
     planted = planted_latents(n_per_type, per_pole=per_pole, seed=seed)
     recs = judge_latents([lat for _, lat in planted], scorer, prompts, cfg, signed=True,
-                         detect=True)
+                         detect=detect)
     types = [t for t, _ in planted]
 
     def scored(labels: list[str]) -> dict[str, Any]:
@@ -188,9 +205,10 @@ def validate(scorer: YesNoScorer, cfg: JudgeConfig | None = None, *,
         "prompts": prompts.meta(), "scorer": scorer.meta(),
         "judge": scored([r["label"] for r in recs]),
         "judge_coherence_poles": scored([r["label_by"]["coherence"] for r in recs]),
-        "judge_detection_poles": scored([r["label_by"]["detection"] for r in recs]),
+        "judge_detection_poles": scored([r["label_by"]["detection"] for r in recs])
+        if detect else None,
         "proxy": scored(proxy),
-        "detection_auc": auc(word_poles, filler_poles),
+        "detection_auc": auc(word_poles, filler_poles) if detect else None,
         "opposite_auc": auc(opp, unrel),
         "latents": [{"type": t, **r} for t, r in zip(types, recs, strict=True)],
     }
