@@ -39,8 +39,8 @@ class Oracle:
         out = []
         for m in messages:
             self.calls += 1
-            if m.startswith("Are the words"):
-                first, second = m.split(" and the words ")
+            if m.startswith("Do "):
+                first, second = m.split(" form a pair")[0][3:].split(" and ")
                 a, b = re.findall(r'"([^"]*)"', first), re.findall(r'"([^"]*)"', second)
                 ok = len(a) == len(b) and len(a) > 0 and all(
                     any((x, y) in PAIRS for y in b) for x in a)
