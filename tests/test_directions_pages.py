@@ -119,3 +119,33 @@ def test_direction_page_in_chromium(browser, toy, tmp_path):  # noqa: F811
     screenshot(page, "dashboard-direction-vectors.png")
     page.close()
     assert len(res["directions"]) == 2
+
+
+def test_cli_dashboard_with_vector_file(toy, tmp_path, monkeypatch):
+    """``dashboard --stats S --directions v.safetensors`` projects over the cache the
+    statistics record (the LM is a stand-in here) and writes one page per vector."""
+    import json
+
+    from cli_runner import cli_code
+    from stats_fixture import write_stats
+
+    import abstopk.analysis.latent_stats.directions as dirs
+
+    _, cache, _, _, vecs = toy
+    real = dirs.direction_records
+    seen = {}
+
+    def fake(directions, cache_dir, **kw):
+        seen.update(cache=str(cache_dir), layer=kw.get("layer"))
+        return real(directions, cache_dir, **{**kw, "lm": _LM(), "tokenizer": _Tok()})
+
+    monkeypatch.setattr(dirs, "direction_records", fake)
+    write_stats(tmp_path / "stats", n_random=1)
+    ix = json.loads((tmp_path / "stats" / "index.json").read_text())
+    ix["cache"] = {"path": str(cache)}
+    (tmp_path / "stats" / "index.json").write_text(json.dumps(ix))
+    f = save_directions(tmp_path / "v.safetensors", vecs, layer=3)
+    assert cli_code(["dashboard", "--stats", tmp_path / "stats", "--directions", f,
+                     "--out", tmp_path / "site"]) == 0
+    assert seen == {"cache": str(cache), "layer": 3}
+    assert len(list((tmp_path / "site" / "directions").glob("*.html"))) == 2
