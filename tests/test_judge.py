@@ -196,3 +196,24 @@ def test_choose_threshold_separates_opposites_from_the_rest():
                        r("unrelated", -0.4), r("noise", 5.0, coh=False)]}
     t = choose_threshold(val)
     assert -0.4 < t < -0.2 and t == pytest.approx(-0.3)
+
+
+@pytest.mark.slow
+def test_embedded_judge_end_to_end_on_planted_latents(lm):
+    """The embedded 135M judge, end to end on 8 planted latents: one-sided and noise latents
+    get their labels (the pole test needs no model), every opposite question gets a finite
+    log-odds, and the labels are reproducible. Whether it tells opposites from unrelated
+    poles is measured, not asserted: on planted latents it is near chance (docs/latent-stats.md)."""
+    from abstopk.analysis.judge import LocalChatScorer
+
+    model, tok, _ = lm
+    prompts = load_prompts()
+    scorer = LocalChatScorer(model, tok, prompts.system)
+    res = validate(scorer, n_per_type=2, seed=5, detect=False)
+    conf = res["judge"]["confusion"]
+    assert conf["one_sided"] == {"unidirectional": 2} and conf["noise"] == {"unclear": 2}
+    assert sum(conf["opposite"].values()) == 2
+    d = [r["opposite_logodds"] for r in res["latents"]]
+    assert all(abs(x) < 30 for x in d) and len(set(round(x, 4) for x in d)) > 4
+    again = validate(scorer, n_per_type=2, seed=5, detect=False)
+    assert [r["opposite_logodds"] for r in again["latents"]] == pytest.approx(d, abs=1e-4)
