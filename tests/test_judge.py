@@ -194,8 +194,11 @@ def test_choose_threshold_separates_opposites_from_the_rest():
 
     val = {"latents": [r("opposite", 0.3), r("opposite", -0.2), r("unrelated", -0.9),
                        r("unrelated", -0.4), r("noise", 5.0, coh=False)]}
-    t = choose_threshold(val)
-    assert -0.4 < t < -0.2 and t == pytest.approx(-0.3)
+    assert choose_threshold(val) == pytest.approx(-0.3)
+    # overlapping scores: J = 1/2 at -0.05 (1 of 2 opposites, no unrelated) and at -0.7
+    # (2 of 2, 1 of 2 unrelated): the larger threshold wins
+    val["latents"][1]["opposite_logodds"] = -0.5
+    assert choose_threshold(val) == pytest.approx(-0.05)
 
 
 @pytest.mark.slow

@@ -153,18 +153,21 @@ def _words(lat: dict[str, Any], key: str) -> list[str]:
 
 
 def choose_threshold(validation: dict[str, Any]) -> float:
-    """The opposite threshold that maximises the bidirectional-vs-not accuracy of the
-    coherence-pole labels on a validation run's latents (a midpoint between neighbouring
-    log-odds; ties: the smallest threshold)."""
-    lats = validation["latents"]
+    """The opposite threshold with the largest Youden J = TPR − FPR of "opposite" between the
+    planted ``opposite`` latents and the ``unrelated`` ones (the two types whose poles are both
+    meaningful, which only the question tells apart); a midpoint between neighbouring
+    log-odds, ties to the larger (more conservative) threshold."""
+    lats = [r for r in validation["latents"] if r["type"] in ("opposite", "unrelated")]
     vals = sorted({r["opposite_logodds"] for r in lats})
     cands = [vals[0] - 1.0] + [(a + b) / 2 for a, b in zip(vals, vals[1:], strict=False)] \
         + [vals[-1] + 1.0]
+    opp = [r["opposite_logodds"] for r in lats if r["type"] == "opposite"]
+    unr = [r["opposite_logodds"] for r in lats if r["type"] == "unrelated"]
 
-    def acc(t: float) -> int:
-        return sum((r["type"] == "opposite") == (r["coherent_pos"] and r["coherent_neg"]
-                                                 and r["opposite_logodds"] > t) for r in lats)
-    return max(cands, key=lambda t: (acc(t), -t))
+    def youden(t: float) -> float:
+        return (sum(x > t for x in opp) / max(len(opp), 1)
+                - sum(x > t for x in unr) / max(len(unr), 1))
+    return max(cands, key=lambda t: (youden(t), t))
 
 
 def validate(scorer: YesNoScorer, cfg: JudgeConfig | None = None, *,
