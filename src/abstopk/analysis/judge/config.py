@@ -26,7 +26,9 @@ class JudgeConfig:
                                      "its held-out contexts exceeds that on negatives by this.",
                                      1.0)
     opposite_threshold: float = doc_field("Log-odds of Yes above which the two poles count as "
-                                          "opposites of one concept.", 0.0)
+                                          "opposites (default: chosen for the embedded judge on "
+                                          "planted latents; recalibrate for another judge with "
+                                          "judge-check).", -1.037)
     judge_model: str | None = doc_field("Chat model that judges (default: the embedded "
                                         "SmolLM2-135M-Instruct; a local folder or cached hub id).",
                                         None)
