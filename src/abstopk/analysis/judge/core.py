@@ -13,8 +13,8 @@ see :mod:`abstopk.analysis.latent_stats`). Per pole s ∈ {+, −} with examples
   many *negatives* (examples of other latents of the same run whose focus token is not in the
   explanation, seeded). D_s = mean Δ(held-out) − mean Δ(negatives); *detected* when
   D_s > ``detect_margin``;
-* **opposites** (the judge, always): Δ_opp of "are the words A and the words B opposites?"
-  for the two poles' words (:func:`.prompts.pole_words` of all their examples); *opposite*
+* **opposites** (the judge, always): Δ_opp of "do A and B form a pair of opposites?" (the
+  prompt file's wording) for the two poles' words (:func:`.prompts.pole_words` of all their examples); *opposite*
   when Δ_opp > ``opposite_threshold``.
 
 A pole is *meaningful* when it passes ``pole_test`` (coherent, or detected). Label (the
