@@ -213,7 +213,7 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
 
     ``model``/``tok``: a loaded LM (else ``model_ref``, else the SAE's ``model_name``, is
     loaded). Returns :func:`coverage`'s dict plus ``"per_pair"``: for each pair the flipping
-    (signed) or on-for-one-word-only (non-negative) latents.
+    latents (signed SAEs) and, for any SAE, the latents on for one word only.
     """
     from ..errors import UserError
     from ..lm import load_model
@@ -238,20 +238,19 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
     out = coverage(za, zb, signed, sae.W_dec.detach(), pairs)
     out.update(architecture=c.architecture, d_sae=c.d_sae, k=c.k, layer=layer, site=site)
     per = []
-    if signed:
-        fl = flips(za, zb)
-        for p, pr in enumerate(pairs):
+    fl = flips(za, zb) if signed else None
+    A, B = splits(za, zb)
+    for p, pr in enumerate(pairs):
+        rec: dict[str, Any] = {"a": pr.a, "b": pr.b, "category": pr.category}
+        if fl is not None:       # signed: the flipping latents
             ids = torch.nonzero(fl[p]).flatten().tolist()
-            per.append({"a": pr.a, "b": pr.b, "category": pr.category, "latents": ids,
-                        "z_a": [float(za[p, i]) for i in ids], "z_b": [float(zb[p, i]) for i in ids]})
-    else:
-        A, B = splits(za, zb)
-        for p, pr in enumerate(pairs):
-            ia, ib = torch.nonzero(A[p]).flatten().tolist(), torch.nonzero(B[p]).flatten().tolist()
-            per.append({"a": pr.a, "b": pr.b, "category": pr.category,
-                        "on_a_only": ia, "on_b_only": ib,
-                        "z_on_a_only": [float(za[p, i]) for i in ia],
-                        "z_on_b_only": [float(zb[p, i]) for i in ib]})
+            rec.update(latents=ids, z_a=[float(za[p, i]) for i in ids],
+                       z_b=[float(zb[p, i]) for i in ids])
+        # any SAE: the latents on for one word only
+        ia, ib = torch.nonzero(A[p]).flatten().tolist(), torch.nonzero(B[p]).flatten().tolist()
+        rec.update(on_a_only=ia, on_b_only=ib, z_on_a_only=[float(za[p, i]) for i in ia],
+                   z_on_b_only=[float(zb[p, i]) for i in ib])
+        per.append(rec)
     out["per_pair"] = per
     return out
 
