@@ -78,7 +78,8 @@ def test_latent_page_shows_both_signs_escaped(stats, tmp_path):
     # histogram: one bar per count, coloured by sign
     bars = re.findall(r'<rect class="(pos|neg|zero)"', page)
     assert len(bars) == len(lat["histogram"]["counts"])
-    assert _text(page).count("sign flips") == 1 and "walked <in>." in _text(page)
+    assert "1 pair, 1 of them by a sign flip" in _text(page)
+    assert _text(page).count("sign flip") == 2 and "walked <in>." in _text(page)
 
 
 def test_one_sided_latent_renders_empty_state(stats, tmp_path):
@@ -253,3 +254,38 @@ def test_cli_serve_stops_on_ctrl_c(stats, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _pairs_file(folder, per_latent):
+    (folder / "pairs.json").write_text(json.dumps({
+        "format": "abstopk-minimal-pairs", "version": 1, "sae": "x",
+        "per_latent": {str(i): v for i, v in per_latent.items()}}))
+
+
+def test_pairs_and_judge_files_reach_pages_and_index(stats, tmp_path):
+    f, data = stats
+    _pairs_file(f, {3: [{"a": "hot", "b": "cold", "category": "adjective", "z_a": 1.5,
+                         "z_b": -2.0, "kind": "flip"},
+                        {"a": "king", "b": "queen", "category": "noun", "z_a": 0.7,
+                         "z_b": 0.0, "kind": "a_only"}]})
+    (f / "judge.json").write_text(json.dumps({
+        "format": "abstopk-judge", "version": 1,
+        "latents": [{"index": 4, "label": "bidirectional", "explanation": "+: hot · −: cold",
+                     "opposite_logodds": 1.25}]}))
+    build_site(f, tmp_path / "site")
+    page3 = _text((tmp_path / "site" / "latents" / "000003.html").read_text())
+    assert "2 pairs, 1 of them by a sign flip" in page3
+    assert "on for a only" in page3 and "cold" in page3
+    page4 = (tmp_path / "site" / "latents" / "000004.html").read_text()
+    assert 'id="judge"' in page4 and "+1.25" in page4
+    rows = {r["i"]: r for r in json.loads(
+        (tmp_path / "site" / "data" / "index.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+        ["latents"]}
+    assert rows[3]["np"] == 2 and rows[4]["jl"] == "bidirectional"
+    # the stats folder's own (fixture) pair of latent 0 stays when pairs.json names others
+    assert rows[0]["np"] == 1 and rows[5]["np"] == len(data["latents"][5]["minimal_pairs"])
+    # an explicit pairs file replaces STATS/pairs.json; a wrong file is a user error
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(StatsFormatError, match="abstopk-minimal-pairs"):
+        build_site(f, tmp_path / "site2", pairs_file=other)

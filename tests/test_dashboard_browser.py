@@ -118,3 +118,19 @@ def test_index_search_sort_filter(browser, site):  # noqa: F811
     assert fmt_signed(d["top_neg"][0]["value"]) in page.locator("#top-neg .ctx").first.inner_text()
     screenshot(page, "dashboard-direction.png")
     page.close()
+
+
+def test_index_filters_latents_with_minimal_pairs(browser, site):  # noqa: F811
+    root, data = site
+    rows = data["index"]["latents"]
+    with_pairs = [r["index"] for r in rows
+                  if (data["latents"].get(r["index"]) or {}).get("minimal_pairs")]
+    assert 0 < len(with_pairs) < len(rows)
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto((root / "site" / "index.html").as_uri())
+    page.check("#pairs-only")
+    assert _rows(page) == with_pairs
+    page.uncheck("#pairs-only")
+    page.select_option("#sort", "pairs")
+    assert set(_rows(page)[:len(with_pairs)]) == set(with_pairs)
+    page.close()

@@ -83,3 +83,40 @@ def test_word_activations_read_the_word_token(lm):
     with capture_activations(model, 3) as acts, torch.no_grad():
         model(torch.tensor([ids]))
     assert torch.allclose(got[1], acts[3][0, 2].float(), atol=1e-4)
+
+
+def test_per_latent_turns_pairs_around():
+    from abstopk.analysis.minimal_pairs import per_latent
+
+    signed = {"per_pair": [
+        {"a": "hot", "b": "cold", "category": "adj", "latents": [5, 9], "z_a": [1.0, -2.0],
+         "z_b": [-0.5, 3.0]},
+        {"a": "he", "b": "she", "category": "pron", "latents": [5], "z_a": [0.2], "z_b": [-0.1]}]}
+    got = per_latent(signed)
+    assert sorted(got) == [5, 9]
+    assert [(p["a"], p["z_a"], p["z_b"], p["kind"]) for p in got[5]] == [
+        ("hot", 1.0, -0.5, "flip"), ("he", 0.2, -0.1, "flip")]
+    one_sided = {"per_pair": [{"a": "king", "b": "queen", "category": "noun",
+                               "on_a_only": [3], "on_b_only": [4, 3],
+                               "z_on_a_only": [0.7], "z_on_b_only": [1.1, 0.4]}]}
+    got = per_latent(one_sided)
+    assert [(p["kind"], p["z_a"], p["z_b"]) for p in got[3]] == [("a_only", 0.7, 0.0),
+                                                                 ("b_only", 0.0, 0.4)]
+    assert [(p["kind"], p["z_b"]) for p in got[4]] == [("b_only", 1.1)]
+
+
+def test_cli_pairs_refuses_stats_of_another_sae(tmp_path, capsys):
+    import json
+
+    from cli_runner import run_cli
+
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "index.json").write_text(json.dumps(
+        {"format": "abstopk-latent-stats", "version": 1, "sae": {"path": str(tmp_path / "b")},
+         "latents": []}))
+    code, _, err = run_cli(["analyze", "pairs", "--sae", tmp_path / "a", "--stats",
+                            tmp_path / "stats"], capsys)
+    assert code == 2 and "not of" in err
+    code, _, err = run_cli(["analyze", "pairs", "--sae", tmp_path / "a", "--sae", tmp_path / "b",
+                            "--stats", tmp_path / "stats"], capsys)
+    assert code == 2 and "one per SAE" in err

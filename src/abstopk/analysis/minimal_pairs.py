@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["MinimalPair", "analyze_sae", "coverage", "flips", "load_pairs", "pair_codes", "sentences",
-           "splits", "word_activations"]
+__all__ = ["MinimalPair", "analyze_sae", "coverage", "flips", "load_pairs", "pair_codes",
+           "per_latent", "sentences", "splits", "word_activations"]
 
 ANTIPODAL_COS = -0.9
 
@@ -213,7 +213,7 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
 
     ``model``/``tok``: a loaded LM (else ``model_ref``, else the SAE's ``model_name``, is
     loaded). Returns :func:`coverage`'s dict plus ``"per_pair"``: for each pair the flipping
-    (signed) or on-for-one-word-only (non-negative) latents.
+    latents (signed SAEs) and, for any SAE, the latents on for one word only.
     """
     from ..errors import UserError
     from ..lm import load_model
@@ -238,17 +238,37 @@ def analyze_sae(sae, model=None, tok=None, *, model_ref: str | None = None,
     out = coverage(za, zb, signed, sae.W_dec.detach(), pairs)
     out.update(architecture=c.architecture, d_sae=c.d_sae, k=c.k, layer=layer, site=site)
     per = []
-    if signed:
-        fl = flips(za, zb)
-        for p, pr in enumerate(pairs):
+    fl = flips(za, zb) if signed else None
+    A, B = splits(za, zb)
+    for p, pr in enumerate(pairs):
+        rec: dict[str, Any] = {"a": pr.a, "b": pr.b, "category": pr.category}
+        if fl is not None:       # signed: the flipping latents
             ids = torch.nonzero(fl[p]).flatten().tolist()
-            per.append({"a": pr.a, "b": pr.b, "category": pr.category, "latents": ids,
-                        "z_a": [float(za[p, i]) for i in ids], "z_b": [float(zb[p, i]) for i in ids]})
-    else:
-        A, B = splits(za, zb)
-        for p, pr in enumerate(pairs):
-            per.append({"a": pr.a, "b": pr.b, "category": pr.category,
-                        "on_a_only": torch.nonzero(A[p]).flatten().tolist(),
-                        "on_b_only": torch.nonzero(B[p]).flatten().tolist()})
+            rec.update(latents=ids, z_a=[float(za[p, i]) for i in ids],
+                       z_b=[float(zb[p, i]) for i in ids])
+        # any SAE: the latents on for one word only
+        ia, ib = torch.nonzero(A[p]).flatten().tolist(), torch.nonzero(B[p]).flatten().tolist()
+        rec.update(on_a_only=ia, on_b_only=ib, z_on_a_only=[float(za[p, i]) for i in ia],
+                   z_on_b_only=[float(zb[p, i]) for i in ib])
+        per.append(rec)
     out["per_pair"] = per
+    return out
+
+
+def per_latent(result: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    """:func:`analyze_sae`'s ``per_pair`` turned around: latent → the pairs it separates,
+    ``[{"a", "b", "category", "z_a", "z_b", "kind"}]`` with ``kind`` = ``"flip"`` (fires on
+    both with opposite signs), ``"a_only"`` or ``"b_only"`` (on for one word only: z of the
+    other word is 0)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for pr in result.get("per_pair", []):
+        base = {"a": pr["a"], "b": pr["b"], "category": pr["category"]}
+        for k, i in enumerate(pr.get("latents", [])):
+            out.setdefault(int(i), []).append({**base, "z_a": pr["z_a"][k], "z_b": pr["z_b"][k],
+                                               "kind": "flip"})
+        for side, other in (("a", "b"), ("b", "a")):
+            zs = pr.get(f"z_on_{side}_only") or [None] * len(pr.get(f"on_{side}_only", []))
+            for i, z in zip(pr.get(f"on_{side}_only", []), zs, strict=True):
+                out.setdefault(int(i), []).append({**base, f"z_{side}": z, f"z_{other}": 0.0,
+                                                   "kind": f"{side}_only"})
     return out

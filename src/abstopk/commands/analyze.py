@@ -73,7 +73,11 @@ def pairs_cmd(
                                      "(default: the SAE's model_name)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results (with the "
                                          "latents per pair) to this JSON file."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file "
+                               "(and STATS/pairs.json)."),
+    stats: list[Path] = typer.Option([], "--stats", help="Statistics folder of each --sae, in "
+                                     "the same order: its pairs.json gets each latent's pairs "
+                                     "(the dashboard shows them)."),
 ) -> None:
     """Minimal pairs: latents that flip sign (signed SAEs) or switch on/off (non-negative
     ones) between man/woman, good/bad, ...; coverage per SAE."""
@@ -85,6 +89,11 @@ def pairs_cmd(
     from ..sae import SAE
 
     check_output_file(json_out, what="a results file", inputs=sae, force=force)
+    if stats and len(stats) != len(sae):
+        raise UserError(f"{len(stats)} statistics folders for {len(sae)} SAEs: give one per SAE")
+    for s_dir, sae_dir in zip(stats, sae, strict=False):
+        _check_stats_of(s_dir, sae_dir)
+        check_output_file(s_dir / "pairs.json", what="minimal pairs", force=force)
     saes = []
     for s in sae:
         try:
@@ -108,6 +117,108 @@ def pairs_cmd(
                         f"{', '.join(r['best_latent_pairs'][:12])}")
     if json_out is not None:
         atomic_write_json(json_out, {name: r for name, r in results})
+    from ..analysis.minimal_pairs import per_latent
+
+    for s_dir, (name, r) in zip(stats, results, strict=False):
+        summary = {k: v for k, v in r.items() if k != "per_pair"}
+        atomic_write_json(s_dir / "pairs.json", {
+            "format": "abstopk-minimal-pairs", "version": 1, "sae": name, "summary": summary,
+            "per_latent": {str(i): v for i, v in sorted(per_latent(r).items())}})
+        console.print(f"wrote {s_dir / 'pairs.json'}")
+
+
+def _check_stats_of(stats: Path, sae: Path) -> None:
+    """``stats`` must be a statistics folder computed from ``sae``."""
+    import json
+
+    try:
+        ix = json.loads((stats / "index.json").read_text(encoding="utf-8"))
+        recorded = Path((ix.get("sae") or {}).get("path") or "")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"{stats} is not a latent-statistics folder (no readable index.json)") \
+            from None
+    if recorded.resolve() != sae.resolve():
+        raise UserError(f"{stats} holds the statistics of {recorded}, not of {sae}")
+
+
+def _judge_config(fields: dict[str, Any]):
+    from ..analysis.judge import JudgeConfig
+
+    try:
+        return JudgeConfig(**config_kwargs(JudgeConfig, fields))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _judge_options():
+    from ..analysis.judge.config import JudgeConfig
+
+    return config_options(JudgeConfig)
+
+
+def _ci(frac: float, ci: list[float]) -> str:
+    return f"{100 * frac:.1f} % (95 % CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f})"
+
+
+@analyze_app.command("judge")
+@_judge_options()
+def judge_cmd(
+    stats: Path = typer.Option(..., "--stats", help="Latent-statistics folder (from "
+                               "`abstopk analyze latents`)."),
+    out: Path | None = typer.Option(None, "--out", help="Judge results file (default: "
+                                    "STATS/judge.json, where the dashboard finds it)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing results file."),
+    **fields: Any,
+) -> None:
+    """Judge a seeded sample of the latents with a local chat model (or a configured
+    endpoint): bidirectional fraction with a 95 % CI beside the proxy's on the same latents."""
+    from ..analysis.judge import judge_stats
+
+    cfg = _judge_config(fields)
+    target = out or stats / "judge.json"
+    check_output_file(target, what="judge results", inputs=[stats / "index.json"], force=force)
+    r = judge_stats(stats, cfg, out=target)
+    p = r["proxy_on_sample"]
+    typer.echo(f"judged {r['sample']['n']} of {r['sample']['of_live']} live latents "
+               f"({r['judge'].get('model') or r['judge'].get('url')}, prompts v"
+               f"{r['prompts']['version']}, {r['seconds']:.0f} s)")
+    typer.echo(f"bidirectional (judge): {_ci(r['bidirectional_fraction'], r['ci95'])}; "
+               f"counts {r['counts']}")
+    typer.echo(f"bidirectional (proxy, same latents): "
+               f"{_ci(p['bidirectional_fraction'], p['ci95'])}")
+    if not r["signed"]:
+        typer.echo("non-negative SAE: its − pole is negative pre-activations; opposite axis "
+                   f"(pre-activation pole opposite of the fired one): "
+                   f"{_ci(r['opposite_axis_fraction'], r['opposite_axis_ci95'])}")
+    typer.echo(f"wrote {target}")
+
+
+@analyze_app.command("judge-check")
+@_judge_options()
+def judge_check_cmd(
+    n_per_type: int = typer.Option(20, "--n-per-type", help="Planted latents of each type."),
+    planted_seed: int = typer.Option(0, "--planted-seed", help="Seed of the planted latents."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full result here."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
+    **fields: Any,
+) -> None:
+    """Validate the judge (and the proxy) on planted latents of known type in real words:
+    accuracy with 95 % CIs, detection and opposite AUCs."""
+    from ..analysis.judge import load_prompts, make_scorer, validate
+    from ..files import atomic_write_json
+
+    cfg = _judge_config(fields)
+    check_output_file(json_out, what="a results file", force=force)
+    prompts = load_prompts(cfg.prompts)
+    r = validate(make_scorer(cfg, prompts), cfg, prompts=prompts, n_per_type=n_per_type,
+                 seed=planted_seed)
+    for who in ("judge_coherence_poles", "judge_detection_poles", "proxy"):
+        a, b = r[who]["accuracy"], r[who]["bidirectional_accuracy"]
+        typer.echo(f"{who}: accuracy {_ci(a['accuracy'], a['ci95'])}, bidirectional-vs-not "
+                   f"{_ci(b['accuracy'], b['ci95'])}")
+    typer.echo(f"detection AUC {r['detection_auc']:.3f}, opposite AUC {r['opposite_auc']:.3f}")
+    if json_out is not None:
+        atomic_write_json(json_out, r)
 
 
 def register(app: typer.Typer) -> None:

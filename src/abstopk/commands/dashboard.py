@@ -29,10 +29,33 @@ def compute_stats(cfg: DashboardConfig, out: Path, *, force: bool) -> Path:
                                   top_n=cfg.top_n, max_rows=cfg.max_rows, force=force))
 
 
-def _read_directions(path: str | None) -> list[dict[str, Any]] | None:
+def _stats_cache(stats: str | None) -> str | None:
+    if not stats:
+        return None
+    try:
+        ix = json.loads((Path(stats) / "index.json").read_text(encoding="utf-8"))
+        return (ix.get("cache") or {}).get("path")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _read_directions(path: str | None, cfg: DashboardConfig | None = None
+                     ) -> list[dict[str, Any]] | None:
     if not path:
         return None
     p = Path(path)
+    if p.suffix == ".safetensors":
+        from ..analysis.latent_stats.directions import direction_records, load_directions
+
+        cache = (cfg.cache if cfg else None) or _stats_cache(cfg.stats if cfg else None)
+        if not cache:
+            raise UserError("vectors need an activation cache to project onto; the statistics "
+                            "folder records none")
+        vecs, meta = load_directions(p)
+        layer = int(meta["layer"]) if str(meta.get("layer", "")).isdigit() else None
+        return direction_records(vecs, cache, model=cfg.model if cfg else None, layer=layer,
+                                 top_n=cfg.top_n if cfg else 20,
+                                 max_rows=cfg.max_rows if cfg else None)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -60,10 +83,10 @@ def dashboard_command(
     except ValueError as e:
         raise UserError(str(e)) from None
     check_output(out, what="a dashboard", finished=SITE_FINISHED,
-                 inputs=[cfg.stats, cfg.sae, cfg.cache, cfg.directions], force=force)
-    directions = _read_directions(cfg.directions)
+                 inputs=[cfg.stats, cfg.sae, cfg.cache, cfg.directions, cfg.pairs], force=force)
+    directions = _read_directions(cfg.directions, cfg)
     stats = Path(cfg.stats) if cfg.stats else compute_stats(cfg, out, force=force)
-    res = build_site(stats, out, directions=directions)
+    res = build_site(stats, out, directions=directions, pairs_file=cfg.pairs)
     typer.echo(f"wrote {res['pages']} latent pages ({res['latents']} latents in the index) "
                f"and {len(res['directions'])} direction pages; open {res['index']} "
                f"or run: abstopk serve {out}")

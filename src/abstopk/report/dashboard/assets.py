@@ -3,7 +3,8 @@
 ``SITE_JS`` drives the index page over ``window.ABSTOPK_INDEX`` (written to
 ``data/index.js`` by :func:`~abstopk.report.dashboard.site.build_site`): free-text search
 (a latent number, a label, an explanation or a token), sort (index, firing frequency, per-sign
-frequency, bidirectionality score, max z per sign) and a label filter. Data text is put into
+frequency, bidirectionality score, max z per sign, minimal pairs), a label filter and a
+"with minimal-pair flips only" switch. Data text is put into
 the page with ``textContent`` only, never as HTML.
 """
 
@@ -77,8 +78,10 @@ SITE_JS = r"""
     freq_neg: function (r) { return -(NUM(r.fn) || 0); },
     bidir: function (r) { var b = NUM(r.b); return b === null ? Infinity : -b; },
     max_pos: function (r) { return -(NUM(r.mp) || 0); },
-    max_neg: function (r) { return NUM(r.mn) || 0; }
+    max_neg: function (r) { return NUM(r.mn) || 0; },
+    pairs: function (r) { return -(r.np || 0); }
   };
+  var pairsOnly = document.getElementById("pairs-only");
   var labels = {};
   rows.forEach(function (r) { labels[r.l || "unlabelled"] = true; });
   Object.keys(labels).sort().forEach(function (l) {
@@ -93,7 +96,7 @@ SITE_JS = r"""
     return (v < 0 ? "\u2212" : "+") + s;
   }
   function haystack(r) {
-    return [r.l || "unlabelled", r.e || "", r.tp || "", r.tn || "",
+    return [r.l || "unlabelled", r.jl || "", r.e || "", r.tp || "", r.tn || "",
             (r.lp || []).join("\u0001"), (r.ln || []).join("\u0001")].join("\u0001").toLowerCase();
   }
   rows.forEach(function (r) { r._h = haystack(r); });
@@ -109,6 +112,7 @@ SITE_JS = r"""
     var isNum = /^#?\d+$/.test(q);
     var hit = rows.filter(function (r) {
       if (lab !== "all" && (r.l || "unlabelled") !== lab) { return false; }
+      if (pairsOnly && pairsOnly.checked && !(r.np > 0)) { return false; }
       if (!q) { return true; }
       if (isNum && r.i === parseInt(q.replace("#", ""), 10)) { return true; }
       return r._h.indexOf(q) >= 0;
@@ -124,10 +128,11 @@ SITE_JS = r"""
         a.textContent = String(r.i); td.appendChild(a);
       } else { td.textContent = String(r.i); }
       td.className = "num"; tr.appendChild(td);
-      cell(tr, r.l || "unlabelled");
+      cell(tr, r.l || "unlabelled"); cell(tr, r.jl || "\u2014");
       cell(tr, fmt(r.fp, true), "num pos"); cell(tr, fmt(r.fn, true), "num neg");
       cell(tr, fmt(r.mp), "num pos"); cell(tr, fmt(r.mn), "num neg");
       cell(tr, NUM(r.b) === null ? "\u2014" : r.b.toPrecision(3), "num");
+      cell(tr, String(r.np || 0), "num");
       cell(tr, r.tn || "", "tok neg"); cell(tr, r.tp || "", "tok pos");
       cell(tr, r.e || "");
       tbody.appendChild(tr);
@@ -138,6 +143,7 @@ SITE_JS = r"""
   search.addEventListener("input", render);
   sortSel.addEventListener("change", render);
   labelSel.addEventListener("change", render);
+  if (pairsOnly) { pairsOnly.addEventListener("change", render); }
   var params = new URLSearchParams(window.location.search);
   if (params.get("q")) { search.value = params.get("q"); }
   if (params.get("sort") && SORTS[params.get("sort")]) { sortSel.value = params.get("sort"); }

@@ -28,9 +28,14 @@ class DashboardConfig:
         "Model for the unembedding and tokenizer (default: the SAE's / cache's model).", None)
     top_n: int = doc_field("Strongest contexts kept per sign and latent.", 20)
     max_rows: int | None = doc_field("Read at most this many cache rows (default: all).", None)
+    pairs: str | None = doc_field(
+        "Minimal-pairs file per latent (format abstopk-minimal-pairs; default: the statistics "
+        "folder's pairs.json when it has one).", None)
     directions: str | None = doc_field(
-        "JSON file with a list of directions {name, layer, top_pos, top_neg, logits_pos, "
-        "logits_neg}: one page each.", None)
+        "Directions to give a page each: a .safetensors file of named vectors (DiM, probe or "
+        "steering directions; projected over the cache: the statistics' cache by default), "
+        "or a JSON list of ready direction records {name, layer, top_pos, top_neg, "
+        "logits_pos, logits_neg}.", None)
 
     def __post_init__(self) -> None:
         if self.stats and (self.sae or self.cache):

@@ -21,7 +21,8 @@ from typing import Any
 
 from ...errors import StatsFormatError
 
-__all__ = ["FORMAT", "VERSION", "iter_latents", "latent_path", "read_index", "read_latent"]
+__all__ = ["FORMAT", "VERSION", "iter_latents", "latent_path", "read_index", "read_judge",
+           "read_latent", "read_pairs"]
 
 FORMAT = "abstopk-latent-stats"
 VERSION = 1
@@ -81,3 +82,37 @@ def iter_latents(stats_dir: str | Path, index: dict[str, Any]
     """``(summary row, latent stats or None)`` for every row of ``index``, in index order."""
     for row in index["latents"]:
         yield row, read_latent(stats_dir, row["index"])
+
+
+def read_pairs(stats_dir: str | Path, pairs_file: str | Path | None = None
+               ) -> dict[int, list[dict[str, Any]]]:
+    """Latent → its minimal pairs ``[{"a", "b", "category", "z_a", "z_b", "kind"}]`` from
+    ``pairs_file`` or else ``STATS/pairs.json`` (format ``abstopk-minimal-pairs``, written by
+    ``abstopk analyze pairs --stats``); empty when neither exists."""
+    p = Path(pairs_file) if pairs_file else Path(stats_dir) / "pairs.json"
+    if not p.exists():
+        if pairs_file:
+            raise StatsFormatError(f"{p} is missing")
+        return {}
+    d = _read_json(p)
+    if not isinstance(d, dict) or d.get("format") != "abstopk-minimal-pairs" \
+            or not isinstance(d.get("per_latent"), dict):
+        raise StatsFormatError(f"{p} is not an abstopk-minimal-pairs file")
+    out: dict[int, list[dict[str, Any]]] = {}
+    for k, v in d["per_latent"].items():
+        if str(k).isdigit() and isinstance(v, list):
+            out[int(k)] = [x for x in v if isinstance(x, dict)]
+    return out
+
+
+def read_judge(stats_dir: str | Path) -> dict[int, dict[str, Any]]:
+    """Latent → its judge record from ``STATS/judge.json`` (``abstopk analyze judge``); empty
+    when there is none."""
+    p = Path(stats_dir) / "judge.json"
+    if not p.exists():
+        return {}
+    d = _read_json(p)
+    if not isinstance(d, dict) or d.get("format") != "abstopk-judge":
+        raise StatsFormatError(f"{p} is not an abstopk-judge file")
+    return {int(r["index"]): r for r in d.get("latents") or []
+            if isinstance(r, dict) and isinstance(r.get("index"), int)}

@@ -74,21 +74,27 @@ def _minimal_pairs(lat: Mapping[str, Any]) -> str:
     pairs = lat.get("minimal_pairs") or []
     if not pairs:
         return '<p class="empty">no minimal pairs recorded for this latent</p>'
-    rows = []
+    rows, n_flips = [], 0
     for p in pairs:
         za, zb = p.get("z_a"), p.get("z_b")
         try:
             flips = float(za) * float(zb) < 0
         except (TypeError, ValueError):
             flips = False
-        tmpl = str(p.get("template") or "{}")
+        kind = {"a_only": "on for a only", "b_only": "on for b only"}.get(
+            str(p.get("kind")), "sign flip" if flips else "no flip")
+        n_flips += flips
+        where = str(p.get("template") or p.get("category") or "")
         rows.append(
             f"<tr><td>{esc(p.get('a'))}</td><td class=\"num {sign_class(za)}\">{fmt_signed(za)}"
             f"</td><td>{esc(p.get('b'))}</td><td class=\"num {sign_class(zb)}\">"
-            f"{fmt_signed(zb)}</td><td>{'yes' if flips else 'no'}</td>"
-            f'<td class="tmpl">{esc(tmpl)}</td></tr>')
-    return ('<table class="tbl"><thead><tr><th>a</th><th>z(a)</th><th>b</th><th>z(b)</th>'
-            "<th>sign flips</th><th>template</th></tr></thead><tbody>" + "".join(rows)
+            f"{fmt_signed(zb)}</td><td>{esc(kind)}</td>"
+            f'<td class="tmpl">{esc(where)}</td></tr>')
+    plural = "s" if len(pairs) != 1 else ""
+    return (f'<p>{len(pairs)} pair{plural}, {n_flips} of them by a sign flip (z averaged over the pair\'s '
+            "templates)</p>"
+            '<table class="tbl"><thead><tr><th>a</th><th>z(a)</th><th>b</th><th>z(b)</th>'
+            "<th>how</th><th>category</th></tr></thead><tbody>" + "".join(rows)
             + "</tbody></table>")
 
 
@@ -121,6 +127,12 @@ def latent_page(lat: Mapping[str, Any], *, title_prefix: str = "", prev_index: i
     if next_index is not None:
         nav.append(f'<a href="{next_index:06d}.html" id="next">latent {next_index}</a>')
     expl = lat.get("explanation")
+    judge = lat.get("judge") or {}
+    judge_html = ""
+    if judge:
+        judge_html = (f'<p id="judge">judge: {_label_badge(judge.get("label"))} · '
+                      "log-odds that the two poles are opposites "
+                      f"{fmt_signed(judge.get('opposite_logodds'))}</p>")
     stats = "".join([
         _stat("fires z > 0", _pct(lat.get("freq_pos")), "pos"),
         _stat("fires z < 0" if neg_side != "pre_activation" else "u < 0",
@@ -134,7 +146,7 @@ def latent_page(lat: Mapping[str, Any], *, title_prefix: str = "", prev_index: i
         f'<nav>{" · ".join(nav)}</nav>'
         f'<header><h1>{esc(title_prefix)}Latent {i} {_label_badge(lat.get("label"))}</h1>'
         f'<p class="expl" id="explanation">{esc(expl) if expl else "no explanation yet"}</p>'
-        f'</header><div class="stats">{stats}</div>'
+        f'{judge_html}</header><div class="stats">{stats}</div>'
         '<section id="histogram"><h2>Signed histogram of non-zero values</h2>'
         + histogram_svg(lat.get("histogram")) + "</section>"
         + side_by_side(lat, negative_side=neg_side)

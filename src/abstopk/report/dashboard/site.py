@@ -13,7 +13,8 @@ Browsers block ``fetch()`` of local files, so the index's data is a script assig
 pages are rendered here, in Python (no data is loaded at view time). An index row is
 ``{i, l (label), e (explanation), fp, fn (firing frequency per sign), mp, mn (max z per
 sign), b (bidirectionality score), tp, tn (focus token of the strongest ± context), lp, ln
-(first promoted tokens per sign), page (has a latent page)}``.
+(first promoted tokens per sign), page (has a latent page), np (minimal pairs the latent
+separates), jl (the judge's label, when judged)}``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 from ...files import atomic_write_bytes
 from ..html import esc, js_data, page
 from .assets import SITE_CSS, SITE_JS
-from .load import iter_latents, read_index
+from .load import iter_latents, read_index, read_judge, read_pairs
 from .pages import direction_page, latent_page
 
 __all__ = ["SiteSummary", "build_site", "direction_slug"]
@@ -67,6 +68,8 @@ def _index_row(row: Mapping[str, Any], lat: Mapping[str, Any] | None) -> dict[st
         "lp": [str(x.get("token")) for x in ((lat or {}).get("logits_pos") or [])[:3]],
         "ln": [str(x.get("token")) for x in ((lat or {}).get("logits_neg") or [])[:3]],
         "page": lat is not None,
+        "np": len(src.get("minimal_pairs") or []),
+        "jl": src.get("judge_label"),
     }
 
 
@@ -99,8 +102,8 @@ def _index_page(idx: Mapping[str, Any], dirs: Sequence[tuple[str, str, Any]]) ->
                         f" (layer {esc(layer)})</li>" for name, slug, layer in dirs)
         dir_html = f'<section id="directions"><h2>Directions</h2><ul>{items}</ul></section>'
     sae_path = (idx.get("sae") or {}).get("path")
-    header = ["index", "label", "fires z>0", "fires z<0", "max z", "min z", "bidir. score",
-              "top − token", "top + token", "explanation"]
+    header = ["index", "label", "judge", "fires z>0", "fires z<0", "max z", "min z",
+              "bidir. score", "pairs", "top − token", "top + token", "explanation"]
     body = (
         f"<header><h1>SAE latents{' — ' + esc(Path(str(sae_path)).name) if sae_path else ''}"
         f'</h1><p class="expl">{_sae_line(idx)}</p></header>{dir_html}'
@@ -113,8 +116,10 @@ def _index_page(idx: Mapping[str, Any], dirs: Sequence[tuple[str, str, Any]]) ->
         '<option value="freq_neg">frequency z&lt;0</option>'
         '<option value="bidir">bidirectionality score</option>'
         '<option value="max_pos">max z</option><option value="max_neg">min z</option>'
+        '<option value="pairs">minimal pairs</option>'
         '</select></label><label>label <select id="label"><option value="all">all</option>'
-        '</select></label><span id="count"></span></div>'
+        '</select></label><label><input id="pairs-only" type="checkbox"> with minimal-pair '
+        'flips only</label><span id="count"></span></div>'
         '<noscript><p>The latent table needs JavaScript; latent pages are in latents/.</p>'
         '</noscript><table class="tbl" id="latents"><thead><tr>'
         + "".join(f"<th>{esc(h)}</th>" for h in header)
@@ -127,13 +132,33 @@ def _write_text(path: Path, text: str, *, fsync: bool = True) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def _extras(i: int, pairs: Mapping[int, list], judge: Mapping[int, Mapping[str, Any]],
+            lat: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Minimal pairs and the judge's verdict of latent ``i`` (from their own files)."""
+    out: dict[str, Any] = {}
+    if i in pairs:
+        out["minimal_pairs"] = pairs[i]
+    j = judge.get(i)
+    if j is not None:
+        out["judge_label"] = j.get("label")
+        out["judge"] = j
+        if not (lat or {}).get("explanation"):
+            out["explanation"] = j.get("explanation")
+    return out
+
+
 def build_site(stats_dir: str | Path, out_dir: str | Path, *,
-               directions: Sequence[Mapping[str, Any]] | None = None) -> SiteSummary:
+               directions: Sequence[Mapping[str, Any]] | None = None,
+               pairs_file: str | Path | None = None) -> SiteSummary:
     """Render the statistics folder ``stats_dir`` (and optional ``directions``) into the static
-    site ``out_dir`` (layout above). Latent pages of an earlier build that the statistics no
-    longer have are removed. Returns a :class:`SiteSummary`; raises
-    :class:`~abstopk.errors.StatsFormatError` for an unreadable statistics folder."""
+    site ``out_dir`` (layout above). Minimal pairs come from ``pairs_file`` or
+    ``STATS/pairs.json``, the judge's labels from ``STATS/judge.json`` when present. Latent
+    pages of an earlier build that the statistics no longer have are removed. Returns a
+    :class:`SiteSummary`; raises :class:`~abstopk.errors.StatsFormatError` for an unreadable
+    statistics folder."""
     idx = read_index(stats_dir)
+    pairs = read_pairs(stats_dir, pairs_file)
+    judge = read_judge(stats_dir)
     out = Path(out_dir)
     (out / "latents").mkdir(parents=True, exist_ok=True)
     neg_side = idx.get("negative_side")
@@ -145,12 +170,13 @@ def build_site(stats_dir: str | Path, out_dir: str | Path, *,
            for j, i in enumerate(with_page)}
     index_rows, written = [], set()
     for row, lat in iter_latents(stats_dir, idx):
-        index_rows.append(_index_row(row, lat))
+        i = int(row["index"])
+        extra = _extras(i, pairs, judge, lat)
+        index_rows.append(_index_row({**row, **extra}, None if lat is None else {**lat, **extra}))
         if lat is None:
             continue
-        i = int(row["index"])
         prev_i, next_i = nbr.get(i, (None, None))
-        merged = {**row, **lat}
+        merged = {**row, **lat, **extra}
         name = f"{i:06d}.html"
         _write_text(out / "latents" / name, latent_page(merged, prev_index=prev_i,
                                                         next_index=next_i,

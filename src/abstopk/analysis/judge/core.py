@@ -1,0 +1,149 @@
+"""Judging latents: is each pole meaningful, and are the two poles opposites of one concept?
+
+A latent record is the statistics contract (``top_pos``, ``top_neg``: examples ranked by |v|,
+see :mod:`abstopk.analysis.latent_stats`). Per pole s ∈ {+, −} with examples e₁, e₂, …:
+
+* **coherence** (no model): C_s = the proxy's coherence of the pole's focus tokens
+  (:func:`abstopk.analysis.bidirectionality.coherence`), *coherent* when the pole has
+  ≥ ``min_examples`` examples and C_s ≥ ``min_coherence`` (the proxy's thresholds);
+* **detection** (delphi-style, the judge; run when ``pole_test == "detection"``): the
+  explanation is built from the *train* examples e₁, e₃, e₅, … (their distinct focus tokens,
+  :func:`.prompts.pole_words`); the judge's log-odds Δ of "Yes" to "does it fire on the
+  marked word?" is read for the first ``held_out`` *held-out* examples e₂, e₄, … and for as
+  many *negatives* (examples of other latents of the same run whose focus token is not in the
+  explanation, seeded). D_s = mean Δ(held-out) − mean Δ(negatives); *detected* when
+  D_s > ``detect_margin``;
+* **opposites** (the judge, always): Δ_opp of "do A and B form a pair of opposites?" (the
+  prompt file's wording) for the two poles' words (:func:`.prompts.pole_words` of all their examples); *opposite*
+  when Δ_opp > ``opposite_threshold``.
+
+A pole is *meaningful* when it passes ``pole_test`` (coherent, or detected). Label (the
+paper's categories): ``bidirectional`` = both poles meaningful and opposite; ``unidirectional``
+= at least one pole meaningful; ``unclear`` = none. For a non-negative SAE the − pole is its
+negative pre-activations (it never fires there), so its label uses the + pole only and
+``opposite_axis`` (both meaningful and opposite) says whether the discarded pole is the
+opposite of the fired one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..bidirectionality import BidirConfig, coherence
+from .config import JudgeConfig
+from .prompts import JudgePrompts, explain_pole, format_context, pole_words, quote_words
+from .scorers import YesNoScorer
+
+__all__ = ["judge_latents", "label_of", "split_pole"]
+
+
+def split_pole(examples: Sequence[Mapping[str, Any]], held_out: int
+               ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """``(train, held)``: examples 1, 3, 5, … and the first ``held_out`` of 2, 4, …"""
+    ex = list(examples or [])
+    return ex[0::2], ex[1::2][:held_out]
+
+
+def label_of(pos_ok: bool, neg_ok: bool, opposite: bool, signed: bool) -> str:
+    """The paper's category from the poles' tests and the opposite answer."""
+    if signed and pos_ok and neg_ok and opposite:
+        return "bidirectional"
+    if pos_ok or (signed and neg_ok):
+        return "unidirectional"
+    return "unclear"
+
+
+def _focus(ex: Mapping[str, Any]) -> str | None:
+    w = pole_words([ex], 1)
+    return w[0] if w else None
+
+
+def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer,
+                  prompts: JudgePrompts, cfg: JudgeConfig, *, signed: bool,
+                  detect: bool | None = None) -> list[dict[str, Any]]:
+    """One record per latent (order kept): ``{index, label, words_pos, words_neg,
+    explanation, coherence_pos/neg, coherent_pos/neg, detect_pos/neg (None when not run or a
+    pole lacks train and held-out examples), detected_pos/neg, opposite_logodds, opposite,
+    opposite_axis, label_by: {coherence[, detection]}}``. ``detect``: run the detection
+    prompts (default: when ``cfg.pole_test == "detection"``)."""
+    detect = cfg.pole_test == "detection" if detect is None else detect
+    bc = BidirConfig()
+    rng = random.Random(cfg.seed)
+    w = cfg.judge_context
+    pool = []
+    if detect:
+        for j, lat in enumerate(latents):
+            for key in ("top_pos", "top_neg"):
+                for ex in lat.get(key) or []:
+                    word = _focus(ex)
+                    if word:
+                        pool.append((j, ex, word.lower()))
+    plans: list[dict[str, Any]] = []
+    det_msgs: list[str] = []
+    opp_msgs: list[str] = []
+    for j, lat in enumerate(latents):
+        plan: dict[str, Any] = {"index": lat.get("index")}
+        for s, key in (("pos", "top_pos"), ("neg", "top_neg")):
+            exs = list(lat.get(key) or [])
+            focus = [f for f in (_focus(e) for e in exs) if f is not None]
+            plan[f"words_{s}"] = pole_words(exs, cfg.explain_words)
+            plan[f"coherence_{s}"] = coherence(focus, bc.min_examples)
+            plan[f"msgs_{s}"] = None
+            if not detect:
+                continue
+            train, held = split_pole(exs, cfg.held_out)
+            words = pole_words(train, cfg.explain_words)
+            if not words or not held:
+                continue
+            expl = explain_pole(words)
+            lower = {x.lower() for x in words}
+            cands = [ex for jj, ex, word in pool if jj != j and word not in lower]
+            negs = rng.sample(cands, min(len(held), len(cands)))
+            a = len(det_msgs)
+            det_msgs += [prompts.detection.format(explanation=expl,
+                                                  context=format_context(ex, w))
+                         for ex in held + negs]
+            plan[f"msgs_{s}"] = (a, len(held), len(negs))
+        plan["opp"] = len(opp_msgs)
+        opp_msgs.append(prompts.opposite.format(words_a=quote_words(plan["words_pos"]),
+                                                words_b=quote_words(plan["words_neg"])))
+        plans.append(plan)
+    det = scorer.score(det_msgs)
+    opp = scorer.score(opp_msgs)
+    out = []
+    for plan, lat in zip(plans, latents, strict=True):
+        rec: dict[str, Any] = {"index": plan["index"], "words_pos": plan["words_pos"],
+                               "words_neg": plan["words_neg"]}
+        for s, key in (("pos", "top_pos"), ("neg", "top_neg")):
+            n_ex = len(lat.get(key) or [])
+            rec[f"coherence_{s}"] = plan[f"coherence_{s}"]
+            rec[f"coherent_{s}"] = (n_ex >= bc.min_examples
+                                    and plan[f"coherence_{s}"] >= bc.min_coherence)
+            m = plan[f"msgs_{s}"]
+            if m is None:
+                rec[f"detect_{s}"], rec[f"detected_{s}"] = None, False
+                continue
+            a, npos, nneg = m
+            dp = det[a:a + npos]
+            dn = det[a + npos:a + npos + nneg]
+            score = sum(dp) / npos - (sum(dn) / nneg if nneg else 0.0)
+            rec[f"detect_{s}"] = score
+            rec[f"detected_{s}"] = score > cfg.detect_margin
+        d_opp = opp[plan["opp"]]
+        rec["opposite_logodds"] = d_opp
+        rec["opposite"] = d_opp > cfg.opposite_threshold
+        by = {"coherence": label_of(rec["coherent_pos"], rec["coherent_neg"], rec["opposite"],
+                                    signed)}
+        if detect:
+            by["detection"] = label_of(rec["detected_pos"], rec["detected_neg"],
+                                       rec["opposite"], signed)
+        rec["label_by"] = by
+        test = "detected" if cfg.pole_test == "detection" else "coherent"
+        rec["opposite_axis"] = bool(rec[f"{test}_pos"] and rec[f"{test}_neg"] and rec["opposite"])
+        rec["label"] = by["detection" if cfg.pole_test == "detection" else "coherence"]
+        rec["explanation"] = (f"+: {', '.join(rec['words_pos']) or '—'} · "
+                              f"−: {', '.join(rec['words_neg']) or '—'}")
+        out.append(rec)
+    return out
