@@ -21,8 +21,9 @@ FILES = ("steer.json", "steer.md", "dose_response.png")
 
 def find_saes(sae_dir: Path | None, architectures: list[str], layer: int) -> dict[str, Path]:
     """{architecture: folder} of saved SAEs under ``sae_dir`` (itself, its sub-folders and
-    theirs) at ``layer``; the first folder in sorted order wins for each architecture."""
-    import json
+    theirs) at ``layer``, in this project's layout or SAELens's (an exported signed SAE counts
+    as its signed architecture); the first folder in sorted order wins for each architecture."""
+    from ..sae import sae_summary
 
     found: dict[str, Path] = {}
     if sae_dir is None or not sae_dir.is_dir():
@@ -30,14 +31,11 @@ def find_saes(sae_dir: Path | None, architectures: list[str], layer: int) -> dic
     cfgs = sorted([*sae_dir.glob("cfg.json"), *sae_dir.glob("*/cfg.json"),
                    *sae_dir.glob("*/*/cfg.json")])
     for c in cfgs:
-        if not (c.parent / "sae_weights.safetensors").is_file():
+        info = sae_summary(c.parent)
+        if info is None:
             continue
-        try:
-            d = json.loads(c.read_text())
-        except (OSError, ValueError):
-            continue
-        arch = d.get("architecture")
-        if arch in architectures and arch not in found and d.get("hook_layer") == layer:
+        arch = info["architecture"]
+        if arch in architectures and arch not in found and info["layer"] == layer:
             found[arch] = c.parent
     return found
 
@@ -109,6 +107,9 @@ def steer_command(
     train_steps: int = typer.Option(2000, help="Steps (× 1024 tokens) of a missing SAE."),
     train_d_sae: int = typer.Option(4608, help="Latents of a missing SAE."),
     train_k: int = typer.Option(32, help="k (TopK family) or target L0 of a missing SAE."),
+    mc_cache: Path | None = typer.Option(
+        None, "--mc-cache", help="Cache folder whose mc/ holds the multiple-choice tasks "
+        "(default: $ABSTOPK_CACHE or ~/.cache/abstopk; `abstopk data fetch bigbench`)."),
     device: str = typer.Option("cpu", help=f"Torch device. {DEVICE_HELP}"),
     force: bool = typer.Option(False, "--force", help="Replace a finished result in --out."),
     **fields: Any,
@@ -120,7 +121,7 @@ def steer_command(
     from ..errors import SteeringError
     from ..files import atomic_write_bytes, atomic_write_json
     from ..lm import load_model
-    from ..sae import SAE
+    from ..sae import load_sae
 
     device = resolve_device(device)
     if task not in ("concepts", "refusal"):
@@ -143,7 +144,10 @@ def steer_command(
                                     k=train_k, steps=train_steps, device=device))
     t0 = time.time()
     lm, tok, info = load_model(model, device=device)
-    saes = {a: SAE.load(p, device=device) for a, p in paths.items()}
+    try:
+        saes = {a: load_sae(p, device=device) for a, p in paths.items()}
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read an SAE: {e}") from None
     prov = _provenance(info.as_dict(), paths)
     if task == "refusal":
         from ..report.steer_report import refusal_markdown
@@ -163,7 +167,8 @@ def steer_command(
     from ..report.tables import rich_table
     from ..steer.summary import summarize
 
-    res = run_steer(lm, tok, cfg, saes, progress=True, log=console.print)
+    res = run_steer(lm, tok, cfg, saes, progress=True, log=console.print,
+                    mc_cache=str(mc_cache) if mc_cache else None)
     summary = summarize(res)
     prov["wall_seconds"] = round(time.time() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)

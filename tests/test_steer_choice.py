@@ -1,0 +1,192 @@
+"""Seeded per-row sampling, latent choice by output effect, multiple-choice scoring and the
+BIG-bench extraction, on hand-computed inputs (no model download)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+
+import pytest
+import torch
+
+from abstopk.steer.generate import RowSampler, row_seed
+
+
+# ------------------------------------------------------------------ seeded sampling
+def _draw(sampler: RowSampler, scores: torch.Tensor) -> list[int]:
+    return sampler(torch.zeros(len(scores), 1, dtype=torch.long), scores).argmax(-1).tolist()
+
+
+def test_row_sampler_frequencies_match_the_tempered_softmax():
+    # logits log(1), log(2), log(5) at τ = 1 → probabilities 1/8, 2/8, 5/8
+    scores = torch.log(torch.tensor([[1.0, 2.0, 5.0]]))
+    s = RowSampler([row_seed(0, 1)], temperature=1.0)
+    n = 8000
+    counts = [0, 0, 0]
+    for _ in range(n):
+        counts[_draw(s, scores)[0]] += 1
+    for c, p in zip(counts, (1 / 8, 2 / 8, 5 / 8), strict=True):
+        assert abs(c / n - p) < 4 * math.sqrt(p * (1 - p) / n)
+    # τ = 0.5 squares the odds: 1, 4, 25 (/30)
+    s = RowSampler([3], temperature=0.5)
+    hits = sum(_draw(s, scores)[0] == 2 for _ in range(4000))
+    assert abs(hits / 4000 - 25 / 30) < 4 * math.sqrt((25 / 30) * (5 / 30) / 4000)
+
+
+def test_row_sampler_nucleus_and_row_independence():
+    # probabilities 0.5, 0.3, 0.15, 0.05: top-p 0.7 keeps {0, 1} (0.5 < 0.7 ≤ 0.8)
+    scores = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    s = RowSampler([11], temperature=1.0, top_p=0.7)
+    seen = {_draw(s, scores)[0] for _ in range(500)}
+    assert seen == {0, 1}
+    s = RowSampler([11], temperature=1.0, top_p=0.01)       # nucleus = the argmax alone
+    assert {_draw(s, scores)[0] for _ in range(50)} == {0}
+    # a row's draws depend on its own seed only, not on the other rows of the batch
+    flat = torch.zeros(1, 50)
+    one = RowSampler([5], 1.0)
+    two = RowSampler([5, 7], 1.0)
+    a = [_draw(one, flat)[0] for _ in range(20)]
+    b = [_draw(two, flat.repeat(2, 1))[0] for _ in range(20)]
+    assert a == b and len(set(a)) > 5
+    assert row_seed(0, 1, 2) == row_seed(0, 1, 2) != row_seed(0, 2, 1)
+    with pytest.raises(ValueError, match="rows"):
+        two(torch.zeros(1, 1, dtype=torch.long), flat)
+
+
+# ------------------------------------------------------------------ latent choice
+def _identity_sae(architecture: str):
+    from abstopk.sae import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(d_in=4, d_sae=4, architecture=architecture, k=2,
+                        apply_b_dec_to_input=False, use_sparse_kernels=False), seed=0)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(4))
+        sae.W_dec.copy_(torch.eye(4))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_latent_choice_by_output_effect_known_answer():
+    from abstopk.steer.methods import choose_latents
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 4, generator=g) + torch.tensor([3.0, 0, 0, 0])   # A: latent 0 high
+    b = torch.randn(64, 4, generator=g) - torch.tensor([3.0, 0, 0, 0])
+    v = a.mean(0) - b.mean(0)
+    rows = torch.randn(32, 4, generator=g)
+    # the concept score the "model" produces: linear in the edit, latent 2 moves it most
+    w = {0: 0.1, 1: -0.2, 2: -0.9, 3: 0.3}
+    calls = []
+
+    def measure(latent, value):
+        calls.append((latent, value))
+        return 0.05 + w[latent] * value
+
+    # identity decoder: c_i = 1, so the value passed is ±1 (× strength inside measure)
+    ch = choose_latents(_identity_sae("abstopk"), a, b, v, rows, rule="output", n=4,
+                        measure=measure, reference=0.05)
+    assert (ch.pos, ch.neg, ch.sign_pos, ch.sign_neg) == (2, 2, -1.0, 1.0)
+    out = {c["latent"]: c["output"] for c in ch.scores["candidates"]}
+    assert out == pytest.approx({0: 0.1, 1: -0.2, 2: -0.9, 3: 0.3})
+    assert sorted(v for _, v in calls) == pytest.approx([-1.0] * 4 + [1.0] * 4)
+    # the activation-difference rule picks latent 0 instead (its effect is the largest)
+    ch_e = choose_latents(_identity_sae("abstopk"), a, b, v, rows, rule="effect")
+    assert ch_e.pos == ch_e.neg == 0 and ch_e.sign_pos == 1.0
+    # a non-negative SAE gets a pair: most towards A (3: +0.3), most towards B (2: −0.9)
+    ch_t = choose_latents(_identity_sae("topk"), a, b, v, rows, rule="output", n=4,
+                          measure=measure, reference=0.05)
+    assert (ch_t.pos, ch_t.neg) == (3, 2) and ch_t.n_latents == 2
+    with pytest.raises(ValueError, match="measure"):
+        choose_latents(_identity_sae("topk"), a, b, v, rows, rule="output")
+
+
+# ------------------------------------------------------------------ multiple choice
+class _CharTokenizer:
+    """BOS 0, pad 4; 'a' 1, 'b' 2 (spaces and other characters are dropped)."""
+
+    pad_token_id = 4
+    bos_token_id = 0
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        table = {"a": 1, "b": 2}
+        return {"input_ids": [table[c] for c in text if c in table]}
+
+
+class _FixedLM(torch.nn.Module):
+    """Every position predicts the same distribution: P = (.1, .1, .4, .3, .1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.logp = torch.log(torch.tensor([0.1, 0.1, 0.4, 0.3, 0.1]))
+
+    def forward(self, input_ids, attention_mask=None):
+        class Out:
+            pass
+
+        o = Out()
+        o.logits = self.logp.expand(*input_ids.shape, 5).clone()
+        return o
+
+
+def test_mc_scorer_hand_computed(monkeypatch):
+    import abstopk.data.tokens as tokens
+    from abstopk.data.bigbench import MCQuestion
+    from abstopk.steer.mc import choice_logprobs, mc_accuracy
+
+    monkeypatch.setattr(tokens, "bos_token_id", lambda tok: 0)
+    qs = [MCQuestion("ab", ("a", "bb"), 1),        # " a": lp1 = log .1; " bb": 2·lp2 = log .16
+          MCQuestion("b", ("a", "b"), 0),          # single tokens (one forward): "b" (wrong)
+          MCQuestion("a", ("aa", "b"), 1)]         # " aa": log .01; " b": log .4 (right)
+    tok, lm = _CharTokenizer(), _FixedLM()
+    sc = choice_logprobs(lm, tok, qs, batch_size=2)
+    assert sc[0] == pytest.approx([math.log(0.1), math.log(0.16)], abs=1e-6)
+    assert sc[1] == pytest.approx([math.log(0.1), math.log(0.4)], abs=1e-6)
+    assert sc[2] == pytest.approx([math.log(0.01), math.log(0.4)], abs=1e-6)
+    assert choice_logprobs(lm, tok, qs, batch_size=1) == sc
+    r = mc_accuracy(lm, tok, qs)
+    assert r["correct"] == [1, 0, 1] and r["accuracy"] == pytest.approx(2 / 3)
+    assert r["chance"] == pytest.approx(0.5)
+
+
+def _tar_with(tmp_path, files: dict[str, dict]):
+    path = tmp_path / "bigbench-1.0.0.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        for name, obj in files.items():
+            data = json.dumps(obj).encode()
+            info = tarfile.TarInfo(f"bigbench-1.0.0/bigbench/benchmark_tasks/{name}")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_bigbench_extraction_and_prompts(tmp_path):
+    from abstopk.data.bigbench import extract_mc, load_mc
+    from abstopk.errors import DataUnavailable
+
+    sdist = _tar_with(tmp_path, {
+        "toy/task.json": {"canary": "CANARY", "examples": [
+            {"input": "Is ice cold?", "target_scores": {"Yes": 1, "No": 0}},
+            {"input": "two right", "target_scores": {"x": 1, "y": 1}},      # skipped
+            {"input": "Sky colour?", "target_scores": {"green": 0, "blue": 1, "red": 0}}]},
+        "sub/one/task.json": {"task_prefix": "Decide.\n", "example_input_prefix": "\nS: ",
+                              "example_output_prefix": "\nVerdict: ", "examples": [
+                                  {"input": "fine", "target_scores": {"ok": 1, "bad": 0}}]},
+        "other/task.json": {"examples": []}})
+    paths = extract_mc(sdist, tmp_path / "cache" / "mc", ["toy", "sub/one"])
+    assert set(paths) == {"toy", "sub/one"}
+    doc = json.loads(paths["toy"].read_text())
+    assert doc["canary"] == "CANARY" and doc["n_total"] == 3 and len(doc["examples"]) == 2
+    q = load_mc("toy", tmp_path / "cache")
+    assert [x.prompt for x in q] == ["Q: Is ice cold?\nA:", "Q: Sky colour?\nA:"]
+    assert q[1].choices == ("green", "blue", "red") and q[1].answer == 1
+    (s,) = load_mc("sub/one", tmp_path / "cache", n=1)
+    assert s.prompt == "Decide.\n\nS: fine\nVerdict:" and s.answer == 0
+    with pytest.raises(DataUnavailable, match="missing_task"):
+        extract_mc(sdist, tmp_path / "x", ["missing_task"])
+    with pytest.raises(DataUnavailable, match="abstopk data fetch bigbench"):
+        load_mc("nope", tmp_path / "cache")
