@@ -190,3 +190,55 @@ def test_bigbench_extraction_and_prompts(tmp_path):
         extract_mc(sdist, tmp_path / "x", ["missing_task"])
     with pytest.raises(DataUnavailable, match="abstopk data fetch bigbench"):
         load_mc("nope", tmp_path / "cache")
+
+
+# ------------------------------------------------------------------ merging runs
+def _fake_run(methods, shift):
+    cfg = {"axes": ["gender"], "methods": methods, "strengths": [-1.0, 1.0], "n_boot": 200,
+           "seed": 0, "seeds": 2, "layer": 6}
+    recs, conds = [], []
+    for m in methods:
+        for s in ([0.0] if m == "none" else [-1.0, 1.0]):
+            conds.append({"axis": "gender", "method": m, "strength": s, "latent": None,
+                          "capability_loss": 3.0, "capability_loss_ref": 3.0})
+            for split in ("dev", "test"):
+                for pid in ("p0", "p1"):
+                    for g in (0, 1):
+                        recs.append({"axis": "gender", "split": split, "method": m,
+                                     "strength": s, "latent": None, "seed": g,
+                                     "prompt_id": pid, "concept": shift.get(m, 0.0) * s,
+                                     "nll": 2.0, "distinct2": 1.0, "repetition3": 0.0})
+    return {"config": cfg, "axes": [{"axis": "gender", "latents": {}}], "records": recs,
+            "conditions": conds}
+
+
+def test_merge_results_adds_only_new_methods():
+    from abstopk.steer.summary import merge_results, summarize
+
+    a = _fake_run(["none", "dim"], {"dim": 0.5})
+    b = _fake_run(["none", "relu"], {"relu": -0.25})
+    m = merge_results(a, b)
+    assert m["config"]["methods"] == ["none", "dim", "relu"]
+    assert len(m["records"]) == len(a["records"]) + len(b["records"]) - 8   # b's none rows
+    pts = {(p["method"], p["strength"]): p["concept"] for p in summarize(m)["points"]
+           if p["split"] == "test"}
+    assert pts == {("none", 0.0): 0.0, ("dim", -1.0): -0.5, ("dim", 1.0): 0.5,
+                   ("relu", -1.0): 0.25, ("relu", 1.0): -0.25}
+    c = _fake_run(["none", "topk"], {})
+    c["config"]["seeds"] = 3
+    with pytest.raises(ValueError, match="seeds"):
+        merge_results(a, c)
+
+
+def test_merge_results_joins_axes():
+    from abstopk.steer.summary import merge_results
+
+    a = _fake_run(["none", "dim"], {"dim": 0.5})
+    b = _fake_run(["none", "dim"], {"dim": 0.2})
+    for r in b["records"] + b["conditions"]:
+        r["axis"] = "register"
+    b["axes"][0]["axis"], b["config"]["axes"] = "register", ["register"]
+    m = merge_results(a, b)
+    assert m["config"]["axes"] == ["gender", "register"]
+    assert [x["axis"] for x in m["axes"]] == ["gender", "register"]
+    assert len(m["records"]) == len(a["records"]) + len(b["records"])

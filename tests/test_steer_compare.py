@@ -155,6 +155,11 @@ def test_steer_command_end_to_end_is_reproducible(tmp_path):
     assert (tmp_path / "a" / "dose_response.png").stat().st_size > 1000
     assert "Sign symmetry" in (tmp_path / "a" / "steer.md").read_text()
     assert _main(args + ["--out", str(tmp_path / "a")]) == 2  # a finished result is kept
+    # steer-merge: two runs of the same settings merge into the first one's rows
+    assert _main(["steer-merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                  str(tmp_path / "m")]) == 0
+    m = json.loads((tmp_path / "m" / "steer.json").read_text())
+    assert m["records"] == a["records"] and m["summary"]["points"] == a["summary"]["points"]
 
 
 @pytest.mark.slow

@@ -113,6 +113,16 @@ add_stage(Stage("bidirectionality", "Bidirectionality: per-latent statistics, th
                 "bidirectional fraction, minimal pairs, the dashboard", _bidirectionality_stage))
 
 
+def _steering_stage(ctx: DemoContext) -> Any:
+    from ..experiments.demo_steering import run_demo_steering
+
+    return run_demo_steering(ctx.out, quick=ctx.quick, console=ctx.console)
+
+
+add_stage(Stage("steering", "Steering: DiM vs one AbsTopK latent vs a TopK pair (register axis)",
+                _steering_stage))
+
+
 def _report_stage(ctx: DemoContext) -> Any:
     from ..experiments.demo_report import write_report
 

@@ -163,18 +163,26 @@ def steer_command(
         atomic_write_bytes(out / "refusal.md", md.encode())
         Console().print(md)
         return
+    res = run_steer(lm, tok, cfg, saes, progress=True, log=console.print,
+                    mc_cache=str(mc_cache) if mc_cache else None)
+    prov["wall_seconds"] = round(time.time() - t0, 1)
+    import sys
+
+    command = "abstopk " + " ".join(sys.argv[1:]) if sys.argv and "steer" in sys.argv else ""
+    _write_outputs(out, res, command, prov)
+    Console().print(f"wrote {out} in {prov['wall_seconds']} s")
+
+
+def _write_outputs(out: Path, res: dict, command: str, prov: dict) -> dict:
+    from rich.console import Console
+
+    from ..files import atomic_write_bytes, atomic_write_json
     from ..report.steer_report import dose_response_plot, steer_markdown, steer_summary_rows
     from ..report.tables import rich_table
     from ..steer.summary import summarize
 
-    res = run_steer(lm, tok, cfg, saes, progress=True, log=console.print,
-                    mc_cache=str(mc_cache) if mc_cache else None)
     summary = summarize(res)
-    prov["wall_seconds"] = round(time.time() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
-    import sys
-
-    command = "abstopk " + " ".join(sys.argv[1:]) if sys.argv and "steer" in sys.argv else ""
     atomic_write_json(out / "steer.json", {**res, "summary": summary, "provenance": prov})
     atomic_write_bytes(out / "steer.md", steer_markdown(res, summary, command=command,
                                                         provenance=prov).encode())
@@ -185,7 +193,43 @@ def steer_command(
         Console().print(f"{s['axis']:>10} {s['method']:>9}: ρ(strength, concept) "
                         f"{s['spearman'] if s['spearman'] is None else round(s['spearman'], 2)}"
                         f", latents {s['n_latents']}, both ways {'yes' if s['both_ways'] else 'no'}")
-    Console().print(f"wrote {out} in {prov['wall_seconds']} s")
+    return summary
+
+
+def steer_merge_command(
+    runs: list[Path] = typer.Argument(..., help="Output folders of `abstopk steer` runs with "
+                                      "the same settings (their axes and methods may differ)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: steer.json, steer.md, "
+                             "dose_response.png."),
+    force: bool = typer.Option(False, "--force", help="Replace a finished result in --out."),
+) -> None:
+    """Merge steering runs that differ only in axes and methods (e.g. one run per axis, or an
+    SAE trained later run with `none` and itself) into one table."""
+    import json
+
+    from ..steer.summary import merge_results
+
+    out = check_output(out, what="a steering result", finished=("steer.json",), inputs=runs,
+                       force=force)
+    loaded = []
+    for r in runs:
+        f = r / "steer.json"
+        if not f.is_file():
+            raise UserError(f"{f} not found: not a finished steering run")
+        loaded.append(json.loads(f.read_text()))
+    try:
+        res = merge_results(*loaded)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    prov = dict(loaded[0].get("provenance") or {})
+    prov["merged_from"] = [str(r) for r in runs]
+    prov["wall_seconds"] = [x.get("provenance", {}).get("wall_seconds") for x in loaded]
+    saes: dict[str, str] = {}
+    for x in loaded:
+        saes.update(x.get("provenance", {}).get("saes") or {})
+    prov["saes"] = saes
+    _write_outputs(out, res, "abstopk steer-merge " + " ".join(str(r) for r in runs), prov)
+    typer.echo(f"wrote {out}")
 
 
 def run_steer(*args, **kwargs):
@@ -196,3 +240,4 @@ def run_steer(*args, **kwargs):
 
 def register(app: typer.Typer) -> None:
     app.command("steer")(steer_command)
+    app.command("steer-merge")(steer_merge_command)

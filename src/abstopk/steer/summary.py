@@ -25,7 +25,44 @@ from typing import Any
 
 from .stats import bootstrap_ci, capability01, concept01, fluency01, harmonic_mean, spearman
 
-__all__ = ["summarize"]
+__all__ = ["merge_results", "summarize"]
+
+
+_SAME = ("layer", "strengths", "n_prompts", "seeds", "max_new_tokens", "temperature",
+         "top_p", "positions", "latent_mode", "latent_rule", "candidates", "effect_strength",
+         "n_train", "capability_contexts", "capability_context_size", "magnitude_tokens",
+         "mc_tasks", "mc_questions", "seed")
+
+
+def merge_results(first: dict[str, Any], *more: dict[str, Any]) -> dict[str, Any]:
+    """One result from runs of the same settings that differ only in their axes and methods
+    (one run per axis, or an SAE trained later run with ``none`` and itself). Every run draws
+    the same random numbers for the same (prompt, generation seed) and derives the same
+    directions, so their rows are comparable; the rows of an (axis, method) are taken from
+    the first run that has them. Raises ``ValueError`` when another setting differs."""
+    out: dict[str, Any] = {"config": dict(first["config"], axes=[], methods=[]), "axes": [],
+                           "records": [], "conditions": []}
+    if "provenance" in first:
+        out["provenance"] = first["provenance"]
+    have: set[tuple[str, str]] = set()
+    for r in (first, *more):
+        diff = [k for k in _SAME if r["config"].get(k) != first["config"].get(k)]
+        if diff:
+            raise ValueError(f"runs differ in {', '.join(diff)}: cannot merge")
+        new = {(c["axis"], c["method"]) for c in r["conditions"]} - have
+        out["records"] += [x for x in r["records"] if (x["axis"], x["method"]) in new]
+        out["conditions"] += [c for c in r["conditions"] if (c["axis"], c["method"]) in new]
+        by = {a["axis"]: a for a in out["axes"]}
+        for a in r["axes"]:
+            if a["axis"] not in by:
+                out["axes"].append(dict(a, latents={}))
+                by[a["axis"]] = out["axes"][-1]
+            by[a["axis"]]["latents"].update(
+                {m: v for m, v in a["latents"].items() if (a["axis"], m) in new})
+        for key, vals in (("axes", r["config"]["axes"]), ("methods", r["config"]["methods"])):
+            out["config"][key] += [v for v in vals if v not in out["config"][key]]
+        have |= new
+    return out
 
 
 def _table(recs: list[dict], key: str) -> list[list[float]]:
