@@ -242,3 +242,56 @@ def test_merge_results_joins_axes():
     assert m["config"]["axes"] == ["gender", "register"]
     assert [x["axis"] for x in m["axes"]] == ["gender", "register"]
     assert len(m["records"]) == len(a["records"]) + len(b["records"])
+
+
+# ------------------------------------------------------------------ the demo's steering stage
+def test_demo_steering_stage_writes_the_report_section(tmp_path, monkeypatch):
+    """The stage's wiring: pipeline SAEs in, steering.json / steering.md out, and the demo
+    report shows the section (the steering run itself is replaced by a synthetic result)."""
+    import abstopk.lm as lm
+    import abstopk.steer.run as run
+    from abstopk.experiments import demo_steering
+    from abstopk.experiments.demo_report import write_report
+    from abstopk.sae import SAE, SAEConfig
+
+    pipe = tmp_path / "pipeline"
+    rows = []
+    for arch in ("abstopk", "topk"):
+        d = pipe / "saes" / arch
+        SAE(SAEConfig(d_in=8, d_sae=16, architecture=arch, k=2, hook_layer=9)).save(d)
+        rows.append({"mode": "trained", "seed": 0, "sparsity": 32.0, "architecture": arch,
+                     "sae_dir": str(d)})
+    (pipe / "pipeline.json").write_text(json.dumps({
+        "settings": {"layer": 9, "model": "smollm2-135m", "seeds": [0], "k_values": [32]},
+        "sweep": {"rows": rows}}))
+    seen = {}
+
+    def fake_run(model, tok, cfg, saes, **kw):
+        seen.update(cfg=cfg, saes=saes)
+        res = _fake_run(["none", "dim", "abstopk", "topk"],
+                        {"dim": 0.5, "abstopk": 0.4, "topk": 0.1})
+        for r in res["records"] + res["conditions"]:
+            r["axis"] = "register"
+        res["config"].update(axes=["register"], n_prompts=2, positions="all",
+                             latent_mode="add", max_new_tokens=12, temperature=0.7, top_p=0.9,
+                             capability_contexts=2, capability_context_size=32)
+        res["axes"] = [{"axis": "register", "end_a": "literary", "end_b": "technical",
+                        "scorer": "clf", "dim_auc": 0.99, "dim_norm": 3.0, "scale": 10.0,
+                        "latents": {"abstopk": {"pos": 5, "neg": 5},
+                                    "topk": {"pos": 1, "neg": 2}}}]
+        return res
+
+    monkeypatch.setattr(run, "run_steer", fake_run)
+    monkeypatch.setattr(lm, "load_model", lambda *a, **k: (None, None, None))
+    sec = demo_steering.run_demo_steering(tmp_path)
+    assert seen["cfg"].layer == 9 and seen["cfg"].axes == ["register"]
+    assert set(seen["saes"]) == {"abstopk", "topk"}
+    assert seen["saes"]["abstopk"].cfg.architecture == "abstopk"
+    got = json.loads((tmp_path / "steering.json").read_text())
+    assert got["title"] == sec["title"] and len(got["rows"]) == 1 + 3 * 2
+    dim_up = next(r for r in got["rows"] if r["method"] == "dim" and r["strength"] == 1.0)
+    assert dim_up["concept (test)"] == pytest.approx(0.5)
+    assert [x["index"] for x in got["latents"]] == [5, 1, 2]
+    assert "both ways" in got["reading"] and (tmp_path / "steering.md").is_file()
+    html = write_report(tmp_path).read_text()
+    assert 'id="steering"' in html and "one signed AbsTopK latent" in html
