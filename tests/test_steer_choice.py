@@ -295,3 +295,52 @@ def test_demo_steering_stage_writes_the_report_section(tmp_path, monkeypatch):
     assert "both ways" in got["reading"] and (tmp_path / "steering.md").is_file()
     html = write_report(tmp_path).read_text()
     assert 'id="steering"' in html and "one signed AbsTopK latent" in html
+
+
+# ------------------------------------------------------------------ real data (make data)
+@pytest.mark.slow
+def test_embedded_model_is_above_chance_on_step_inference(lm):
+    """The first 24 goal_step_wikihow/step_inference questions (4 choices, chance 1/4), fetched
+    by `make data` (`abstopk data fetch bigbench`): the unsteered model's number right has a
+    one-sided binomial p-value < 0.01 against chance."""
+    from abstopk.data.bigbench import load_mc, mc_dir
+    from abstopk.steer.mc import mc_accuracy
+
+    if not (mc_dir() / "goal_step_wikihow__step_inference.json").is_file():
+        pytest.skip("BIG-bench tasks not fetched: run `make data` "
+                    "(abstopk data fetch bigbench)")
+    model, tok, _ = lm
+    qs = load_mc("goal_step_wikihow/step_inference", n=24)
+    r = mc_accuracy(model, tok, qs)
+    assert r["chance"] == 0.25 and r["n"] == 24
+    k = sum(r["correct"])
+    p = sum(math.comb(24, j) * 0.25 ** j * 0.75 ** (24 - j) for j in range(k, 25))
+    assert p < 0.01, (k, p)
+
+
+def test_fetch_mc_deletes_a_downloaded_sdist_and_keeps_a_present_one(tmp_path, monkeypatch):
+    import shutil
+
+    import abstopk.data.labelled.fetch as fetch
+    from abstopk.data.bigbench import fetch_mc
+
+    src = _tar_with(tmp_path, {"toy/task.json": {"examples": [
+        {"input": "Is ice cold?", "target_scores": {"Yes": 1, "No": 0}}]}})
+    cache = tmp_path / "cache"
+    sdist = cache / "bigbench" / "bigbench-1.0.0.tar.gz"
+
+    def fake_download(c, log):          # what pip_download leaves: the checked file in place
+        sdist.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, sdist)
+        return sdist
+
+    monkeypatch.setattr(fetch, "fetch_bigbench", fake_download)
+    paths = fetch_mc(cache, ["toy"], log=lambda m: None)
+    assert paths["toy"].is_file() and not sdist.exists()          # downloaded → deleted
+    paths["toy"].unlink()
+    fake_download(cache, None)                                     # already there (e.g. fever)
+    fetch_mc(cache, ["toy"], log=lambda m: None)
+    assert paths["toy"].is_file() and sdist.exists()
+    mtime = paths["toy"].stat().st_mtime_ns
+    fetch_mc(cache, ["toy"], log=lambda m: None)                   # idempotent: nothing redone
+    assert paths["toy"].stat().st_mtime_ns == mtime
