@@ -250,6 +250,7 @@ def test_demo_steering_stage_writes_the_report_section(tmp_path, monkeypatch):
     report shows the section (the steering run itself is replaced by a synthetic result)."""
     import abstopk.lm as lm
     import abstopk.steer.run as run
+    from abstopk.commands.demo import STAGES
     from abstopk.experiments import demo_steering
     from abstopk.experiments.demo_report import write_report
     from abstopk.sae import SAE, SAEConfig
@@ -281,6 +282,8 @@ def test_demo_steering_stage_writes_the_report_section(tmp_path, monkeypatch):
                                     "topk": {"pos": 1, "neg": 2}}}]
         return res
 
+    names = [s.name for s in STAGES]
+    assert names.index("bidirectionality") < names.index("steering") < names.index("report")
     monkeypatch.setattr(run, "run_steer", fake_run)
     monkeypatch.setattr(lm, "load_model", lambda *a, **k: (None, None, None))
     sec = demo_steering.run_demo_steering(tmp_path)
