@@ -135,7 +135,7 @@ add_stage(Stage("report", "One-page report (report.html) and summary", _report_s
 #: files whose presence marks a finished demo (or stage) in the out folder
 DEMO_RESULTS = ("synthetic.json", "synthetic.md", "pipeline/pipeline.json",
                 "pipeline/pipeline.md", "bidirectional.json", "minimal_pairs.json",
-                "dashboard/index.html", "report.html")
+                "dashboard/index.html", "steering.json", "report.html")
 
 
 # ----------------------------------------------------------------------------- runner
