@@ -28,10 +28,12 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-# the embedded corpus (Debian docs + Austen) and the labelled probing data, into $ABSTOPK_CACHE
+# the embedded corpus (Debian docs + Austen), the labelled probing data and the BIG-bench
+# multiple-choice tasks (a 358 MB sdist, ~2 min, deleted after extracting 3.4 MB), into $ABSTOPK_CACHE
 data: $(STAMP)
 	$(BIN)/abstopk data fetch corpus
 	$(BIN)/abstopk data fetch probing
+	$(BIN)/abstopk data fetch bigbench
 	$(BIN)/python -c "from abstopk.lm import load_model; load_model()"
 
 # headless Chromium for the dashboard's browser tests (Playwright drives the system browser;

@@ -129,7 +129,7 @@ def _main(argv) -> int:
 def test_steer_command_end_to_end_is_reproducible(tmp_path):
     _tiny_saes(tmp_path / "saes")
     args = ["steer", "--axes", "gender", "--methods", "none,dim,abstopk,topk",
-            "--strengths", "-4,4", "--n-prompts", "2", "--samples", "2",
+            "--strengths", "-4,4", "--n-prompts", "2", "--seeds", "2",
             "--max-new-tokens", "4", "--n-train", "8", "--capability-contexts", "1",
             "--capability-context-size", "16", "--magnitude-tokens", "256", "--n-boot", "50",
             "--sae-dir", str(tmp_path / "saes")]
@@ -137,10 +137,11 @@ def test_steer_command_end_to_end_is_reproducible(tmp_path):
     assert _main(args + ["--out", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "steer.json").read_text())
     b = json.loads((tmp_path / "b" / "steer.json").read_text())
-    # none 1 + (dim, abstopk, topk) × 2 strengths = 7 conditions × (2 dev + 2 test) × 2 samples
+    # none 1 + (dim, abstopk, topk) × 2 strengths = 7 conditions × (2 dev + 2 test) × 2 seeds
     assert len(a["records"]) == 7 * 4 * 2
-    keys = {(r["method"], r["strength"], r["split"], r["prompt_id"], r["sample"])
+    keys = {(r["method"], r["strength"], r["split"], r["prompt_id"], r["seed"])
             for r in a["records"]}
+    assert {r["seed"] for r in a["records"]} == {0, 1}
     assert len(keys) == len(a["records"])
     assert all(set(r) >= {"method", "latent", "strength", "seed", "prompt_id", "continuation"}
                for r in a["records"])
@@ -154,6 +155,11 @@ def test_steer_command_end_to_end_is_reproducible(tmp_path):
     assert (tmp_path / "a" / "dose_response.png").stat().st_size > 1000
     assert "Sign symmetry" in (tmp_path / "a" / "steer.md").read_text()
     assert _main(args + ["--out", str(tmp_path / "a")]) == 2  # a finished result is kept
+    # steer-merge: two runs of the same settings merge into the first one's rows
+    assert _main(["steer-merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                  str(tmp_path / "m")]) == 0
+    m = json.loads((tmp_path / "m" / "steer.json").read_text())
+    assert m["records"] == a["records"] and m["summary"]["points"] == a["summary"]["points"]
 
 
 @pytest.mark.slow

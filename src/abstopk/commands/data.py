@@ -2,6 +2,8 @@
 
 - ``abstopk data fetch corpus [--force]`` — build the embedded default text corpus;
 - ``abstopk data fetch probing [--fever]`` — the labelled data of the probing tasks;
+- ``abstopk data fetch bigbench [--keep-sdist]`` — BIG-bench multiple-choice tasks as small
+  JSON files (the capability cost of ``abstopk steer``);
 - ``abstopk data stats [--fever]`` — class counts of the probing tasks' labelled data;
 - ``abstopk data info SOURCE`` — the JSON description of a text source.
 
@@ -59,6 +61,28 @@ def fetch_probing_cmd(
 
     for source, path in fetch_labelled(fever, cache).items():
         print(f"{source}: {path}")
+
+
+@fetch_app.command("bigbench")
+def fetch_bigbench_cmd(
+    cache: Path | None = typer.Option(None, help=CACHE_HELP),
+    tasks: str = typer.Option("", help="Comma-separated BIG-bench tasks (default: the "
+                              "built-in list of English multiple-choice tasks)."),
+    keep_sdist: bool = typer.Option(False, "--keep-sdist",
+                                    help="Keep the 358 MB sdist after extraction."),
+) -> None:
+    """BIG-bench 1.0.0 multiple-choice tasks, extracted into <cache>/mc/ as small JSON.
+
+    Downloads the bigbench sdist (358 MB, pip, sha256-pinned; about a minute), extracts only
+    the tasks needed and deletes the sdist (unless it was already in the cache or
+    --keep-sdist). Quick when the task files are there. Prints one "task: path (n
+    questions)" line per task.
+    """
+    from ..data.bigbench import MC_TASKS, fetch_mc, load_mc
+
+    names = tuple(t.strip() for t in tasks.split(",") if t.strip()) or MC_TASKS
+    for task, path in fetch_mc(cache, names, keep_sdist=keep_sdist).items():
+        print(f"{task}: {path} ({len(load_mc(task, cache))} questions)")
 
 
 @data_app.command("stats")

@@ -113,6 +113,16 @@ add_stage(Stage("bidirectionality", "Bidirectionality: per-latent statistics, th
                 "bidirectional fraction, minimal pairs, the dashboard", _bidirectionality_stage))
 
 
+def _steering_stage(ctx: DemoContext) -> Any:
+    from ..experiments.demo_steering import run_demo_steering
+
+    return run_demo_steering(ctx.out, quick=ctx.quick, console=ctx.console)
+
+
+add_stage(Stage("steering", "Steering: DiM vs one AbsTopK latent vs a TopK pair (register axis)",
+                _steering_stage))
+
+
 def _report_stage(ctx: DemoContext) -> Any:
     from ..experiments.demo_report import write_report
 
@@ -125,7 +135,7 @@ add_stage(Stage("report", "One-page report (report.html) and summary", _report_s
 #: files whose presence marks a finished demo (or stage) in the out folder
 DEMO_RESULTS = ("synthetic.json", "synthetic.md", "pipeline/pipeline.json",
                 "pipeline/pipeline.md", "bidirectional.json", "minimal_pairs.json",
-                "dashboard/index.html", "report.html")
+                "dashboard/index.html", "steering.json", "report.html")
 
 
 # ----------------------------------------------------------------------------- runner

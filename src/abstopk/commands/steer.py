@@ -21,8 +21,9 @@ FILES = ("steer.json", "steer.md", "dose_response.png")
 
 def find_saes(sae_dir: Path | None, architectures: list[str], layer: int) -> dict[str, Path]:
     """{architecture: folder} of saved SAEs under ``sae_dir`` (itself, its sub-folders and
-    theirs) at ``layer``; the first folder in sorted order wins for each architecture."""
-    import json
+    theirs) at ``layer``, in this project's layout or SAELens's (an exported signed SAE counts
+    as its signed architecture); the first folder in sorted order wins for each architecture."""
+    from ..sae import sae_summary
 
     found: dict[str, Path] = {}
     if sae_dir is None or not sae_dir.is_dir():
@@ -30,14 +31,11 @@ def find_saes(sae_dir: Path | None, architectures: list[str], layer: int) -> dic
     cfgs = sorted([*sae_dir.glob("cfg.json"), *sae_dir.glob("*/cfg.json"),
                    *sae_dir.glob("*/*/cfg.json")])
     for c in cfgs:
-        if not (c.parent / "sae_weights.safetensors").is_file():
+        info = sae_summary(c.parent)
+        if info is None:
             continue
-        try:
-            d = json.loads(c.read_text())
-        except (OSError, ValueError):
-            continue
-        arch = d.get("architecture")
-        if arch in architectures and arch not in found and d.get("hook_layer") == layer:
+        arch = info["architecture"]
+        if arch in architectures and arch not in found and info["layer"] == layer:
             found[arch] = c.parent
     return found
 
@@ -109,6 +107,9 @@ def steer_command(
     train_steps: int = typer.Option(2000, help="Steps (× 1024 tokens) of a missing SAE."),
     train_d_sae: int = typer.Option(4608, help="Latents of a missing SAE."),
     train_k: int = typer.Option(32, help="k (TopK family) or target L0 of a missing SAE."),
+    mc_cache: Path | None = typer.Option(
+        None, "--mc-cache", help="Cache folder whose mc/ holds the multiple-choice tasks "
+        "(default: $ABSTOPK_CACHE or ~/.cache/abstopk; `abstopk data fetch bigbench`)."),
     device: str = typer.Option("cpu", help=f"Torch device. {DEVICE_HELP}"),
     force: bool = typer.Option(False, "--force", help="Replace a finished result in --out."),
     **fields: Any,
@@ -120,7 +121,7 @@ def steer_command(
     from ..errors import SteeringError
     from ..files import atomic_write_bytes, atomic_write_json
     from ..lm import load_model
-    from ..sae import SAE
+    from ..sae import load_sae
 
     device = resolve_device(device)
     if task not in ("concepts", "refusal"):
@@ -143,7 +144,10 @@ def steer_command(
                                     k=train_k, steps=train_steps, device=device))
     t0 = time.time()
     lm, tok, info = load_model(model, device=device)
-    saes = {a: SAE.load(p, device=device) for a, p in paths.items()}
+    try:
+        saes = {a: load_sae(p, device=device) for a, p in paths.items()}
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read an SAE: {e}") from None
     prov = _provenance(info.as_dict(), paths)
     if task == "refusal":
         from ..report.steer_report import refusal_markdown
@@ -159,17 +163,26 @@ def steer_command(
         atomic_write_bytes(out / "refusal.md", md.encode())
         Console().print(md)
         return
+    res = run_steer(lm, tok, cfg, saes, progress=True, log=console.print,
+                    mc_cache=str(mc_cache) if mc_cache else None)
+    prov["wall_seconds"] = round(time.time() - t0, 1)
+    import sys
+
+    command = "abstopk " + " ".join(sys.argv[1:]) if sys.argv and "steer" in sys.argv else ""
+    _write_outputs(out, res, command, prov)
+    Console().print(f"wrote {out} in {prov['wall_seconds']} s")
+
+
+def _write_outputs(out: Path, res: dict, command: str, prov: dict) -> dict:
+    from rich.console import Console
+
+    from ..files import atomic_write_bytes, atomic_write_json
     from ..report.steer_report import dose_response_plot, steer_markdown, steer_summary_rows
     from ..report.tables import rich_table
     from ..steer.summary import summarize
 
-    res = run_steer(lm, tok, cfg, saes, progress=True, log=console.print)
     summary = summarize(res)
-    prov["wall_seconds"] = round(time.time() - t0, 1)
     out.mkdir(parents=True, exist_ok=True)
-    import sys
-
-    command = "abstopk " + " ".join(sys.argv[1:]) if sys.argv and "steer" in sys.argv else ""
     atomic_write_json(out / "steer.json", {**res, "summary": summary, "provenance": prov})
     atomic_write_bytes(out / "steer.md", steer_markdown(res, summary, command=command,
                                                         provenance=prov).encode())
@@ -180,7 +193,43 @@ def steer_command(
         Console().print(f"{s['axis']:>10} {s['method']:>9}: ρ(strength, concept) "
                         f"{s['spearman'] if s['spearman'] is None else round(s['spearman'], 2)}"
                         f", latents {s['n_latents']}, both ways {'yes' if s['both_ways'] else 'no'}")
-    Console().print(f"wrote {out} in {prov['wall_seconds']} s")
+    return summary
+
+
+def steer_merge_command(
+    runs: list[Path] = typer.Argument(..., help="Output folders of `abstopk steer` runs with "
+                                      "the same settings (their axes and methods may differ)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: steer.json, steer.md, "
+                             "dose_response.png."),
+    force: bool = typer.Option(False, "--force", help="Replace a finished result in --out."),
+) -> None:
+    """Merge steering runs that differ only in axes and methods (e.g. one run per axis, or an
+    SAE trained later run with `none` and itself) into one table."""
+    import json
+
+    from ..steer.summary import merge_results
+
+    out = check_output(out, what="a steering result", finished=("steer.json",), inputs=runs,
+                       force=force)
+    loaded = []
+    for r in runs:
+        f = r / "steer.json"
+        if not f.is_file():
+            raise UserError(f"{f} not found: not a finished steering run")
+        loaded.append(json.loads(f.read_text()))
+    try:
+        res = merge_results(*loaded)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    prov = dict(loaded[0].get("provenance") or {})
+    prov["merged_from"] = [str(r) for r in runs]
+    prov["wall_seconds"] = [x.get("provenance", {}).get("wall_seconds") for x in loaded]
+    saes: dict[str, str] = {}
+    for x in loaded:
+        saes.update(x.get("provenance", {}).get("saes") or {})
+    prov["saes"] = saes
+    _write_outputs(out, res, "abstopk steer-merge " + " ".join(str(r) for r in runs), prov)
+    typer.echo(f"wrote {out}")
 
 
 def run_steer(*args, **kwargs):
@@ -191,3 +240,4 @@ def run_steer(*args, **kwargs):
 
 def register(app: typer.Typer) -> None:
     app.command("steer")(steer_command)
+    app.command("steer-merge")(steer_merge_command)

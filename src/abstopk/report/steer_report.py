@@ -29,8 +29,11 @@ def _ci(p: Mapping, key: str) -> str:
 
 def steer_summary_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the operating-point table: one row per axis × method × direction."""
+    has_mc = any("mc_accuracy" in o for o in summary["operating_points"])
     header = ["axis", "method", "dir", "strength", "latent", "concept (test) [95% CI]",
               "unsteered", "steers", "ppl", "rep3", "Δ loss", "H [95% CI]"]
+    if has_mc:
+        header.append("MC acc [95% CI]")
     rows = []
     for o in summary["operating_points"]:
         rows.append([o["axis"], o["method"], "+" if o["sign"] > 0 else "−",
@@ -39,6 +42,24 @@ def steer_summary_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list
                      "yes" if o["steers"] else "no", f"{o['ppl_median']:.1f}",
                      f"{o['repetition3']:.2f}", f"{o['capability_loss_delta']:+.3f}",
                      f"{o['h']:.2f} [{o['h_lo']:.2f}, {o['h_hi']:.2f}]"])
+        if has_mc:
+            rows[-1].append(f"{o['mc_accuracy']:.3f} [{o['mc_lo']:.3f}, {o['mc_hi']:.3f}]"
+                            if "mc_accuracy" in o else "–")
+    return header, rows
+
+
+def _candidate_rows(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every SAE's latent candidates with the three rankings' scores; * = the chosen one."""
+    header = ["axis", "SAE", "rule", "latent", "cosine", "effect", "output effect", "unit c"]
+    rows = []
+    for a in result["axes"]:
+        for m, v in a["latents"].items():
+            chosen = {v["pos"], v["neg"]}
+            for c in v.get("candidates", []):
+                rows.append([a["axis"], m, str(v.get("rule", "effect")),
+                             f"{c['latent']}{' *' if c['latent'] in chosen else ''}",
+                             f"{c['cosine']:+.3f}", f"{c['effect']:+.3f}",
+                             _f(c.get("output")), f"{c['unit']:.2f}" if "unit" in c else "–"])
     return header, rows
 
 
@@ -64,9 +85,19 @@ def steer_markdown(result: Mapping[str, Any], summary: Mapping[str, Any], *,
             f"95th-percentile |projection| on held-out corpus tokens), positions "
             f"{cfg['positions']}, latent edits '{cfg['latent_mode']}' with the SAE error kept",
             f"- {cfg['n_prompts']} dev + {cfg['n_prompts']} test prompts per axis × "
-            f"{cfg['samples']} samples, {cfg['max_new_tokens']} new tokens, temperature "
-            f"{cfg['temperature']}, top-p {cfg['top_p']}, seed {cfg['seed']}; "
-            f"{cfg['n_boot']} bootstrap replicates", ""]
+            f"{cfg['seeds']} generation seeds (one generator per prompt and seed), "
+            f"{cfg['max_new_tokens']} new tokens, temperature {cfg['temperature']}, top-p "
+            f"{cfg['top_p']}, run seed {cfg['seed']}; {cfg['n_boot']} bootstrap replicates "
+            f"(prompts × seeds)",
+            f"- SAE latents chosen by rule '{cfg.get('latent_rule', 'effect')}'"
+            + (f" (output effect at {cfg['effect_strength']:g} m on the dev prompts, generation "
+               f"seed 0, among the top {cfg['candidates']} by effect and by cosine)"
+               if cfg.get("latent_rule") == "output" else ""),
+            f"- capability: held-out LM loss on {cfg['capability_contexts']} × "
+            f"{cfg['capability_context_size']} tokens"
+            + (f"; multiple choice (sum log-likelihood of each choice) on "
+               f"{', '.join(cfg['mc_tasks'])}, first {cfg['mc_questions']} questions each"
+               if cfg.get("mc_tasks") else ""), ""]
     out += ["## Axes", ""]
     ax_rows = []
     for a in result["axes"]:
@@ -77,6 +108,15 @@ def steer_markdown(result: Mapping[str, Any], summary: Mapping[str, Any], *,
                         lat or "–"])
     out += [markdown_table(["axis", "A ↔ B", "scorer", "DiM AUC (held-out)", "‖DiM‖", "m",
                             "latents (+/−)"], ax_rows), ""]
+    mc_ref = next((c for c in result["conditions"] if c["method"] == "none"
+                   and "mc_accuracy" in c), None)
+    if mc_ref:
+        out += [f"Unsteered multiple-choice accuracy {mc_ref['mc_accuracy']:.3f} over "
+                f"{len(mc_ref['mc_correct'])} questions ("
+                + ", ".join(f"{t} {a:.3f}" for t, a in mc_ref["mc_by_task"].items()) + ")", ""]
+    cand = _candidate_rows(result)
+    if cand[1]:
+        out += ["## Latent candidates", "", markdown_table(*cand), ""]
     out += ["## Operating points (chosen on dev by mean H, reported on test)", ""]
     out += [markdown_table(*steer_summary_rows(summary)), ""]
     out += ["## Sign symmetry", ""]

@@ -26,13 +26,29 @@ class SteerConfig:
         "Signed strengths in units of the DiM's typical magnitude (95th-percentile "
         "|projection| on held-out corpus tokens); 0 is the unsteered row.", [-1.0, -0.5, 0.5, 1.0])
     n_prompts: int = doc_field("Neutral prompts per split (dev and test; at most 10).", 4)
-    samples: int = doc_field("Sampled continuations per prompt (generation seeds 0..n-1).", 3)
+    seeds: int = doc_field(
+        "Generation seeds per prompt: continuation s of a prompt is sampled by its own "
+        "generator seeded from (seed, s, prompt id), the same draws for every method.", 3)
     max_new_tokens: int = doc_field("Tokens generated per continuation.", 16)
     temperature: float = doc_field("Sampling temperature (0: greedy).", 0.7)
     top_p: float = doc_field("Nucleus sampling mass.", 0.9)
     positions: str = doc_field("Positions steered while generating: all, generated.", "all")
     latent_mode: str = doc_field("SAE latent edit: add (z_i += value) or set (z_i = value).",
                                  "add")
+    latent_rule: str = doc_field(
+        "How each SAE's latent(s) are chosen: output (largest measured move of the concept "
+        "score on dev prompts among the top candidates by effect and cosine), effect "
+        "(standardised activation difference) or cosine (decoder cosine with the DiM).",
+        "output")
+    candidates: int = doc_field(
+        "Candidates per ranking (effect, cosine) and direction whose output effect is "
+        "measured (latent rule output).", 3)
+    effect_strength: float = doc_field(
+        "Strength (× m) at which a candidate's output effect is measured.", 1.0)
+    mc_tasks: list[str] = doc_field(
+        "Multiple-choice tasks (BIG-bench, fetched by `abstopk data fetch bigbench`) scored "
+        "as a capability cost; empty: none.", [])
+    mc_questions: int = doc_field("Questions per multiple-choice task (first n, fixed).", 100)
     n_train: int = doc_field("Texts per axis end used to estimate directions and latents.", 128)
     capability_contexts: int = doc_field("Held-out corpus contexts for the capability loss.", 4)
     capability_context_size: int = doc_field("Tokens per capability context.", 48)
@@ -57,7 +73,7 @@ class SteerConfig:
             raise SteeringError("strengths must be distinct and non-zero (0 is the 'none' row)")
         if not self.strengths:
             raise SteeringError("no strengths given")
-        for name in ("n_prompts", "samples", "max_new_tokens", "n_train", "capability_contexts",
+        for name in ("n_prompts", "seeds", "max_new_tokens", "candidates", "mc_questions", "n_train", "capability_contexts",
                      "capability_context_size", "magnitude_tokens", "n_boot"):
             if getattr(self, name) < 1:
                 raise SteeringError(f"{name} must be ≥ 1, got {getattr(self, name)}")
@@ -69,6 +85,12 @@ class SteerConfig:
             raise SteeringError(f"positions must be 'all' or 'generated', got {self.positions!r}")
         if self.latent_mode not in ("add", "set"):
             raise SteeringError(f"latent_mode must be 'add' or 'set', got {self.latent_mode!r}")
+        if self.latent_rule not in ("output", "effect", "cosine"):
+            raise SteeringError(f"latent_rule must be output, effect or cosine, got "
+                                f"{self.latent_rule!r}")
+        if not self.effect_strength > 0:
+            raise SteeringError(f"effect_strength must be > 0, got {self.effect_strength}")
+        self.mc_tasks = [t for t in self.mc_tasks if t]
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):
             raise SteeringError("temperature must be ≥ 0 and top_p in (0, 1]")
 
