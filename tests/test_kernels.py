@@ -59,6 +59,9 @@ CASES = [
     (33, 24, 50, 4, 9, 0.5, 4),      # several row blocks, last one partial
     (33, 24, 50, 4, 9, 0.5, None),   # whole batch in one block
     (5, 6, 8, 8, 3, 1.0, 2),         # k = d_sae, every latent dead
+    # wide enough for the two-level row top-k (kernels.row_topk: g 8 for k 4, g 4 for 24)
+    (9, 8, 512, 4, 24, 1.0, 4),      # every latent dead: main taken from the AuxK selection
+    (9, 8, 512, 4, 24, 0.5, -1),     # half dead: masked AuxK over the whole row
 ]
 
 

@@ -31,8 +31,8 @@ The encoder's forward makes the :class:`Selection` once; its backward and the de
 compaction, CSC sort) once and caches it.
 
 Modules: :mod:`.selection` (the selection object), :mod:`.sparse_ops` (the products),
-:mod:`.encoder_gemm` (blocked encoder GEMM and its settings), :mod:`.batch_select` (exact
-batch-level selection), :mod:`.encode` (the fused encoder), :mod:`.decode` (the decoder),
+:mod:`.encoder_gemm` (blocked encoder GEMM and its settings), :mod:`.row_topk` (exact per-row
+top-k through group maxima), :mod:`.batch_select` (exact batch-level selection), :mod:`.encode` (the fused encoder), :mod:`.decode` (the decoder),
 :mod:`.reference` (dense references the tests compare against).
 """
 

@@ -11,7 +11,10 @@ B×F pre-activation; on CPU it is computed by row blocks, :mod:`.encoder_gemm`):
     batch:   the same rules over the whole B×F batch, k·B entries in all (per-row
              candidates while the block is hot, then :func:`.batch_select.batch_from_candidates`);
              rows padded to the widest, m, with counts [B]
-    AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead)
+    AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead);
+             with every latent dead (and ka ≥ m) the main selection is the top-m of the
+             AuxK one (same key), so the row is ranked once
+    every per-row top-k is :func:`.row_topk.row_topk` (exact, through group maxima)
 
 The forward makes the :class:`~.selection.Selection` of the kept entries (and one of the
 AuxK entries) and returns it; the backward uses the same objects, and so does the decoder
@@ -38,6 +41,7 @@ from torch import Tensor
 from . import batch_select, encoder_gemm
 from .batch_select import batch_from_candidates, entries_at_least
 from .encoder_gemm import onednn_available, u_blocks
+from .row_topk import row_topk
 from .selection import Selection
 from .sparse_ops import column_sums, spmm, spmm_t
 
@@ -72,13 +76,36 @@ def _select_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int, s
     a = None
     if signed:
         a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
-        torch.topk(a, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+        indices[s:e] = row_topk(a, width)[1]
         torch.gather(u, 1, indices[s:e], out=values[s:e])
     else:
-        torch.topk(u, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+        values[s:e], indices[s:e] = row_topk(u, width)
         if not batch:  # batch candidates keep u (the ranking key); relu'd at the end
             values[s:e].clamp_(min=0)
     return a
+
+
+def _select_all_dead_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int,
+                           ka: int, signed: bool, batch: bool, values: Tensor,
+                           indices: Tensor, aux_v: Tensor, aux_i: Tensor) -> None:
+    """Rows [s, e) of both selections when every latent is dead and ka ≥ width.
+
+    The AuxK selection is then the top-ka of the same key (u, or |u|) over the whole row,
+    so the main top-``width`` is the top-``width`` of those ka entries: one selection over
+    the row instead of two, and no masking pass.
+    """
+    key = (torch.abs(u, out=a_out) if a_out is not None else u.abs()) if signed else u
+    loc = row_topk(key, ka)[1]
+    aux_i[s:e] = loc
+    raw = u.gather(1, loc)                                          # [rows, ka], u kept
+    pick = (raw.abs() if signed else raw).topk(width, dim=1, sorted=False).indices
+    torch.gather(loc, 1, pick, out=indices[s:e])
+    torch.gather(raw, 1, pick, out=values[s:e])
+    if not signed:
+        if not batch:
+            values[s:e].clamp_(min=0)
+        raw.clamp_(min=0)
+    aux_v[s:e] = raw
 
 
 def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, signed: bool,
@@ -101,11 +128,11 @@ def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, sign
         aux_i[s:e] = dead_idx[loc]
     elif signed:
         a.masked_fill_(not_dead, -1.0)  # |u| ≥ 0 > −1: live latents never win
-        torch.topk(a, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+        aux_i[s:e] = row_topk(a, ka)[1]
         torch.gather(u, 1, aux_i[s:e], out=aux_v[s:e])
     else:
         u.masked_fill_(not_dead, float("-inf"))
-        torch.topk(u, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+        aux_v[s:e], aux_i[s:e] = row_topk(u, ka)
         aux_v[s:e].clamp_(min=0)
 
 
@@ -135,7 +162,14 @@ class TopKEncode(torch.autograd.Function):
         not_dead = None
         if ka > 0 and dead_idx is None:
             not_dead = ~aux_mask
+        # every latent dead (one host read, as fused_topk_encode's count of the dead):
+        # the main selection is taken from the AuxK one
+        all_dead = not_dead is not None and ka >= width and not bool(not_dead.any())
         for s, e, u, a_out in u_blocks(x_c, W_enc, Wt, b_enc, rows, use_buf):
+            if all_dead:
+                _select_all_dead_block(u, a_out, s, e, width, ka, signed, batch, values,
+                                       indices, aux_v, aux_i)
+                continue
             a = _select_block(u, a_out, s, e, width, signed, batch, values, indices)
             if ka > 0:
                 _select_aux_block(u, a, s, e, ka, signed, dead_idx, not_dead, aux_v, aux_i)
