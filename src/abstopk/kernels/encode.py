@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from . import batch_select, encoder_gemm
+from .aux_dense import dead_positions, dense_aux_columns
 from .batch_select import batch_from_candidates, entries_at_least
 from .encoder_gemm import onednn_available, u_blocks
 from .row_topk import row_topk
@@ -120,10 +121,10 @@ def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, sign
     if dead_idx is not None:
         ud = u.index_select(1, dead_idx)
         if signed:
-            loc = ud.abs().topk(ka, dim=1, sorted=False).indices
+            loc = row_topk(ud.abs(), ka)[1]
             torch.gather(ud, 1, loc, out=aux_v[s:e])
         else:
-            vals, loc = ud.topk(ka, dim=1, sorted=False)
+            vals, loc = row_topk(ud, ka)
             aux_v[s:e] = vals.clamp_(min=0)
         aux_i[s:e] = dead_idx[loc]
     elif signed:
@@ -147,7 +148,7 @@ class TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
-                backend, batch=False):
+                backend, batch=False, aux_dense=False):
         x_c = x - shift if shift is not None else x
         nb, n = x_c.shape[0], W_enc.shape[1]
         dev, dt = x_c.device, x_c.dtype
@@ -184,6 +185,7 @@ class TopKEncode(torch.autograd.Function):
         aux_selection = Selection(aux_i, n) if ka > 0 else None
         ctx.signed = signed
         ctx.ka = ka
+        ctx.dead_idx = dead_idx if aux_dense and ka > 0 else None
         ctx.has_shift = shift is not None
         ctx.selection, ctx.aux_selection = selection, aux_selection
         # the selection's tensors are saved too: autograd then reports an in-place change
@@ -206,6 +208,15 @@ class TopKEncode(torch.autograd.Function):
         sels = [(sel, g_v.contiguous())]
         if has_aux:
             sels.append((aux_sel, g_av.contiguous()))
+        # AuxK over a few dead columns: ∂W_enc and ∂b_enc of its part as GEMMs over them
+        # (:mod:`.aux_dense`); the main selection's part stays sparse
+        dead = ctx.dead_idx if has_aux else None
+        sparse_sels = sels if dead is None else sels[:1]
+        g_d = None
+        if dead is not None and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
+                                 or ctx.has_shift and ctx.needs_input_grad[1]):
+            pos = dead_positions(aux_sel.indices, dead, sel.n)
+            g_d = g_av.new_zeros(g_av.shape[0], dead.numel()).scatter_(1, pos, g_av)
         gx = gshift = gW = gb = None
         need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
         if need_x:
@@ -216,17 +227,22 @@ class TopKEncode(torch.autograd.Function):
             W_t = W_enc.t().contiguous()
             gx = _total(spmm(s, g, W_t) for s, g in joint)
         if ctx.needs_input_grad[2]:
-            gW = _total(spmm_t(s, g, x_c) for s, g in sels).t().contiguous()
+            gW = _total(spmm_t(s, g, x_c) for s, g in sparse_sels)
+            if g_d is not None:
+                gW.index_add_(0, dead, torch.mm(g_d.t(), x_c))
+            gW = gW.t().contiguous()
         if ctx.needs_input_grad[3] or need_shift:
             # per selection: off the CPU each reuses the CSC sort its ∂W_enc already made
-            gb = _total(column_sums(s, g) for s, g in sels)
+            gb = _total(column_sums(s, g) for s, g in sparse_sels)
+            if g_d is not None:
+                gb.index_add_(0, dead, g_d.sum(0))
         if need_shift:
             # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
             # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
             gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
         if not ctx.needs_input_grad[3]:
             gb = None
-        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None
+        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None, None
 
 
 def _total(parts) -> Tensor:
@@ -251,13 +267,17 @@ def fused_topk_encode(
     chunk_rows: int | None = -1,
     backend: str | None = None,
     shift: Tensor | None = None,
+    aux_dense: bool | None = None,
 ) -> EncoderOutput:
     """Encode and select (one fused autograd op, sparse backward); returns the selections.
 
     Arguments as :func:`topk_encode`; ``batch`` selects k·B entries over the whole batch
     (as :func:`batch_topk_encode`). Give ``selection`` / ``aux_selection`` to
     :func:`~.decode.sparse_decode` so that the decoder and this encoder's backward share
-    their layouts.
+    their layouts. ``aux_dense``: the AuxK part of ∂W_enc / ∂b_enc as GEMMs over the dead
+    columns (:mod:`.aux_dense`; decode the AuxK code with
+    :func:`~.aux_dense.dead_column_decode` then); None decides by
+    :func:`~.aux_dense.dense_aux_columns`.
     """
     if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
         raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
@@ -268,7 +288,9 @@ def fused_topk_encode(
     if aux_mask is not None and k_aux > 0:
         n_dead = int(aux_mask.sum())
         ka = min(k_aux, n_dead)
-        if 0 < ka and 4 * n_dead < n:
+        if aux_dense is None:
+            aux_dense = dense_aux_columns(n_dead, ka, n, x_c.device)
+        if 0 < ka and (4 * n_dead < n or aux_dense):
             dead_idx = aux_mask.nonzero().view(-1)
     if chunk_rows == -1:
         chunk_rows = encoder_gemm.CPU_CHUNK_ROWS
@@ -282,7 +304,8 @@ def fused_topk_encode(
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()
     values, aux_v, selection, aux_selection = TopKEncode.apply(
-        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch)
+        x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch,
+        bool(aux_dense) and ka > 0)
     if ka == 0:
         aux_v = None
     return EncoderOutput(values, selection, aux_v, aux_selection)
