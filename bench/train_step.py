@@ -442,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res = json.loads(line[-1][7:])
             results[n].append(res)
-            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.3f} ms  util {res['cpu_util']:.2f}  "
+            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.3f} ms  cpu {res['cpu_ms']:.1f} ms  "
+                  f"util {res['cpu_util']:.2f}  load {res['load']:.1f}  "
                   f"peak {res['peak_mib']:.0f} MiB  steps {res['ms_all']}",
                   file=sys.stderr)
 
