@@ -120,6 +120,10 @@ def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, sign
     """
     if dead_idx is not None:
         ud = u.index_select(1, dead_idx)
+        if ka == dead_idx.numel():  # every dead latent is kept: nothing to rank
+            aux_i[s:e] = dead_idx
+            aux_v[s:e] = ud if signed else ud.clamp_(min=0)
+            return
         if signed:
             loc = row_topk(ud.abs(), ka)[1]
             torch.gather(ud, 1, loc, out=aux_v[s:e])
