@@ -89,12 +89,9 @@ def _select_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int, s
 def _select_all_dead_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int,
                            ka: int, signed: bool, batch: bool, values: Tensor,
                            indices: Tensor, aux_v: Tensor, aux_i: Tensor) -> None:
-    """Rows [s, e) of both selections when every latent is dead and ka ≥ width.
-
-    The AuxK selection is then the top-ka of the same key (u, or |u|) over the whole row,
-    so the main top-``width`` is the top-``width`` of those ka entries: one selection over
-    the row instead of two, and no masking pass.
-    """
+    """Rows [s, e) of both selections when every latent is dead and ka ≥ width: the AuxK
+    selection is the top-ka of the main one's key over the whole row, so the main top-width
+    is taken from its ka entries (one ranking of the row, no masking pass)."""
     key = (torch.abs(u, out=a_out) if a_out is not None else u.abs()) if signed else u
     loc = row_topk(key, ka)[1]
     aux_i[s:e] = loc
@@ -212,8 +209,7 @@ class TopKEncode(torch.autograd.Function):
         sels = [(sel, g_v.contiguous())]
         if has_aux:
             sels.append((aux_sel, g_av.contiguous()))
-        # AuxK over a few dead columns: ∂W_enc and ∂b_enc of its part as GEMMs over them
-        # (:mod:`.aux_dense`); the main selection's part stays sparse
+        # AuxK over a few dead columns: its ∂W_enc, ∂b_enc as GEMMs over them (.aux_dense)
         dead = ctx.dead_idx if has_aux else None
         sparse_sels = sels if dead is None else sels[:1]
         g_d = None
