@@ -5,7 +5,9 @@ fp32, Adam, CPU threads = cores. Data X = Z·A + 0.3·ε + μ (Z [N, 64] standar
 [64, 576] with std 2/8, μ std 0.5), four batches of 4096 rows made with seed 0, used in turn.
 
 Each variant runs in its own subprocess (so peak RSS is its own): build, ``--warmup`` steps,
-then ``--steps`` timed steps; a variant's figure is the median step time. AuxK rows force
+then ``--steps`` timed steps; a variant's figure is the median step time (with
+``--repeats`` the median and the min over the repeats' medians; ``load`` = the highest
+1-minute load average seen at the end of a repeat). AuxK rows force
 the worst case (every latent dead, k_aux = 288). Each child also records its CPU
 utilisation, process CPU time / (wall × threads) over the timed steps, so contention by
 other jobs on the machine is visible (≈ 1.0 = it had the cores to itself).
@@ -65,6 +67,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "select_abstopk": ("kernels.topk_encode forward only (GEMM + AbsTopK selection)", "select"),
     "abstopk_abstopk_aux_onednn": ("… + AuxK, encoder GEMM through oneDNN", "abstopk"),
     "abstopk_abstopk_aux_nochunk": ("… + AuxK, whole-batch GEMM (no row blocks)", "abstopk"),
+    "abstopk_abstopk_flat": ("abstopk `abstopk`, one-level `torch.topk` (no group maxima)",
+                             "abstopk"),
+    "abstopk_abstopk_aux_flat": ("… + AuxK, all dead, one-level `torch.topk`", "abstopk"),
+    "abstopk_abstopk_aux10_gathers": ("… + AuxK, 10 % dead, k_aux-wide gathers (no GEMMs over "
+                                      "the dead columns)", "abstopk"),
 }
 
 
@@ -166,6 +173,7 @@ def build(name: str, s: Shape, device: str = "cpu"):
     if name.startswith("abstopk_"):
         from abstopk.kernels import encoder_gemm
         from abstopk.sae import SAE, SAEConfig
+        from abstopk.train import step as step_mod
         from abstopk.train.step import make_optimizer, train_step
 
         arch = name.split("_")[1]
@@ -173,6 +181,15 @@ def build(name: str, s: Shape, device: str = "cpu"):
             encoder_gemm.GEMM_BACKEND = "onednn"
         if name.endswith("_nochunk"):
             encoder_gemm.CPU_CHUNK_ROWS = None
+        if name.endswith("_flat"):
+            from abstopk.kernels import row_topk
+
+            row_topk.GROUPED = False
+        if name.endswith("_gathers"):
+            step_mod.AUX_PATH = "fused"
+            from abstopk.kernels import aux_dense
+
+            aux_dense.CPU_DEAD_PER_KA = 0.0
         sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, k=s.k,
                             use_sparse_kernels=not name.endswith("_dense")), seed=0,
                   device=device)
@@ -341,12 +358,27 @@ def run_child(name: str, s: Shape, steps: int, warmup: int, threads: int,
         "ms_all": [round(1e3 * t, 3 if cuda else 1) for t in times],
         "cpu_ms": 1e3 * statistics.median(cpus),
         "cpu_util": cpu / (wall * threads),
+        "load": os.getloadavg()[0],
         "peak_mib": peak,
         "delta_mib": peak - rss_built,
     }
 
 
 # ----------------------------------------------------------------------------- parent
+def cpu_model() -> str:
+    """The CPU's model name (and family) from /proc/cpuinfo, or the platform's processor."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = dict(ln.split(":", 1) for ln in f.read().split("\n\n")[0].splitlines()
+                        if ":" in ln)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')})"
+    except OSError:
+        return platform.processor() or "unknown CPU"
+
+
 def available(group: str) -> bool:
     import importlib.util
 
@@ -410,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res = json.loads(line[-1][7:])
             results[n].append(res)
-            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.3f} ms  util {res['cpu_util']:.2f}  "
+            print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.3f} ms  cpu {res['cpu_ms']:.1f} ms  "
+                  f"util {res['cpu_util']:.2f}  load {res['load']:.1f}  "
                   f"peak {res['peak_mib']:.0f} MiB  steps {res['ms_all']}",
                   file=sys.stderr)
 
@@ -419,8 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         if rs:
             rows[n] = {
                 "ms": statistics.median(x["ms"] for x in rs),
+                "ms_min": min(x["ms"] for x in rs),
                 "cpu_ms": statistics.median(x.get("cpu_ms", float("nan")) for x in rs),
+                "cpu_min": min(x.get("cpu_ms", float("nan")) for x in rs),
                 "util": min(x["cpu_util"] for x in rs),
+                "load": max(x.get("load", float("nan")) for x in rs),
                 "peak": max(x["peak_mib"] for x in rs),
                 "delta": max(x["delta_mib"] for x in rs),
             }
@@ -429,21 +465,23 @@ def main(argv: list[str] | None = None) -> int:
     floor = gemms[floor_name] if floor_name else float("nan")
     where = f"{a.threads} threads" if not on_gpu else a.device
     print(f"\nW1-style step, B={s.B}, d_in={s.D}, d_sae={s.F}, k={s.k}, k_aux={s.k_aux}, fp32, "
-          f"{where}; ratio to the fastest GEMM ({floor_name}, {floor:.3f} ms)\n")
+          f"{where}, {cpu_model()}; {a.repeats} repeat(s), median (min) over repeats; ratio to "
+          f"the fastest GEMM ({floor_name}, {floor:.3f} ms)\n")
     mem = "peak GPU MiB (Δ)" if on_gpu else "peak RSS MiB (Δ)"
     digits = 3 if on_gpu else 1
     cfloor = min((rows[n]["cpu_ms"] for n in gemms), default=float("nan"))
-    print(f"| variant | what | ms/step | tokens/s | ÷ fastest GEMM | {mem} | cpu util "
-          "| CPU ms/step | CPU ÷ fastest GEMM |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| variant | what | ms/step (min) | tokens/s | ÷ fastest GEMM | {mem} | cpu util "
+          "| load | CPU ms/step (min) | CPU ÷ fastest GEMM |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, v in rows.items():
-        print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.{digits}f} | {s.B / v['ms'] * 1e3:,.0f} | "
-              f"{v['ms'] / floor:.2f} | {v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} | "
-              f"{v['cpu_ms']:.0f} | {v['cpu_ms'] / cfloor:.2f} |")
+        print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.{digits}f} ({v['ms_min']:.{digits}f}) | "
+              f"{s.B / v['ms'] * 1e3:,.0f} | {v['ms'] / floor:.2f} | "
+              f"{v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} | {v['load']:.1f} | "
+              f"{v['cpu_ms']:.0f} ({v['cpu_min']:.0f}) | {v['cpu_ms'] / cfloor:.2f} |")
     for n in skipped:
-        print(f"| `{n}` | {VARIANTS[n][0]} | not installed | | | | |")
+        print(f"| `{n}` | {VARIANTS[n][0]} | not installed | | | | | | |")
     for n, why in failed.items():
-        print(f"| `{n}` | {VARIANTS[n][0]} | failed: {why} | | | | |")
+        print(f"| `{n}` | {VARIANTS[n][0]} | failed: {why} | | | | | | |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"shape": s.__dict__, "results": results, "failed": failed}, f, indent=1)

@@ -59,6 +59,9 @@ CASES = [
     (33, 24, 50, 4, 9, 0.5, 4),      # several row blocks, last one partial
     (33, 24, 50, 4, 9, 0.5, None),   # whole batch in one block
     (5, 6, 8, 8, 3, 1.0, 2),         # k = d_sae, every latent dead
+    # wide enough for the two-level row top-k (kernels.row_topk: g 8 for k 4, g 4 for 24)
+    (9, 8, 512, 4, 24, 1.0, 4),      # every latent dead: main taken from the AuxK selection
+    (9, 8, 512, 4, 24, 0.5, -1),     # half dead: masked AuxK over the whole row
 ]
 
 
@@ -292,6 +295,9 @@ BATCH_CASES = [
     (5, 6, 8, 8, 3, 1.0, 2, None),        # k = d_sae: every entry is a candidate
     (40, 16, 120, 3, 5, 0.5, 16, 5),      # row 5 keeps ≫ 4k entries: the recompute path
     (40, 16, 120, 3, 5, 0.5, None, 0),    # … with the whole batch in one block
+    # every latent dead and k_aux ≥ 4k: the candidates come from the AuxK selection
+    (12, 8, 512, 2, 24, 1.0, 4, None),
+    (40, 16, 256, 3, 16, 1.0, 16, 5),     # … and a heavy row recomputed
 ]
 
 

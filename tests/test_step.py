@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from abstopk import kernels as K
 from abstopk.sae import SAE, SAEConfig, remove_parallel_grad
 from abstopk.train.step import make_optimizer, train_step
 
@@ -139,8 +140,10 @@ def test_threshold_has_its_own_learning_rate():
 
 
 @pytest.mark.parametrize("arch", ["topk", "abstopk", "batchabstopk", "jumprelu"])
-def test_dense_aux_over_few_dead_equals_fused_aux(arch, monkeypatch):
-    """AuxK computed densely over the dead columns = AuxK from the fused encoder/decoder."""
+@pytest.mark.parametrize("dense_path", ["recompute", "columns"])
+def test_dense_aux_over_few_dead_equals_fused_aux(arch, dense_path, monkeypatch):
+    """AuxK computed densely over the dead columns (recomputed, or GEMMs over the main pass's
+    columns) = AuxK from the fused encoder/decoder's sparse products."""
     from abstopk.train import step as step_mod
 
     X = _sparse_data(96, 12, 20, 3, seed=8)
@@ -148,8 +151,10 @@ def test_dense_aux_over_few_dead_equals_fused_aux(arch, monkeypatch):
     dead[[1, 4, 9, 17, 22, 23, 31, 38]] = True  # 8 dead, k_aux 5: ka = 5
     k = None if arch == "jumprelu" else 5
     runs = []
-    for factor in (0.0, 100.0):  # 0: always fused; 100: dense whenever ka > 0
-        monkeypatch.setattr(step_mod, "AUX_DENSE_FACTOR", factor)
+    for path, aux_dense in (("fused", False), (dense_path, None)):
+        monkeypatch.setattr(step_mod, "AUX_PATH", path)
+        # the fused run keeps the encoder's AuxK backward sparse too
+        monkeypatch.setattr(K.aux_dense, "CPU_DEAD_PER_KA", 100.0 if aux_dense is None else 0.0)
         sae = SAE(SAEConfig(d_in=12, d_sae=40, architecture=arch, k=k), seed=4)
         opt = make_optimizer(sae, lr=1e-3)
         res = [train_step(sae, opt, X[i * 32:(i + 1) * 32], penalty_coeff=1e-3,

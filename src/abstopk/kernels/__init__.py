@@ -31,13 +31,15 @@ The encoder's forward makes the :class:`Selection` once; its backward and the de
 compaction, CSC sort) once and caches it.
 
 Modules: :mod:`.selection` (the selection object), :mod:`.sparse_ops` (the products),
-:mod:`.encoder_gemm` (blocked encoder GEMM and its settings), :mod:`.batch_select` (exact
-batch-level selection), :mod:`.encode` (the fused encoder), :mod:`.decode` (the decoder),
+:mod:`.encoder_gemm` (blocked encoder GEMM and its settings), :mod:`.aux_dense` (AuxK over
+a few dead latents as GEMMs over their columns), :mod:`.row_topk` (exact per-row
+top-k through group maxima), :mod:`.batch_select` (exact batch-level selection), :mod:`.encode` (the fused encoder), :mod:`.decode` (the decoder),
 :mod:`.reference` (dense references the tests compare against).
 """
 
 from __future__ import annotations
 
+from .aux_dense import dead_column_decode, dense_aux_columns
 from .batch_select import BATCH_CANDIDATES
 from .decode import sparse_decode
 from .encode import EncoderOutput, batch_topk_encode, fused_topk_encode, topk_encode
@@ -52,6 +54,8 @@ __all__ = [
     "Selection",
     "batch_topk_encode",
     "column_sums",
+    "dead_column_decode",
+    "dense_aux_columns",
     "fused_topk_encode",
     "onednn_available",
     "sddmm",

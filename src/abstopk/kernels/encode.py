@@ -11,7 +11,10 @@ B×F pre-activation; on CPU it is computed by row blocks, :mod:`.encoder_gemm`):
     batch:   the same rules over the whole B×F batch, k·B entries in all (per-row
              candidates while the block is hot, then :func:`.batch_select.batch_from_candidates`);
              rows padded to the widest, m, with counts [B]
-    AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead)
+    AuxK:    per-row rule restricted to latents with aux_mask, ka = min(k_aux, #dead);
+             with every latent dead (and ka ≥ m) the main selection is the top-m of the
+             AuxK one (same key), so the row is ranked once
+    every per-row top-k is :func:`.row_topk.row_topk` (exact, through group maxima)
 
 The forward makes the :class:`~.selection.Selection` of the kept entries (and one of the
 AuxK entries) and returns it; the backward uses the same objects, and so does the decoder
@@ -36,8 +39,10 @@ import torch
 from torch import Tensor
 
 from . import batch_select, encoder_gemm
+from .aux_dense import dead_positions, dense_aux_columns
 from .batch_select import batch_from_candidates, entries_at_least
 from .encoder_gemm import onednn_available, u_blocks
+from .row_topk import row_topk
 from .selection import Selection
 from .sparse_ops import column_sums, spmm, spmm_t
 
@@ -72,13 +77,33 @@ def _select_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int, s
     a = None
     if signed:
         a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
-        torch.topk(a, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+        indices[s:e] = row_topk(a, width)[1]
         torch.gather(u, 1, indices[s:e], out=values[s:e])
     else:
-        torch.topk(u, width, dim=1, sorted=False, out=(values[s:e], indices[s:e]))
+        values[s:e], indices[s:e] = row_topk(u, width)
         if not batch:  # batch candidates keep u (the ranking key); relu'd at the end
             values[s:e].clamp_(min=0)
     return a
+
+
+def _select_all_dead_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int,
+                           ka: int, signed: bool, batch: bool, values: Tensor,
+                           indices: Tensor, aux_v: Tensor, aux_i: Tensor) -> None:
+    """Rows [s, e) of both selections when every latent is dead and ka ≥ width: the AuxK
+    selection is the top-ka of the main one's key over the whole row, so the main top-width
+    is taken from its ka entries (one ranking of the row, no masking pass)."""
+    key = (torch.abs(u, out=a_out) if a_out is not None else u.abs()) if signed else u
+    loc = row_topk(key, ka)[1]
+    aux_i[s:e] = loc
+    raw = u.gather(1, loc)                                          # [rows, ka], u kept
+    pick = (raw.abs() if signed else raw).topk(width, dim=1, sorted=False).indices
+    torch.gather(loc, 1, pick, out=indices[s:e])
+    torch.gather(raw, 1, pick, out=values[s:e])
+    if not signed:
+        if not batch:
+            values[s:e].clamp_(min=0)
+        raw.clamp_(min=0)
+    aux_v[s:e] = raw
 
 
 def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, signed: bool,
@@ -92,20 +117,24 @@ def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, sign
     """
     if dead_idx is not None:
         ud = u.index_select(1, dead_idx)
+        if ka == dead_idx.numel():  # every dead latent is kept: nothing to rank
+            aux_i[s:e] = dead_idx
+            aux_v[s:e] = ud if signed else ud.clamp_(min=0)
+            return
         if signed:
-            loc = ud.abs().topk(ka, dim=1, sorted=False).indices
+            loc = row_topk(ud.abs(), ka)[1]
             torch.gather(ud, 1, loc, out=aux_v[s:e])
         else:
-            vals, loc = ud.topk(ka, dim=1, sorted=False)
+            vals, loc = row_topk(ud, ka)
             aux_v[s:e] = vals.clamp_(min=0)
         aux_i[s:e] = dead_idx[loc]
     elif signed:
         a.masked_fill_(not_dead, -1.0)  # |u| ≥ 0 > −1: live latents never win
-        torch.topk(a, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+        aux_i[s:e] = row_topk(a, ka)[1]
         torch.gather(u, 1, aux_i[s:e], out=aux_v[s:e])
     else:
         u.masked_fill_(not_dead, float("-inf"))
-        torch.topk(u, ka, dim=1, sorted=False, out=(aux_v[s:e], aux_i[s:e]))
+        aux_v[s:e], aux_i[s:e] = row_topk(u, ka)
         aux_v[s:e].clamp_(min=0)
 
 
@@ -120,7 +149,7 @@ class TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows,
-                backend, batch=False, compute_dtype=None):
+                backend, batch=False, compute_dtype=None, aux_dense=False):
         x_c = x - shift if shift is not None else x
         nb, n = x_c.shape[0], W_enc.shape[1]
         dev, dt = x_c.device, x_c.dtype
@@ -139,7 +168,14 @@ class TopKEncode(torch.autograd.Function):
         not_dead = None
         if ka > 0 and dead_idx is None:
             not_dead = ~aux_mask
+        # every latent dead (one host read, as fused_topk_encode's count of the dead):
+        # the main selection is taken from the AuxK one
+        all_dead = not_dead is not None and ka >= width and not bool(not_dead.any())
         for s, e, u, a_out in u_blocks(xg, Wg, Wt, b_enc, rows, use_buf, dt):
+            if all_dead:
+                _select_all_dead_block(u, a_out, s, e, width, ka, signed, batch, values,
+                                       indices, aux_v, aux_i)
+                continue
             a = _select_block(u, a_out, s, e, width, signed, batch, values, indices)
             if ka > 0:
                 _select_aux_block(u, a, s, e, ka, signed, dead_idx, not_dead, aux_v, aux_i)
@@ -154,6 +190,7 @@ class TopKEncode(torch.autograd.Function):
         aux_selection = Selection(aux_i, n) if ka > 0 else None
         ctx.signed = signed
         ctx.ka = ka
+        ctx.dead_idx = dead_idx if aux_dense and ka > 0 else None
         ctx.has_shift = shift is not None
         ctx.selection, ctx.aux_selection = selection, aux_selection
         # the selection's tensors are saved too: autograd then reports an in-place change
@@ -176,6 +213,14 @@ class TopKEncode(torch.autograd.Function):
         sels = [(sel, g_v.contiguous())]
         if has_aux:
             sels.append((aux_sel, g_av.contiguous()))
+        # AuxK over a few dead columns: its ∂W_enc, ∂b_enc as GEMMs over them (.aux_dense)
+        dead = ctx.dead_idx if has_aux else None
+        sparse_sels = sels if dead is None else sels[:1]
+        g_d = None
+        if dead is not None and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
+                                 or ctx.has_shift and ctx.needs_input_grad[1]):
+            pos = dead_positions(aux_sel.indices, dead, sel.n)
+            g_d = g_av.new_zeros(g_av.shape[0], dead.numel()).scatter_(1, pos, g_av)
         gx = gshift = gW = gb = None
         need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
         if need_x:
@@ -186,10 +231,15 @@ class TopKEncode(torch.autograd.Function):
             W_t = W_enc.t().contiguous()
             gx = _total(spmm(s, g, W_t) for s, g in joint)
         if ctx.needs_input_grad[2]:
-            gW = _total(spmm_t(s, g, x_c) for s, g in sels).t().contiguous()
+            gW = _total(spmm_t(s, g, x_c) for s, g in sparse_sels)
+            if g_d is not None:
+                gW.index_add_(0, dead, torch.mm(g_d.t(), x_c))
+            gW = gW.t().contiguous()
         if ctx.needs_input_grad[3] or need_shift:
             # per selection: off the CPU each reuses the CSC sort its ∂W_enc already made
-            gb = _total(column_sums(s, g) for s, g in sels)
+            gb = _total(column_sums(s, g) for s, g in sparse_sels)
+            if g_d is not None:
+                gb.index_add_(0, dead, g_d.sum(0))
         if need_shift:
             # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
             # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
@@ -222,6 +272,7 @@ def fused_topk_encode(
     backend: str | None = None,
     shift: Tensor | None = None,
     compute_dtype: torch.dtype | None = None,
+    aux_dense: bool | None = None,
 ) -> EncoderOutput:
     """Encode and select (one fused autograd op, sparse backward); returns the selections.
 
@@ -232,6 +283,10 @@ def fused_topk_encode(
     the dense encoder GEMM only — its operands are cast once per call and its result widened
     to x's dtype before the selection; the values, the backward (sparse products with the
     fp32 ``x_c`` and ``W_enc``) and so every gradient stay in x's dtype.
+    ``aux_dense``: the AuxK part of ∂W_enc / ∂b_enc as GEMMs over the dead
+    columns (:mod:`.aux_dense`; decode the AuxK code with
+    :func:`~.aux_dense.dead_column_decode` then); None decides by
+    :func:`~.aux_dense.dense_aux_columns`.
     """
     if x_c.dim() != 2 or W_enc.dim() != 2 or x_c.shape[1] != W_enc.shape[0]:
         raise ValueError(f"shape mismatch: x_c {tuple(x_c.shape)}, W_enc {tuple(W_enc.shape)}")
@@ -242,7 +297,9 @@ def fused_topk_encode(
     if aux_mask is not None and k_aux > 0:
         n_dead = int(aux_mask.sum())
         ka = min(k_aux, n_dead)
-        if 0 < ka and 4 * n_dead < n:
+        if aux_dense is None:
+            aux_dense = dense_aux_columns(n_dead, ka, n, x_c.device)
+        if 0 < ka and (4 * n_dead < n or aux_dense):
             dead_idx = aux_mask.nonzero().view(-1)
     if chunk_rows == -1:
         chunk_rows = encoder_gemm.CPU_CHUNK_ROWS
@@ -258,7 +315,7 @@ def fused_topk_encode(
     x_c = x_c.contiguous()
     values, aux_v, selection, aux_selection = TopKEncode.apply(
         x_c, shift, W_enc, b_enc, k, signed, aux_mask, ka, dead_idx, chunk_rows, backend, batch,
-        compute_dtype)
+        compute_dtype, bool(aux_dense) and ka > 0)
     if ka == 0:
         aux_v = None
     return EncoderOutput(values, selection, aux_v, aux_selection)

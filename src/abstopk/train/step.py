@@ -74,15 +74,45 @@ def _penalty(sae: SAE, out) -> Tensor:
     return torch.zeros((), device=out.x_s.device)
 
 
-#: On CPU, AuxK over few dead latents runs densely over their columns (GEMMs of width
-#: n_dead, see :func:`_aux_decode_dense`) when n_dead ≤ AUX_DENSE_FACTOR · k_aux; with more
-#: dead latents it rides along the fused encoder and the sparse decode (gathers of width
-#: k_aux). W1 on the project's CPU: dense is 20 % faster per step at 276 dead, 17 % at 553,
-#: even at 922 (k_aux 288), hence 3. On a GPU the GEMMs are so cheap that the dense path
-#: wins while at most half the latents are dead (H100, W1 abstopk: 6.2 ms per step at 3 % and
-#: at 10 % dead, against 12.1 ms fused at 10 %); with every latent dead it recomputes a
-#: full-width GEMM and top-k and loses (11.3 vs 10.6 ms; batchabstopk 15.7 vs 11.8 ms).
+#: AuxK over few dead latents (CPU, or every device for the non-kernel operators) runs
+#: densely over their columns, recomputing their pre-activations (see
+#: :func:`_aux_decode_dense`), when n_dead ≤ AUX_DENSE_FACTOR · k_aux; on CPU the kernel
+#: operators take the cheaper ``columns`` path first (:func:`_aux_path`). On a GPU the GEMMs
+#: are so cheap that the recomputing path wins while at most half the latents are dead
+#: (H100, W1 abstopk: 6.2 ms per step at 3 % and at 10 % dead, against 12.1 ms fused at
+#: 10 %); with every latent dead it recomputes a full-width GEMM and top-k and loses (11.3
+#: vs 10.6 ms; batchabstopk 15.7 vs 11.8 ms).
 AUX_DENSE_FACTOR: float = 3.0
+
+#: Force one AuxK path (tests, benchmarks): "columns", "recompute" or "fused"; None decides
+#: by :func:`_aux_path`.
+AUX_PATH: str | None = None
+
+
+def _aux_path(sae: SAE, n_dead: int, ka: int, device: torch.device) -> str:
+    """How AuxK is computed for ``n_dead`` dead latents (width ka); same math every way.
+
+    * ``columns``: the fused encoder selects among the dead columns of the main pass's
+      pre-activations and the four AuxK products are GEMMs over those columns
+      (:mod:`abstopk.kernels.aux_dense`; CPU, kernel operators, n_dead ≤ 5·ka and < d_sae/4).
+    * ``recompute``: :func:`_aux_decode_dense` (the dead columns' pre-activations again, with
+      autograd; CPU: n_dead ≤ AUX_DENSE_FACTOR·ka, other devices: n_dead ≤ d_sae/2).
+    * ``fused``: the fused encoder's AuxK selection and sparse products of width ka (the
+      dense path's selection for operators without kernels).
+    """
+    path = AUX_PATH
+    kern = sae._use_kernels()
+    if path is None:
+        if kern and kernels.dense_aux_columns(n_dead, ka, sae.cfg.d_sae, device):
+            path = "columns"
+        elif (n_dead <= AUX_DENSE_FACTOR * ka if device.type == "cpu"
+              else 2 * n_dead <= sae.cfg.d_sae):
+            path = "recompute"
+        else:
+            path = "fused"
+    if path not in ("columns", "recompute", "fused"):
+        raise ValueError(f"unknown AuxK path {path!r}")
+    return "fused" if path == "columns" and not kern else path
 
 
 def _aux_decode_dense(sae: SAE, x_s: Tensor, dead_idx: Tensor, ka: int) -> Tensor:
@@ -133,19 +163,19 @@ def train_step(
     """
     sae.train()
     use_aux = dead_mask is not None and k_aux > 0 and aux_coeff > 0
-    dead_idx, ka = None, 0
+    dead_idx, ka, path = None, 0, "fused"
     if use_aux:
         n_dead = int(dead_mask.sum())  # one host sync (the fused encoder reads it anyway)
         ka = min(k_aux, n_dead)
         use_aux = ka > 0
-        dense = (n_dead <= AUX_DENSE_FACTOR * ka if x.device.type == "cpu"
-                 else 2 * n_dead <= sae.cfg.d_sae)
-        if use_aux and dense:
-            dead_idx = dead_mask.nonzero().view(-1)
-    fused_aux = use_aux and dead_idx is None
+        if use_aux:
+            path = _aux_path(sae, n_dead, ka, x.device)
+            if path != "fused":
+                dead_idx = dead_mask.nonzero().view(-1)
+    in_encoder = use_aux and path != "recompute"  # the encoder takes the AuxK selection
     forward = sae if dp is None else dp.module
     out = forward(x, dense_code=not sae._use_kernels(),
-                  aux_mask=dead_mask if fused_aux else None, k_aux=k_aux if fused_aux else 0)
+                  aux_mask=dead_mask if in_encoder else None, k_aux=k_aux if in_encoder else 0)
     mse = (out.x_hat_s - out.x_s).pow(2).mean()
     penalty = _penalty(sae, out)
     loss = mse + penalty_coeff * penalty if sae.op.penalty else mse
@@ -153,10 +183,13 @@ def train_step(
         loss = loss * dp.loss_weight(x.shape[0])
     aux_loss = torch.zeros((), device=x.device)
     aux_num = aux_den = None
-    if use_aux and (dead_idx is not None or out.aux_values is not None):
+    if use_aux and (path == "recompute" or out.aux_values is not None):
         e = (out.x_s - out.x_hat_s).detach()
-        if dead_idx is not None:
+        if path == "recompute":
             e_hat = _aux_decode_dense(sae, out.x_s, dead_idx, ka)
+        elif path == "columns":
+            e_hat = kernels.dead_column_decode(out.aux_values, out.aux_selection, dead_idx,
+                                               sae.W_dec)
         else:
             # the encoder's AuxK selection (sparse path): its CSC sort is shared with the
             # encoder's backward; bare indices from the dense path
