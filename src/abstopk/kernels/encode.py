@@ -41,8 +41,8 @@ from torch import Tensor
 from . import batch_select, encoder_gemm
 from .aux_dense import dead_positions, dense_aux_columns
 from .batch_select import batch_from_candidates, entries_at_least
+from .block_select import select_all_dead_block, select_aux_block, select_block
 from .encoder_gemm import onednn_available, u_blocks
-from .row_topk import row_topk
 from .selection import Selection
 from .sparse_ops import column_sums, spmm, spmm_t
 
@@ -65,77 +65,6 @@ class EncoderOutput(NamedTuple):
     selection: Selection
     aux_values: Tensor | None
     aux_selection: Selection | None
-
-
-def _select_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int, signed: bool,
-                  batch: bool, values: Tensor, indices: Tensor) -> Tensor | None:
-    """Rows [s, e) of the main selection from the block ``u`` [e − s, F]; returns |u| (or None).
-
-    Writes the top-``width`` by u (relu'd unless ``batch``: the candidates keep u, the
-    ranking key) or by |u| (signed values) into ``values``/``indices`` [B, width].
-    """
-    a = None
-    if signed:
-        a = torch.abs(u, out=a_out) if a_out is not None else u.abs()
-        indices[s:e] = row_topk(a, width)[1]
-        torch.gather(u, 1, indices[s:e], out=values[s:e])
-    else:
-        values[s:e], indices[s:e] = row_topk(u, width)
-        if not batch:  # batch candidates keep u (the ranking key); relu'd at the end
-            values[s:e].clamp_(min=0)
-    return a
-
-
-def _select_all_dead_block(u: Tensor, a_out: Tensor | None, s: int, e: int, width: int,
-                           ka: int, signed: bool, batch: bool, values: Tensor,
-                           indices: Tensor, aux_v: Tensor, aux_i: Tensor) -> None:
-    """Rows [s, e) of both selections when every latent is dead and ka ≥ width: the AuxK
-    selection is the top-ka of the main one's key over the whole row, so the main top-width
-    is taken from its ka entries (one ranking of the row, no masking pass)."""
-    key = (torch.abs(u, out=a_out) if a_out is not None else u.abs()) if signed else u
-    loc = row_topk(key, ka)[1]
-    aux_i[s:e] = loc
-    raw = u.gather(1, loc)                                          # [rows, ka], u kept
-    pick = (raw.abs() if signed else raw).topk(width, dim=1, sorted=False).indices
-    torch.gather(loc, 1, pick, out=indices[s:e])
-    torch.gather(raw, 1, pick, out=values[s:e])
-    if not signed:
-        if not batch:
-            values[s:e].clamp_(min=0)
-        raw.clamp_(min=0)
-    aux_v[s:e] = raw
-
-
-def _select_aux_block(u: Tensor, a: Tensor | None, s: int, e: int, ka: int, signed: bool,
-                      dead_idx: Tensor | None, not_dead: Tensor | None, aux_v: Tensor,
-                      aux_i: Tensor) -> None:
-    """Rows [s, e) of the AuxK selection (width ka among the dead latents) from ``u``.
-
-    ``dead_idx`` given (few dead latents): select among those columns only. Else mask the
-    live ones (``not_dead`` [F]) in the scratch blocks ``a`` = |u| (signed) or ``u`` itself
-    (u is scratch once the main selection is taken).
-    """
-    if dead_idx is not None:
-        ud = u.index_select(1, dead_idx)
-        if ka == dead_idx.numel():  # every dead latent is kept: nothing to rank
-            aux_i[s:e] = dead_idx
-            aux_v[s:e] = ud if signed else ud.clamp_(min=0)
-            return
-        if signed:
-            loc = row_topk(ud.abs(), ka)[1]
-            torch.gather(ud, 1, loc, out=aux_v[s:e])
-        else:
-            vals, loc = row_topk(ud, ka)
-            aux_v[s:e] = vals.clamp_(min=0)
-        aux_i[s:e] = dead_idx[loc]
-    elif signed:
-        a.masked_fill_(not_dead, -1.0)  # |u| ≥ 0 > −1: live latents never win
-        aux_i[s:e] = row_topk(a, ka)[1]
-        torch.gather(u, 1, aux_i[s:e], out=aux_v[s:e])
-    else:
-        u.masked_fill_(not_dead, float("-inf"))
-        aux_v[s:e], aux_i[s:e] = row_topk(u, ka)
-        aux_v[s:e].clamp_(min=0)
 
 
 class TopKEncode(torch.autograd.Function):
@@ -173,12 +102,12 @@ class TopKEncode(torch.autograd.Function):
         all_dead = not_dead is not None and ka >= width and not bool(not_dead.any())
         for s, e, u, a_out in u_blocks(xg, Wg, Wt, b_enc, rows, use_buf, dt):
             if all_dead:
-                _select_all_dead_block(u, a_out, s, e, width, ka, signed, batch, values,
+                select_all_dead_block(u, a_out, s, e, width, ka, signed, batch, values,
                                        indices, aux_v, aux_i)
                 continue
-            a = _select_block(u, a_out, s, e, width, signed, batch, values, indices)
+            a = select_block(u, a_out, s, e, width, signed, batch, values, indices)
             if ka > 0:
-                _select_aux_block(u, a, s, e, ka, signed, dead_idx, not_dead, aux_v, aux_i)
+                select_aux_block(u, a, s, e, ka, signed, dead_idx, not_dead, aux_v, aux_i)
         counts = None  # per-row widths of a padded (batch) selection
         if batch:
             def redo_rows(redo: Tensor, t: Tensor):
@@ -246,7 +175,7 @@ class TopKEncode(torch.autograd.Function):
             gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
         if not ctx.needs_input_grad[3]:
             gb = None
-        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None, None
+        return gx, gshift, gW, gb, None, None, None, None, None, None, None, None, None, None
 
 
 def _total(parts) -> Tensor:
