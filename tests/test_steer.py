@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from identity_sae import identity_sae
 
 from abstopk.sae import SAE, SAEConfig
 from abstopk.steer import (
@@ -175,14 +176,7 @@ def test_steered_sampling_is_reproducible_with_a_seed(lm):
 # ------------------------------------------------------------------ latent candidates
 def _planted_sae(architecture: str) -> SAE:
     """d_in 4, d_sae 4 with identity encoder/decoder: z = prox(x) (no bias)."""
-    sae = SAE(SAEConfig(d_in=4, d_sae=4, architecture=architecture, k=1,
-                        apply_b_dec_to_input=False, use_sparse_kernels=False), seed=0)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(4))
-        sae.W_dec.copy_(torch.eye(4))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae
+    return identity_sae(architecture, k=1)
 
 
 def test_latent_scores_on_a_planted_signed_axis():

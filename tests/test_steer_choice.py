@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 import torch
+from identity_sae import identity_sae
 
 from abstopk.steer.generate import RowSampler, row_seed
 
@@ -57,16 +58,7 @@ def test_row_sampler_nucleus_and_row_independence():
 
 # ------------------------------------------------------------------ latent choice
 def _identity_sae(architecture: str):
-    from abstopk.sae import SAE, SAEConfig
-
-    sae = SAE(SAEConfig(d_in=4, d_sae=4, architecture=architecture, k=2,
-                        apply_b_dec_to_input=False, use_sparse_kernels=False), seed=0)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(4))
-        sae.W_dec.copy_(torch.eye(4))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae
+    return identity_sae(architecture, k=2)
 
 
 def test_latent_choice_by_output_effect_known_answer():

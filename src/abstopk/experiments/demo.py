@@ -248,3 +248,17 @@ def run_pipeline(
                   f"({', '.join(f'{k} {v:.0f} s' for k, v in secs.items())}); "
                   f"tables: {out / 'pipeline.md'}, plot: {files.get('png')}")
     return json.loads(json.dumps(json_safe(result)))
+
+
+def read_pipeline_results(demo_out: str | Path, needed_by: str) -> dict[str, Any]:
+    """``demo_out/pipeline/pipeline.json``, the pipeline stage's results, for a later stage;
+    raises :class:`~abstopk.errors.UserError` saying what ``needed_by`` reads when it is
+    missing."""
+    from ..errors import UserError
+
+    pj = Path(demo_out) / "pipeline" / "pipeline.json"
+    if not pj.is_file():
+        raise UserError(f"{demo_out} holds no pipeline results (pipeline/pipeline.json); "
+                        f"{needed_by}")
+    return json.loads(pj.read_text(encoding="utf-8"))
+

@@ -245,17 +245,15 @@ def run_analysis(out: str | Path, *, quick: bool = False, console: Any = None,
     from ..lm.hooks import parse_hook_name
     from ..report.dashboard import build_site
     from ..sae import SAE
+    from .demo import read_pipeline_results
 
     out = Path(out)
     say = console.print if console is not None else (lambda *a, **k: None)
-    pj = out / "pipeline" / "pipeline.json"
-    if not pj.is_file():
-        raise UserError(f"{out} holds no pipeline results (pipeline/pipeline.json); "
-                        "the bidirectionality stage reads the pipeline's SAEs and cache")
-    pipe = json.loads(pj.read_text(encoding="utf-8"))
+    pipe = read_pipeline_results(
+        out, "the bidirectionality stage reads the pipeline's SAEs and cache")
     saes = demo_saes(pipe)
     if not saes:
-        raise UserError(f"{pj} names no trained SAEs of the first seed at the matched L0")
+        raise UserError(f"{out / 'pipeline' / 'pipeline.json'} names no trained SAEs of the first seed at the matched L0")
     d = _settings(quick)
     n_rows = min(int(rows or d["rows"]), int(pipe.get("cache_rows") or 1 << 62))
     top_n, n_pages = int(top_n or d["top_n"]), int(d["pages"] if pages is None else pages)

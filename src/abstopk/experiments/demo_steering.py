@@ -18,7 +18,6 @@ cheap rule; ``abstopk steer`` defaults to output effect). Writes
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +79,14 @@ def run_demo_steering(out: str | Path, *, quick: bool = False, console: Any = No
     from ..sae import load_sae
     from ..steer.run import run_steer
     from ..steer.summary import summarize
+    from .demo import read_pipeline_results
 
     out = Path(out)
     say = console.print if console is not None else (lambda *a, **k: None)
-    pj = out / "pipeline" / "pipeline.json"
-    if not pj.is_file():
-        raise UserError(f"{out} holds no pipeline results (pipeline/pipeline.json); the "
-                        "steering stage steers with the pipeline's SAEs")
-    pipe = json.loads(pj.read_text(encoding="utf-8"))
+    pipe = read_pipeline_results(out, "the steering stage steers with the pipeline's SAEs")
     paths = _demo_saes(pipe)
     if set(paths) != {"abstopk", "topk"}:
-        raise UserError(f"{pj} names no AbsTopK and TopK SAEs of the first seed at the "
+        raise UserError(f"{out / 'pipeline' / 'pipeline.json'} names no AbsTopK and TopK SAEs of the first seed at the "
                         "matched L0")
     layer = int(pipe["settings"]["layer"])
     cfg = demo_steer_config(layer, quick)

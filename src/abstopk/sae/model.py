@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -346,7 +346,18 @@ class SAE(nn.Module):
         with open(path / CFG_FILE) as f:
             raw = json.load(f)
         cfg = SAEConfig.from_dict(raw)
-        tensors = load_file(str(path / WEIGHTS_FILE))
+        return cls.from_tensors(cfg, load_file(str(path / WEIGHTS_FILE)), source=path,
+                                device=device, dtype=dtype)
+
+    @classmethod
+    def from_tensors(cls, cfg: SAEConfig, tensors: dict[str, Tensor], *, source: Any = "SAE",
+                     device: str | torch.device | None = None,
+                     dtype: torch.dtype = torch.float32, allow_extra: bool = False) -> SAE:
+        """An SAE of ``cfg`` holding ``tensors`` (W_enc [d_in, d_sae], b_enc [d_sae], W_dec
+        [d_sae, d_in], b_dec [d_in], and threshold [d_sae] for JumpReLU and the batch-level
+        operators). Raises ``ValueError`` naming ``source`` when a tensor is missing, has
+        another shape, or (unless ``allow_extra``) is not one of these.
+        """
         expected = {
             "W_enc": (cfg.d_in, cfg.d_sae),
             "b_enc": (cfg.d_sae,),
@@ -357,16 +368,16 @@ class SAE(nn.Module):
         if op.needs_threshold or op.batch_level:
             expected["threshold"] = (cfg.d_sae,)
         missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
+        extra = [] if allow_extra else sorted(set(tensors) - set(expected))
         if missing or extra:
             raise ValueError(
-                f"{path}: tensors disagree with cfg.json (architecture {cfg.architecture!r}): "
+                f"{source}: tensors disagree with cfg.json (architecture {cfg.architecture!r}): "
                 f"missing {missing}, unexpected {extra}"
             )
         for name, shape in expected.items():
             if tuple(tensors[name].shape) != shape:
                 raise ValueError(
-                    f"{path}: tensor {name} has shape {tuple(tensors[name].shape)} but cfg.json "
+                    f"{source}: tensor {name} has shape {tuple(tensors[name].shape)} but cfg.json "
                     f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}) implies {shape}"
                 )
         sae = cls(cfg, dtype=dtype)

@@ -138,21 +138,8 @@ def load_sae(path: str | Path, device: str | torch.device | None = None,
     if missing:
         raise ValueError(f"{path}: SAELens weights lack {missing}")
     cfg, tensors = _convert(raw, dict(tensors), path)
-    expected = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,),
-                "W_dec": (cfg.d_sae, cfg.d_in), "b_dec": (cfg.d_in,)}
-    if cfg.operator.needs_threshold:
-        expected["threshold"] = (cfg.d_sae,)
-    for name, shape in expected.items():
-        if name not in tensors or tuple(tensors[name].shape) != shape:
-            got = tuple(tensors[name].shape) if name in tensors else "missing"
-            raise ValueError(f"{path}: tensor {name} is {got}, cfg.json implies {shape}")
-    sae = SAE(cfg, dtype=dtype)
-    with torch.no_grad():
-        for name in expected:
-            getattr(sae, name).copy_(tensors[name].to(dtype))
-    if device is not None:
-        sae.to(device)
-    return sae.eval()
+    return SAE.from_tensors(cfg, tensors, source=path, device=device, dtype=dtype,
+                            allow_extra=True).eval()
 
 
 def sae_summary(path: str | Path) -> dict[str, Any] | None:
