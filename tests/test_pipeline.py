@@ -80,7 +80,9 @@ def test_pipeline_end_to_end_tiny(tmp_path, lm):
     for r in trained:
         if r["architecture"] != "jumprelu":
             assert r["l0"] == pytest.approx(r["sparsity"], abs=0.5)   # k-sparse by construction
-        assert 0 < r["nmse"] < 1.5 and r["l0"] > 0
+        # 200 tiny steps reach nmse ≈ 0.38–0.41, fvu ≈ 0.82–0.91: below 0.6 and below the
+        # fvu of predicting the mean (1.0), which an SAE that only learned b_dec would score
+        assert 0 < r["nmse"] < 0.6 and r["fvu"] < 1.0 and r["l0"] > 0
         assert math.isfinite(r["loss_recovered"]) and r["ce_zero_ablated"] > r["ce_clean"]
         assert r["kl"] >= 0
     # AbsTopK fires with both signs, TopK and JumpReLU never negatively

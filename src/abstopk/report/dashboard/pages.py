@@ -39,19 +39,24 @@ def side_by_side(item: Mapping[str, Any], *, negative_side: str | None = None,
     pos_name, neg_name = _side_names(negative_side)
     top_pos, top_neg = item.get("top_pos") or [], item.get("top_neg") or []
     vmax = example_vmax(top_pos, top_neg)
-    neg = (f'<section class="side neg" id="side-neg"><h2>Negative side: {esc(neg_name)}</h2>'
-           f'<h3>Tokens promoted by −{esc(what)} (bottom of W_U·d)</h3><div id="logits-neg">'
-           + logit_table(item.get("logits_neg"), sign="neg", empty="no logit data") + "</div>"
-           '<h3>Strongest negative contexts</h3><div id="top-neg">'
-           + context_list(top_neg, vmax, empty="no negative activations recorded")
-           + "</div></section>")
-    pos = (f'<section class="side pos" id="side-pos"><h2>Positive side: {esc(pos_name)}</h2>'
-           f'<h3>Tokens promoted by +{esc(what)} (top of W_U·d)</h3><div id="logits-pos">'
-           + logit_table(item.get("logits_pos"), sign="pos", empty="no logit data") + "</div>"
-           '<h3>Strongest positive contexts</h3><div id="top-pos">'
-           + context_list(top_pos, vmax, empty="no positive activations recorded")
-           + "</div></section>")
+    neg = _side("neg", "Negative", neg_name, f"−{esc(what)}", "bottom of W_U·d",
+                item.get("logits_neg"), top_neg, vmax)
+    pos = _side("pos", "Positive", pos_name, f"+{esc(what)}", "top of W_U·d",
+                item.get("logits_pos"), top_pos, vmax)
     return f'<div class="sides">{neg}{pos}</div>'
+
+
+def _side(sign: str, title: str, name: str, by: str, where: str, logits: Any,
+          top: list, vmax: float) -> str:
+    """One side's section (``sign`` "pos" or "neg"): the logits it promotes, its strongest
+    contexts."""
+    word = title.lower()
+    return (f'<section class="side {sign}" id="side-{sign}"><h2>{title} side: {esc(name)}</h2>'
+            f'<h3>Tokens promoted by {by} ({where})</h3><div id="logits-{sign}">'
+            + logit_table(logits, sign=sign, empty="no logit data") + "</div>"
+            f'<h3>Strongest {word} contexts</h3><div id="top-{sign}">'
+            + context_list(top, vmax, empty=f"no {word} activations recorded")
+            + "</div></section>")
 
 
 def _quantiles(lat: Mapping[str, Any]) -> str:
