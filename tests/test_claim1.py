@@ -113,6 +113,15 @@ def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):
     run_plan(out, steps=["harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M"],
              cfg=SMALL, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in files} == files
+    # a run made with a shorter learning-rate grid continues: the grid only gained values
+    plan = json.loads((out / "plan.json").read_text())
+    (out / "plan.json").write_text(json.dumps({**plan, "lrs": plan["lrs"][:3]}))
+    run_plan(out, steps=["summary"], cfg=SMALL, log=lambda s: None)
+    assert json.loads((out / "plan.json").read_text()) == plan
+    (out / "plan.json").write_text(json.dumps({**plan, "lrs": plan["lrs"][1:]}))
+    with pytest.raises(ValueError, match="other settings"):   # not a prefix: refused
+        run_plan(out, steps=["summary"], cfg=SMALL, log=lambda s: None)
+    (out / "plan.json").write_text(json.dumps(plan))
     other = Claim1Config(**{**SMALL.__dict__, "d_sae": 128})
     with pytest.raises(ValueError, match="other settings"):
         run_plan(out, steps=["summary"], cfg=other)

@@ -12,7 +12,8 @@ heldout             the embedded held-out documents divided by document id into
                     ``valtest/val.jsonl`` / ``valtest/test.jsonl`` (:func:`valtest_of`),
                     harvested into ``cache-val`` (50k rows) and ``cache-test`` (100k rows)
 lr-sweep            TopK and AbsTopK, k 32, d_sae 4608, 1M tokens (244 × 4096 rows of the
-                    first 1M cache rows), lr ∈ {4e-4, 1e-3, 2e-3}; validation nmse →
+                    first 1M cache rows), lr ∈ {4e-4, 1e-3, 2e-3, 4e-3, 8e-3}; validation
+                    nmse →
                     ``best_lr.json`` (per architecture)
 harvest-10M         ``cache-train`` continued to 10.5M rows
 k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0
@@ -51,7 +52,7 @@ from ..files import atomic_write, atomic_write_json
 __all__ = ["LRS", "STEPS", "Claim1Config", "Run", "plan_runs", "run_plan", "valtest_of"]
 
 LAYER, SITE, CONTEXT = 6, "resid_post", 128
-LRS = (4e-4, 1e-3, 2e-3)
+LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M", "scaling", "k-sweep",
          "batch", "jumprelu", "summary")
 
@@ -298,13 +299,27 @@ def sae_lr(d: Path) -> float | None:
         return None
 
 
+def _stamp(s: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}Z {s}", flush=True)
+
+
+def _grid_extended(old: dict, new: dict) -> bool:
+    """True when ``new`` only appends learning rates to ``old``'s grid (everything else equal):
+    the SAEs of the old values are the same runs, so the plan may continue."""
+    lo, ln = old.get("lrs", []), new["lrs"]
+    return ({k: v for k, v in old.items() if k != "lrs"} == {k: v for k, v in new.items()
+                                                            if k != "lrs"}
+            and len(lo) < len(ln) and list(ln[:len(lo)]) == list(lo))
+
+
 def run_plan(out: str | Path, *, steps: list[str] | None = None,
              cfg: Claim1Config | None = None,
              log: Callable[[str], None] | None = None) -> None:
     """Run (or continue) the plan's steps in order (all by default) under ``out``.
 
     The sizes (``cfg``) are recorded in ``out/plan.json`` on the first call; a later call
-    with other sizes is refused (its outputs would not be comparable).
+    with other sizes is refused (its outputs would not be comparable), except a learning-rate
+    grid that only gains values at its end (the plan continues and trains them).
     """
     todo = list(steps or STEPS)
     unknown = [s for s in todo if s not in STEPS]
@@ -317,17 +332,19 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
             "lrs": list(LRS), "storage": "float16", "corpus_seed": 0}
     if (out / "plan.json").is_file():
         old = json.loads((out / "plan.json").read_text())
-        if old != plan:
+        if _grid_extended(old, plan):
+            log = log or _stamp
+            log(f"learning-rate grid extended from {old['lrs']} to {plan['lrs']}: the sweep "
+                "trains the new values, its finished SAEs are kept")
+            atomic_write_json(out / "plan.json", plan)
+        elif old != plan:
             raise ValueError(f"{out} holds a claim-1 run with other settings "
                              f"({out / 'plan.json'}); continue it with the same ones or use "
                              "another folder")
     else:
         atomic_write_json(out / "plan.json", plan)
 
-    def stamp(s: str) -> None:
-        print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}Z {s}", flush=True)
-
-    log = log or stamp
+    log = log or _stamp
     p = _Plan(out, cfg, log)
     actions: dict[str, Callable[[], None]] = {
         "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
