@@ -24,27 +24,29 @@ def _sweep_rows() -> list[dict]:
                          "sparsity": 8.0, "k_eval": 8 if uses_k else None, "seed": seed,
                          "l0": 8.0 - 0.25 * seed, "mse": 0.01 * (seed + 1),
                          "nmse": 0.1 + 0.1 * seed,
-                         "explained_variance": 0.9 - 0.1 * seed, "dead_fraction": 0.0,
-                         "loss_recovered": float("nan") if uses_k else 0.9, "kl": 0.125})
+                         "fvu": 0.125 + 0.25 * seed,
+                         "explained_variance": 0.875 - 0.25 * seed, "dead_fraction": 0.0,
+                         "loss_recovered": float("nan") if uses_k else 0.9,
+                         "loss_recovered_mean_ablation": 0.5 + 0.25 * seed, "kl": 0.125})
     rows.append({"name": "topk_s0@k4", "architecture": "topk", "mode": "inference_k",
                  "sparsity": 8.0, "k_eval": 4, "seed": 0, "l0": 4.0, "mse": 0.02, "nmse": 0.5,
-                 "explained_variance": 0.5, "dead_fraction": 0.25})
+                 "fvu": 0.75, "explained_variance": 0.25, "dead_fraction": 0.25})
     return rows
 
 
 SWEEP_MD = """\
 # Sparsity sweep
 
-| architecture | sparsity | L0 | MSE | NMSE | expl. var. | dead frac. | loss rec. | KL | seeds |
-|---|---|---|---|---|---|---|---|---|---|
-| jumprelu | target L0=8 | 7.88 ± 0.18 | 0.015 ± 0.0071 | 0.15 ± 0.071 | 0.85 ± 0.071 | 0 ± 0 | 0.9 ± 0 | 0.125 ± 0 | 2 |
-| topk | k=8 | 7.88 ± 0.18 | 0.015 ± 0.0071 | 0.15 ± 0.071 | 0.85 ± 0.071 | 0 ± 0 | — | 0.125 ± 0 | 2 |
+| architecture | sparsity | L0 | MSE | NMSE | FVU | dead frac. | loss rec. (zero abl.) | loss rec. (mean abl.) | KL | seeds |
+|---|---|---|---|---|---|---|---|---|---|---|
+| jumprelu | target L0=8 | 7.88 ± 0.18 | 0.015 ± 0.0071 | 0.15 ± 0.071 | 0.25 ± 0.18 | 0 ± 0 | 0.9 ± 0 | 0.625 ± 0.18 | 0.125 ± 0 | 2 |
+| topk | k=8 | 7.88 ± 0.18 | 0.015 ± 0.0071 | 0.15 ± 0.071 | 0.25 ± 0.18 | 0 ± 0 | — | 0.625 ± 0.18 | 0.125 ± 0 | 2 |
 
 ## Inference-time k
 
-| architecture | sparsity | L0 | MSE | NMSE | expl. var. | dead frac. | loss rec. | KL | seeds |
-|---|---|---|---|---|---|---|---|---|---|
-| topk | k=4 (trained k=8) | 4 ± 0 | 0.02 ± 0 | 0.5 ± 0 | 0.5 ± 0 | 0.25 ± 0 | — | — | 1 |
+| architecture | sparsity | L0 | MSE | NMSE | FVU | dead frac. | loss rec. (zero abl.) | loss rec. (mean abl.) | KL | seeds |
+|---|---|---|---|---|---|---|---|---|---|---|
+| topk | k=4 (trained k=8) | 4 ± 0 | 0.02 ± 0 | 0.5 ± 0 | 0.75 ± 0 | 0.25 ± 0 | — | — | — | 1 |
 """  # noqa: E501
 
 
@@ -53,12 +55,13 @@ def test_sweep_markdown_pinned():
 
 
 def test_sweep_rich_table_pinned():
-    console = Console(width=160, record=True, file=io.StringIO())
+    console = Console(width=180, record=True, file=io.StringIO())
     sweep_tables.print_table(summarize(_sweep_rows()), console, title="T")
     lines = [ln.rstrip() for ln in console.export_text().splitlines()]
     assert lines[0].strip() == "T"
     assert ("│ jumprelu     │ target L0=8 │ 7.88 ± 0.18 │ 0.015 ± 0.0071 │ 0.15 ± 0.071 │ "
-            "0.85 ± 0.071 │      0 ± 0 │   0.9 ± 0 │ 0.125 ± 0 │     2 │") in lines
+            "0.25 ± 0.18 │      0 ± 0 │               0.9 ± 0 │          0.625 ± 0.18 │ "
+            "0.125 ± 0 │     2 │") in lines
     assert any(ln.strip() == "Inference-time k (no retraining)" for ln in lines)
 
 

@@ -8,8 +8,8 @@ from typing import Any
 __all__ = ["SUMMARY_METRICS", "summarize"]
 
 #: metrics summarised as mean ± std over seeds
-SUMMARY_METRICS = ("l0", "mse", "nmse", "explained_variance", "dead_fraction", "loss_recovered",
-                   "kl")
+SUMMARY_METRICS = ("l0", "mse", "nmse", "fvu", "explained_variance", "dead_fraction",
+                   "loss_recovered", "loss_recovered_mean_ablation", "kl")
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:

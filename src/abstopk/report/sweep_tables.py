@@ -31,8 +31,10 @@ CSV_COLUMNS = (
     "train_fvu", "train_seconds", "sae_dir",
 )
 
-TABLE_HEADER = ["architecture", "sparsity", "L0", "MSE", "NMSE", "expl. var.", "dead frac.",
-                "loss rec.", "KL", "seeds"]
+#: nmse = mean over tokens of ‖x−x̂‖²/‖x‖² (the paper's); fvu = ‖x−x̂‖²/‖x−x̄‖²; loss recovered
+#: against zero ablation (the paper's) and against mean ablation
+TABLE_HEADER = ["architecture", "sparsity", "L0", "MSE", "NMSE", "FVU", "dead frac.",
+                "loss rec. (zero abl.)", "loss rec. (mean abl.)", "KL", "seeds"]
 
 _TITLES = {"trained": "Sparsity sweep: held-out evaluation (mean ± std over seeds)",
            "inference_k": "Inference-time k (no retraining)"}
@@ -64,8 +66,8 @@ def _label(s: dict[str, Any], mode: str) -> str:
 
 def results_table_rows(summary: Sequence[dict[str, Any]], mode: str = "trained"
                        ) -> list[list[str]]:
-    """Rows [architecture, sparsity, L0, MSE, NMSE, EV, dead, loss rec., KL, seeds] as
-    strings, for the summaries of ``mode``, ordered by (k or target L0, architecture)."""
+    """Rows [architecture, sparsity, L0, MSE, NMSE, FVU, dead, loss rec. (zero / mean
+    ablation), KL, seeds] as strings, for the summaries of ``mode``, ordered by (k or target L0, architecture)."""
     rows = []
     for s in sorted((s for s in summary if s["mode"] == mode),
                     key=lambda s: (s["k_eval"] if _has_k(s["k_eval"]) else s["sparsity"],
@@ -75,9 +77,11 @@ def results_table_rows(summary: Sequence[dict[str, Any]], mode: str = "trained"
             fmt_pm(s["l0_mean"], s["l0_std"], 3),
             fmt_pm(s["mse_mean"], s["mse_std"]),
             fmt_pm(s["nmse_mean"], s["nmse_std"]),
-            fmt_pm(s["explained_variance_mean"], s["explained_variance_std"]),
+            fmt_pm(s.get("fvu_mean"), s.get("fvu_std", math.nan)),
             fmt_pm(s["dead_fraction_mean"], s["dead_fraction_std"], 3),
             fmt_pm(s["loss_recovered_mean"], s["loss_recovered_std"]),
+            fmt_pm(s.get("loss_recovered_mean_ablation_mean"),
+                   s.get("loss_recovered_mean_ablation_std", math.nan)),
             fmt_pm(s["kl_mean"], s["kl_std"]),
             str(s["n_seeds"]),
         ])
@@ -101,7 +105,7 @@ def print_table(summary: Sequence[dict[str, Any]], console: Any = None,
                 title: str | None = None) -> None:
     """Print the trained (and inference-k) summaries as rich tables (mean ± std over seeds);
     ``title`` replaces the trained table's title."""
-    console = console or table_console(160)   # 10 columns: too wide for 80
+    console = console or table_console(180)   # 11 columns: too wide for 80
     for mode in ("trained", "inference_k"):
         rows = results_table_rows(summary, mode)
         if not rows:
