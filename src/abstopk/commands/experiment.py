@@ -26,8 +26,8 @@ def claim1_command(
                                 "steps are skipped, a partial one continues from its last "
                                 "checkpoint or shard."),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run (default: all, "
-                              "in order): harvest-1M, heldout, lr-sweep, harvest-10M, k32-10M, "
-                              "scaling, k-sweep, batch, jumprelu, summary."),
+                              "in order): harvest-1M, heldout, lr-sweep, scaling, harvest-10M, "
+                              "k32-10M, scaling-10M, k-sweep, batch, jumprelu, summary."),
 ) -> None:
     """TopK vs AbsTopK (and BatchTopK, JumpReLU) at 0.1M-10M training tokens on layer 6 of
     the embedded model, each at its own best learning rate; see docs/results.md."""

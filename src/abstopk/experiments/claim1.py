@@ -15,10 +15,12 @@ lr-sweep            TopK and AbsTopK, k 32, d_sae 4608, 1M tokens (244 × 4096 r
                     first 1M cache rows), lr ∈ {4e-4, 1e-3, 2e-3, 4e-3, 8e-3}; validation
                     nmse →
                     ``best_lr.json`` (per architecture)
+scaling             TopK / AbsTopK k 32 at 0.1M and 1M tokens × seeds 0–2 (1M seed 0: the
+                    sweep's SAE at the best lr, evaluated on test); needs only the first rows,
+                    so it runs before the long harvest
 harvest-10M         ``cache-train`` continued to 10.5M rows
 k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0
-scaling             0.1M and 1M tokens × seeds 0–2, 10M × seeds 1–2 (1M seed 0: the
-                    sweep's SAE at the best lr, evaluated on test)
+scaling-10M         the same at 10M tokens × seeds 1–2
 k-sweep             k 16 and 64 at 10M tokens
 batch               BatchTopK vs batch AbsTopK at k 32, 10M tokens
 jumprelu            JumpReLU at target L0 32, 10M tokens (dense encoder: slowest, last)
@@ -53,8 +55,8 @@ __all__ = ["LRS", "STEPS", "Claim1Config", "Run", "plan_runs", "run_plan", "valt
 
 LAYER, SITE, CONTEXT = 6, "resid_post", 128
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
-STEPS = ("harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M", "scaling", "k-sweep",
-         "batch", "jumprelu", "summary")
+STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "harvest-10M", "k32-10M",
+         "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
 
 
 @dataclass
@@ -109,10 +111,10 @@ class Run:
 def plan_runs() -> list[Run]:
     """Every SAE of the plan, in the order they are trained (most deciding first)."""
     runs = [Run("lr-sweep", a, 32, "1M", 0, lr) for a in ("topk", "abstopk") for lr in LRS]
+    runs += [Run("scaling", a, 32, t, s) for t in ("0.1M", "1M") for s in (0, 1, 2)
+             for a in ("topk", "abstopk")]
     runs += [Run("k32-10M", a, 32, "10M", 0) for a in ("topk", "abstopk")]
-    runs += [Run("scaling", a, 32, t, s) for t, seeds in (("0.1M", (0, 1, 2)),
-                                                          ("1M", (0, 1, 2)), ("10M", (1, 2)))
-             for s in seeds for a in ("topk", "abstopk")]
+    runs += [Run("scaling-10M", a, 32, "10M", s) for s in (1, 2) for a in ("topk", "abstopk")]
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
     runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
     runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
