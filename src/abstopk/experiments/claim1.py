@@ -31,7 +31,8 @@ Each SAE lives in ``OUT/saes/<name>/`` (``abstopk train``'s layout: checkpoint/ 
 steps, cfg.json + sae_weights.safetensors when finished) with ``eval_val.json`` and
 ``eval_test.json``: ``nmse`` (the paper's per-token ‖x−x̂‖²/‖x‖² averaged over rows), ``fvu``
 (‖x−x̂‖²/‖x−x̄‖²), ``l0`` on all rows of the cache; on test also loss recovered (zero
-ablation) and KL over 64 contexts of ``test.jsonl``. A step is skipped when its outputs are
+and mean ablation) and KL over 64 contexts of ``test.jsonl``, for all runs of a step in one
+call (their clean and ablated LM runs are done once). A step is skipped when its outputs are
 complete; a killed run resumes from the last checkpoint / shard (``--resume``); finished SAEs
 and evaluations are never rewritten. Training on the first N rows of the growing train cache
 reads them through ``CacheLoader(max_rows=N)``; the rows a harvest has written never change.
@@ -207,31 +208,47 @@ class _Plan:
         return d
 
     def evaluate(self, run: Run, split: str) -> dict:
+        """The run's ``eval_<split>.json`` (computed and written when missing)."""
+        return self.evaluate_many([run], split)[0]
+
+    def evaluate_many(self, runs: list[Run], split: str) -> list[dict]:
+        """``eval_<split>.json`` of each run, computing the missing ones: reconstruction on
+        every row of ``cache-<split>``; on test also loss recovered and KL, one call for all
+        missing runs so that the clean and ablated LM runs are shared (each SAE's numbers
+        equal those it gets alone: ``evaluate_loss_recovered``)."""
         from ..data.tokens import bos_token_id, iter_contexts
         from ..eval.loss_recovered import evaluate_loss_recovered
         from ..eval.metrics import evaluate_reconstruction
         from ..sae import SAE
 
-        d = self.sae_dir(run)
-        path = d / f"eval_{split}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        sae = SAE.load(d).eval()
-        rec = evaluate_reconstruction(sae, self.out / f"cache-{split}", batch_size=4096)
-        res = {"run": run.name, "step": run.step, "architecture": run.arch, "k": run.k,
-               "tokens": run.tokens,
-               "train_tokens": self.cfg.steps[run.tokens] * self.cfg.batch_size,
-               "seed": run.seed, "lr": sae_lr(d), "split": split, **rec.summary}
-        if split == "test":
+        todo: dict[str, tuple[Run, Any, dict]] = {}
+        for run in runs:
+            d = self.sae_dir(run)
+            if (d / f"eval_{split}.json").is_file() or run.name in todo:
+                continue
+            sae = SAE.load(d).eval()
+            rec = evaluate_reconstruction(sae, self.out / f"cache-{split}", batch_size=4096)
+            todo[run.name] = (run, sae, {
+                "run": run.name, "step": run.step, "architecture": run.arch, "k": run.k,
+                "tokens": run.tokens,
+                "train_tokens": self.cfg.steps[run.tokens] * self.cfg.batch_size,
+                "seed": run.seed, "lr": sae_lr(d), "split": split, **rec.summary})
+        if todo and split == "test":
             model, tok, _ = self.lm()
             ctx = iter_contexts(tok, source=str(self.out / "valtest" / "test.jsonl"),
                                 split="all", context_size=CONTEXT)
-            res.update(evaluate_loss_recovered(
-                sae, model, ctx, layer=LAYER, site=SITE, n_contexts=self.cfg.lr_contexts,
-                batch_size=4,
-                skip_token_ids={bos_token_id(tok)}))
-        atomic_write_json(path, res)
-        return res
+            t = time.perf_counter()
+            lr = evaluate_loss_recovered(
+                {name: sae for name, (_, sae, _) in todo.items()}, model, ctx, layer=LAYER,
+                site=SITE, n_contexts=self.cfg.lr_contexts, batch_size=4,
+                skip_token_ids={bos_token_id(tok)})
+            self._timing(f"loss recovered of {len(todo)} SAE(s)", saes=sorted(todo),
+                         seconds=round(time.perf_counter() - t, 1))
+            for name, (_, _, res) in todo.items():
+                res.update(lr[name])
+        for run, _, res in todo.values():
+            atomic_write_json(self.sae_dir(run) / f"eval_{split}.json", res)
+        return [json.loads((self.sae_dir(r) / f"eval_{split}.json").read_text()) for r in runs]
 
     # ------------------------------------------------------------------ the steps
     def step_heldout(self) -> None:
@@ -269,10 +286,11 @@ class _Plan:
         atomic_write_json(self.out / "best_lr.json", best)
 
     def step_runs(self, step: str) -> None:
-        for r in plan_runs():
-            if r.step == step:
-                self.train(self._resolved(r))
-                self.evaluate(self._resolved(r), "test")
+        """Train the step's runs, then evaluate them on test together (shared LM runs)."""
+        runs = [self._resolved(r) for r in plan_runs() if r.step == step]
+        for r in runs:
+            self.train(r)
+        self.evaluate_many(runs, "test")
 
     def _resolved(self, r: Run) -> Run:
         """A run at its architecture's best lr reuses the sweep's SAE of that lr (1M, seed 0)."""
