@@ -19,6 +19,7 @@ Usage (the figures of docs/benchmarks.md, section Precision)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/precision.py --json runs/precision.json
     python bench/precision.py --only gemm,step --batch 1024      # a part
+    python bench/precision.py --only gemm,step --batch 4096 --device cuda   # on a GPU
 """
 
 from __future__ import annotations
@@ -36,14 +37,25 @@ import torch
 LAST_CPU: list[float] = [0.0]
 
 
+#: the device of the gemm and step measurements (``--device``)
+DEVICE: list[str] = ["cpu"]
+
+
+def _sync() -> None:
+    if DEVICE[0].startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def _median_time(fn, repeats: int) -> float:
     """Median wall seconds of ``fn()`` over ``repeats`` calls after one warm-up call (the
-    median CPU seconds go to :data:`LAST_CPU`)."""
+    median CPU seconds go to :data:`LAST_CPU`); on CUDA each call ends with a synchronize."""
     fn()
+    _sync()
     times, cpus = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
         fn()
+        _sync()
         times.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
     LAST_CPU[0] = statistics.median(cpus)
@@ -82,14 +94,15 @@ def bench_harvest(layer: int, n_contexts: int) -> dict:
 
 def bench_gemm(batch: int, d_sae: int, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 576, generator=g)
-    W = 0.04 * torch.randn(576, d_sae, generator=g)
-    b = torch.zeros(d_sae)
+    dev = DEVICE[0]
+    x = torch.randn(batch, 576, generator=g).to(dev)
+    W = (0.04 * torch.randn(576, d_sae, generator=g)).to(dev)
+    b = torch.zeros(d_sae, device=dev)
     xb, Wb = x.bfloat16(), W.bfloat16()
     fp32 = _median_time(lambda: torch.addmm(b, x, W), repeats)
     fp32_cpu = LAST_CPU[0]
     bf16 = _median_time(lambda: torch.mm(xb, Wb), repeats)
-    return {"what": "gemm", "batch": batch, "d_in": 576, "d_sae": d_sae,
+    return {"what": "gemm", "device": dev, "batch": batch, "d_in": 576, "d_sae": d_sae,
             "fp32_ms": round(1e3 * fp32, 2), "bf16_ms": round(1e3 * bf16, 2),
             "fp32_cpu_ms": round(1e3 * fp32_cpu, 2), "bf16_cpu_ms": round(1e3 * LAST_CPU[0], 2),
             "speedup_bf16": round(fp32 / bf16, 3)}
@@ -101,10 +114,12 @@ def bench_step(batch: int, d_sae: int, repeats: int) -> dict:
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 576, generator=g) @ (0.1 * torch.randn(576, 576, generator=g))
-    out = {"what": "step", "architecture": "abstopk", "batch": batch, "d_sae": d_sae, "k": 32}
+    x = x.to(DEVICE[0])
+    out = {"what": "step", "device": DEVICE[0], "architecture": "abstopk", "batch": batch,
+           "d_sae": d_sae, "k": 32}
     for ac in ("off", "bf16"):
         cfg = TrainConfig(architecture="abstopk", k=32, d_sae=d_sae, batch_size=batch,
-                          steps=1000, autocast=ac, progress=False)
+                          steps=1000, autocast=ac, progress=False, device=DEVICE[0])
         st = TrainState.from_config(cfg, 576)
         st.initialize([x])
         key = "fp32" if ac == "off" else "bf16"
@@ -167,10 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nmse-d-sae", type=int, default=1152)
     p.add_argument("--eval-rows", type=int, default=16384)
     p.add_argument("--json", default=None)
+    p.add_argument("--device", default="cpu", help="device of the gemm and step measurements "
+                   "(harvest and nmse run on the CPU)")
     a = p.parse_args(argv)
+    DEVICE[0] = a.device
     from abstopk.precision import bf16_units
 
-    results = [{"what": "machine", "bf16_units_cpu": bf16_units("cpu"),
+    results = [{"what": "machine", "bf16_units_cpu": bf16_units("cpu"), "device": a.device,
+                "bf16_units_device": bf16_units(a.device),
                 "torch": torch.__version__, "threads": torch.get_num_threads()}]
     print(json.dumps(results[0]), flush=True)
     todo = a.only.split(",")
