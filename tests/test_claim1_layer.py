@@ -64,3 +64,6 @@ def test_layer10_harvests_layer10_and_trains_the_subset(tmp_path, lm):
     assert len(csv_lines) == 3 and all(line.startswith("10,") for line in csv_lines[1:])
     with pytest.raises(ValueError, match="belong to layer 6's plan only"):
         run_plan(out, cfg=TOY, layer=10, steps=["batch"], log=lambda s: None)
+    with pytest.raises(ValueError, match=r"no layer 30: smollm2-135m has 30 blocks \(0..29\)"):
+        run_plan(tmp_path / "L30", cfg=TOY, layer=30, log=lambda s: None)
+    assert not (tmp_path / "L30").exists()                  # refused before writing a plan

@@ -363,13 +363,15 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
     if old is not None and old["layer"] != layer:   # checked before anything is written
         raise RunMismatchError(f"{out} holds the claim-1 run of layer {old['layer']}, not "
                                f"layer {layer}; use one folder per layer")
+    cfg, log = cfg or Claim1Config(), log or _stamp
+    p = _Plan(out, cfg, log, layer)
+    if old is None and todo != ["summary"] and layer >= (n := p.lm()[2].n_layers):
+        raise ValueError(f"no layer {layer}: {cfg.model} has {n} blocks (0..{n - 1})")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = cfg or Claim1Config()
     plan = {"sizes": asdict(cfg), "layer": layer, "site": SITE, "context": CONTEXT,
             "lrs": list(LRS), "storage": "float16", "corpus_seed": 0}
     if old is not None:
         if _grid_extended(old, plan):
-            log = log or _stamp
             log(f"learning-rate grid extended from {old['lrs']} to {plan['lrs']}: the sweep "
                 "trains the new values, its finished SAEs are kept")
             atomic_write_json(out / "plan.json", plan)
@@ -379,9 +381,6 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
                              "another folder")
     else:
         atomic_write_json(out / "plan.json", plan)
-
-    log = log or _stamp
-    p = _Plan(out, cfg, log, layer)
     actions: dict[str, Callable[[], None]] = {
         "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
                                         stop_after=cfg.first_rows),
