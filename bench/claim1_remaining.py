@@ -10,8 +10,11 @@ what is left with per-core rates:
   ``--timings`` (a ``timings.jsonl``; default: the run's own), times the ratio of
   ``bench/claim1_speed.py``'s speeds for the other architectures (BatchTopK 0.77, batch
   AbsTopK 0.64, JumpReLU 0.19 of TopK; k 16 and 64 priced as k 32);
-* evaluation: ``--val-eval-s`` CPU-seconds per validation evaluation, ``--test-eval-s`` per
-  test evaluation (reconstruction of the test rows + loss recovered over 64 contexts).
+* evaluation: ``--val-eval-s`` CPU-seconds per validation evaluation; a test evaluation is
+  the reconstruction of the test rows (``--recon-s``) and loss recovered over 64 contexts,
+  i.e. 4 LM runs (clean, spliced, zero- and mean-ablated) of ``--lm-run-s`` each; with
+  ``--shared-lm`` (the evaluation that shares the clean and ablated runs among a step's
+  SAEs) a step of n SAEs on test costs (3 + n) LM runs instead of 4n.
 
 A partly trained SAE counts as not started (an upper bound: its checkpoint is ignored).
 Prints one Markdown table. Usage::
@@ -46,7 +49,9 @@ def main() -> None:
     ap.add_argument("--timings", type=Path, default=None)
     ap.add_argument("--harvest-rate", type=float, default=1140.0)
     ap.add_argument("--val-eval-s", type=float, default=16.0)
-    ap.add_argument("--test-eval-s", type=float, default=215.0)
+    ap.add_argument("--recon-s", type=float, default=32.0)
+    ap.add_argument("--lm-run-s", type=float, default=46.0)
+    ap.add_argument("--shared-lm", action="store_true")
     a = ap.parse_args()
     plan = json.loads((a.run / "plan.json").read_text()) if (a.run / "plan.json").is_file() \
         else {}
@@ -60,6 +65,7 @@ def main() -> None:
     best = json.loads((a.run / "best_lr.json").read_text()) \
         if (a.run / "best_lr.json").is_file() else {}
     left: dict[str, float] = {}
+    shared: set[str] = set()
 
     def add(step: str, seconds: float) -> None:
         left[step] = left.get(step, 0.0) + seconds / 3600
@@ -80,9 +86,14 @@ def main() -> None:
             add(r.step, cfg.steps[r.tokens] * cfg.batch_size / (train_rate * RATIO[r.arch]))
         ev = "val" if r.step == "lr-sweep" else "test"
         if not (d / f"eval_{ev}.json").is_file():
-            add(r.step, a.val_eval_s if ev == "val" else a.test_eval_s)
+            add(r.step, a.val_eval_s if ev == "val" else
+                a.recon_s + a.lm_run_s * (1 if a.shared_lm else 4))
+            if ev == "test" and a.shared_lm and r.step not in shared:
+                shared.add(r.step)
+                add(r.step, 3 * a.lm_run_s)
     print(f"layer {layer}; train rate {train_rate:,.0f} tokens/s (median of {len(rates)} "
-          f"1M runs in {timings}); harvest {harvest_rate:,.0f} tokens per CPU-second\n")
+          f"1M runs in {timings}); harvest {harvest_rate:,.0f} tokens per CPU-second; LM runs "
+          f"{'shared per step' if a.shared_lm else 'per SAE'}\n")
     print("| step | core-hours left |\n|---|---|")
     for step, h in left.items():
         print(f"| {step} | {h:.2f} |")

@@ -67,8 +67,8 @@ LAYER, SITE, CONTEXT = 6, "resid_post", 128   # LAYER: the default (the full pla
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M", "scaling", "k-sweep",
          "batch", "jumprelu", "summary")
-SUBSET_STEPS = ("harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M", "scaling",
-                "summary")
+LAYER6_ONLY = ("k-sweep", "batch", "jumprelu")   # steps of layer 6's plan only
+SUBSET_STEPS = tuple(s for s in STEPS if s not in LAYER6_ONLY)
 
 
 def steps_of(layer: int) -> tuple[str, ...]:
