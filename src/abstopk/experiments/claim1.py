@@ -56,14 +56,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunMismatchError
 from ..fields import doc_field
 from ..files import atomic_write, atomic_write_json
+from .claim1_plan import DEFAULT_LAYER, read_plan, settle_plan
 
 __all__ = ["LAYER", "LRS", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs",
            "run_plan", "steps_of", "valtest_of"]
 
-LAYER, SITE, CONTEXT = 6, "resid_post", 128   # LAYER: the default (the full plan's) layer
+LAYER, SITE, CONTEXT = DEFAULT_LAYER, "resid_post", 128   # LAYER: the full plan's layer
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M", "scaling", "k-sweep",
          "batch", "jumprelu", "summary")
@@ -327,15 +327,6 @@ def _stamp(s: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}Z {s}", flush=True)
 
 
-def _grid_extended(old: dict, new: dict) -> bool:
-    """True when ``new`` only appends learning rates to ``old``'s grid (everything else equal):
-    the SAEs of the old values are the same runs, so the plan may continue."""
-    lo, ln = old.get("lrs", []), new["lrs"]
-    return ({k: v for k, v in old.items() if k != "lrs"} == {k: v for k, v in new.items()
-                                                            if k != "lrs"}
-            and len(lo) < len(ln) and list(ln[:len(lo)]) == list(lo))
-
-
 def run_plan(out: str | Path, *, steps: list[str] | None = None,
              cfg: Claim1Config | None = None,
              log: Callable[[str], None] | None = None, layer: int = LAYER) -> None:
@@ -358,29 +349,15 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
         raise ValueError(f"step(s) {', '.join(other)} belong to layer {LAYER}'s plan only; "
                          f"layer {layer} runs {', '.join(allowed)}")
     out = Path(out)
-    old = ({"layer": LAYER, **json.loads((out / "plan.json").read_text())}
-           if (out / "plan.json").is_file() else None)
-    if old is not None and old["layer"] != layer:   # checked before anything is written
-        raise RunMismatchError(f"{out} holds the claim-1 run of layer {old['layer']}, not "
-                               f"layer {layer}; use one folder per layer")
+    old = read_plan(out, layer)   # another layer's run: refused before anything is written
     cfg, log = cfg or Claim1Config(), log or _stamp
     p = _Plan(out, cfg, log, layer)
     if old is None and todo != ["summary"] and layer >= (n := p.lm()[2].n_layers):
         raise ValueError(f"no layer {layer}: {cfg.model} has {n} blocks (0..{n - 1})")
     out.mkdir(parents=True, exist_ok=True)
-    plan = {"sizes": asdict(cfg), "layer": layer, "site": SITE, "context": CONTEXT,
-            "lrs": list(LRS), "storage": "float16", "corpus_seed": 0}
-    if old is not None:
-        if _grid_extended(old, plan):
-            log(f"learning-rate grid extended from {old['lrs']} to {plan['lrs']}: the sweep "
-                "trains the new values, its finished SAEs are kept")
-            atomic_write_json(out / "plan.json", plan)
-        elif old != plan:
-            raise ValueError(f"{out} holds a claim-1 run with other settings "
-                             f"({out / 'plan.json'}); continue it with the same ones or use "
-                             "another folder")
-    else:
-        atomic_write_json(out / "plan.json", plan)
+    settle_plan(out, old, {"sizes": asdict(cfg), "layer": layer, "site": SITE,
+                           "context": CONTEXT, "lrs": list(LRS), "storage": "float16",
+                           "corpus_seed": 0}, log)
     actions: dict[str, Callable[[], None]] = {
         "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
                                         stop_after=cfg.first_rows),
