@@ -57,9 +57,10 @@ def claim1_layers_command(
     runs: list[Path] = typer.Argument(..., help="Claim-1 run folders (or their claim1.csv), "
                                       "one per layer."),
 ) -> None:
-    """Print the claim-1 runs of several layers side by side as Markdown: layer,
-    architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered (mean ± sd over seeds), and
-    the AbsTopK - TopK gap per layer."""
+    """Print the claim-1 runs of several layers side by side as Markdown.
+
+    Columns: layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered (mean ± sd
+    over seeds); then the AbsTopK - TopK gap per layer and token count."""
     from ..report.claim1_layers import layers_markdown
 
     typer.echo(layers_markdown(runs), nl=False)
