@@ -1,4 +1,6 @@
-"""``abstopk experiment claim1``: the resumable claim-1 pipeline at scale (issue 10, item 7).
+"""``abstopk experiment claim1``: the resumable claim-1 pipeline at scale (issue 10, item 7),
+on layer 6 (the whole plan) or another layer (the deciding subset); ``abstopk experiment
+claim1-layers``: the runs of several layers side by side.
 
 Steps and outputs: :mod:`abstopk.experiments.claim1`.
 """
@@ -12,7 +14,7 @@ import typer
 from . import UserError
 from .outputs import check_output
 
-__all__ = ["claim1_command", "register"]
+__all__ = ["claim1_command", "claim1_layers_command", "register"]
 
 experiment_app = typer.Typer(help="Long experiments composed of named, resumable steps.",
                              no_args_is_help=True)
@@ -25,20 +27,44 @@ def claim1_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished "
                                 "steps are skipped, a partial one continues from its last "
                                 "checkpoint or shard."),
-    steps: str = typer.Option("", "--steps", help="Comma-separated steps to run (default: all, "
-                              "in order): harvest-1M, heldout, lr-sweep, scaling, harvest-10M, "
-                              "k32-10M, scaling-10M, k-sweep, batch, jumprelu, summary."),
+    steps: str = typer.Option("", "--steps", help="Comma-separated steps to run (default: all "
+                              "of the layer's plan, in order): harvest-1M, heldout, lr-sweep, "
+                              "scaling, harvest-10M, k32-10M, scaling-10M, k-sweep, batch, "
+                              "jumprelu, summary (scaling-10M, k-sweep, batch and jumprelu on "
+                              "layer 6 only)."),
+    layer: int = typer.Option(6, "--layer", min=0, help="Block whose resid_post is harvested. "
+                              "Layer 6 runs the whole plan; any other layer the deciding subset: "
+                              "harvest-1M, heldout, lr-sweep (the same 5 learning rates), "
+                              "scaling at 0.1M and 1M x seeds 0-2, harvest-10M, k32-10M (TopK "
+                              "vs AbsTopK, seed 0), summary (no 10M extra seeds); same sizes, so "
+                              "the layers compare. One --out per layer."),
 ) -> None:
-    """TopK vs AbsTopK (and BatchTopK, JumpReLU) at 0.1M-10M training tokens on layer 6 of
-    the embedded model, each at its own best learning rate; see docs/results.md."""
+    """TopK vs AbsTopK (and BatchTopK, JumpReLU) at 0.1M-10M training tokens on one layer
+    (6 by default) of the embedded model, each at its own best learning rate; see
+    docs/results.md."""
     from ..experiments.claim1 import run_plan
 
     check_output(out, what="a claim-1 run", resume=resume,
                  finished=lambda p: any(p.iterdir()))
     try:
-        run_plan(out, steps=[s.strip() for s in steps.split(",") if s.strip()] or None)
+        run_plan(out, steps=[s.strip() for s in steps.split(",") if s.strip()] or None,
+                 layer=layer)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
+
+
+@experiment_app.command("claim1-layers")
+def claim1_layers_command(
+    runs: list[Path] = typer.Argument(..., help="Claim-1 run folders (or their claim1.csv), "
+                                      "one per layer."),
+) -> None:
+    """Print the claim-1 runs of several layers side by side as Markdown.
+
+    Columns: layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered (mean ± sd
+    over seeds); then the AbsTopK - TopK gap per layer and token count."""
+    from ..report.claim1_layers import layers_markdown
+
+    typer.echo(layers_markdown(runs), nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,7 +1,8 @@
 """Claim 1 at scale: a resumable plan of named steps (issue 10, item 7).
 
-Everything on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32), layer 6
-``resid_post``, context 128, activations stored as float16, under one folder ``OUT``:
+Everything on SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to float32), one layer's
+``resid_post`` (6 by default), context 128, activations stored as float16, under one folder
+``OUT``:
 
 ==================  =====================================================================
 step                what (output under OUT)
@@ -37,6 +38,15 @@ complete; a killed run resumes from the last checkpoint / shard (``--resume``); 
 and evaluations are never rewritten. Training on the first N rows of the growing train cache
 reads them through ``CacheLoader(max_rows=N)``; the rows a harvest has written never change.
 Training tokens = steps × 4096, one pass, no row seen twice.
+
+**Another layer** (``layer`` ≠ 6) runs the deciding subset only (:data:`SUBSET_STEPS`):
+harvest-1M, heldout, lr-sweep (the same 5 learning rates), harvest-10M, k32-10M (TopK vs
+AbsTopK, seed 0), scaling at 0.1M and 1M × seeds 0–2 (no 10M extra seeds), summary — 14 SAEs
+on test besides the sweep's 10, with every size, the val/test rule, float16 storage and
+context 128 as on layer 6, so the two layers' numbers compare. The truncated forward to layer
+L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
+(a plan without the field is layer 6's); one ``OUT`` holds one layer: a continuation with
+another layer is refused (:class:`~abstopk.errors.RunMismatchError`).
 """
 
 from __future__ import annotations
@@ -51,13 +61,22 @@ from typing import Any
 
 from ..fields import doc_field
 from ..files import atomic_write, atomic_write_json
+from .claim1_plan import DEFAULT_LAYER, read_plan, settle_plan
 
-__all__ = ["LRS", "STEPS", "Claim1Config", "Run", "plan_runs", "run_plan", "valtest_of"]
+__all__ = ["LAYER", "LRS", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs",
+           "run_plan", "steps_of", "valtest_of"]
 
-LAYER, SITE, CONTEXT = 6, "resid_post", 128
+LAYER, SITE, CONTEXT = DEFAULT_LAYER, "resid_post", 128   # LAYER: the full plan's layer
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "harvest-10M", "k32-10M",
          "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
+LAYER6_ONLY = ("scaling-10M", "k-sweep", "batch", "jumprelu")   # steps of layer 6's plan only
+SUBSET_STEPS = tuple(s for s in STEPS if s not in LAYER6_ONLY)
+
+
+def steps_of(layer: int) -> tuple[str, ...]:
+    """The plan's steps on ``layer``: all of :data:`STEPS` on layer 6, else the subset."""
+    return STEPS if layer == LAYER else SUBSET_STEPS
 
 
 @dataclass
@@ -109,8 +128,9 @@ class Run:
         return f"{self.arch}_k{self.k}_{self.tokens}_s{self.seed}{lr}"
 
 
-def plan_runs() -> list[Run]:
-    """Every SAE of the plan, in the order they are trained (most deciding first)."""
+def plan_runs(layer: int = LAYER) -> list[Run]:
+    """Every SAE of the plan on ``layer``, in the order they are trained (most deciding
+    first); on a layer other than 6 the subset (no 10M extra seeds, k-sweep, batch, JumpReLU)."""
     runs = [Run("lr-sweep", a, 32, "1M", 0, lr) for a in ("topk", "abstopk") for lr in LRS]
     runs += [Run("scaling", a, 32, t, s) for t in ("0.1M", "1M") for s in (0, 1, 2)
              for a in ("topk", "abstopk")]
@@ -119,6 +139,9 @@ def plan_runs() -> list[Run]:
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
     runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
     runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
+    if layer != LAYER:
+        runs = [r for r in runs if r.step in ("lr-sweep", "k32-10M")
+                or (r.step == "scaling" and r.tokens != "10M")]
     return runs
 
 
@@ -130,8 +153,8 @@ def valtest_of(doc_id: str) -> str:
 
 
 class _Plan:
-    def __init__(self, out: Path, cfg: Claim1Config, log: Callable[[str], None]):
-        self.out, self.cfg, self.log = out, cfg, log
+    def __init__(self, out: Path, cfg: Claim1Config, log: Callable[[str], None], layer: int):
+        self.out, self.cfg, self.log, self.layer = out, cfg, log, layer
         self._lm: tuple | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -152,7 +175,7 @@ class _Plan:
             c = ActivationCache(path)
             if c.complete or (stop_after is not None and c.total_rows >= stop_after):
                 return
-        cfg = HarvestConfig(model=self.cfg.model, layers=[LAYER], site=SITE, tokens=tokens,
+        cfg = HarvestConfig(model=self.cfg.model, layers=[self.layer], site=SITE, tokens=tokens,
                             context_size=CONTEXT, dtype="float16", out=str(path), corpus=corpus,
                             split=split, seed=0, shard_rows=self.cfg.shard_rows, progress=False)
         model, tok, info = self.lm()
@@ -196,8 +219,8 @@ class _Plan:
         source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows)
         t = time.perf_counter()
         tr = Trainer(cfg, source, sae_metadata={
-            "model_name": self.cfg.model, "hook_layer": LAYER, "hook_site": SITE,
-            "hook_name": f"blocks.{LAYER}.hook_{SITE}", "context_size": CONTEXT,
+            "model_name": self.cfg.model, "hook_layer": self.layer, "hook_site": SITE,
+            "hook_name": f"blocks.{self.layer}.hook_{SITE}", "context_size": CONTEXT,
             "keep_bos": False, "dataset": f"{source.identity} (corpus seed 0)"})
         tr.prepare()  # loads the last checkpoint of a resumed run
         start = tr.step
@@ -239,7 +262,7 @@ class _Plan:
                                 split="all", context_size=CONTEXT)
             t = time.perf_counter()
             lr = evaluate_loss_recovered(
-                {name: sae for name, (_, sae, _) in todo.items()}, model, ctx, layer=LAYER,
+                {name: sae for name, (_, sae, _) in todo.items()}, model, ctx, layer=self.layer,
                 site=SITE, n_contexts=self.cfg.lr_contexts, batch_size=4,
                 skip_token_ids={bos_token_id(tok)})
             self._timing(f"loss recovered of {len(todo)} SAE(s)", saes=sorted(todo),
@@ -276,7 +299,7 @@ class _Plan:
                      split="all")
 
     def step_lr_sweep(self) -> None:
-        runs = [r for r in plan_runs() if r.step == "lr-sweep"]
+        runs = [r for r in plan_runs(self.layer) if r.step == "lr-sweep"]
         best: dict[str, dict] = {}
         for r in runs:
             self.train(r)
@@ -287,7 +310,7 @@ class _Plan:
 
     def step_runs(self, step: str) -> None:
         """Train the step's runs, then evaluate them on test together (shared LM runs)."""
-        runs = [self._resolved(r) for r in plan_runs() if r.step == step]
+        runs = [self._resolved(r) for r in plan_runs(self.layer) if r.step == step]
         for r in runs:
             self.train(r)
         self.evaluate_many(runs, "test")
@@ -305,10 +328,11 @@ class _Plan:
         rows = []
         for d in sorted((self.out / "saes").glob("*")):
             if (d / "eval_test.json").is_file():
-                rows.append(json.loads((d / "eval_test.json").read_text()))
-        n_planned = len([r for r in plan_runs() if r.step != "lr-sweep"])
+                rows.append({**json.loads((d / "eval_test.json").read_text()),
+                             "layer": self.layer})
+        n_planned = len([r for r in plan_runs(self.layer) if r.step != "lr-sweep"])
         sweep = [json.loads(p.read_text()) for p in sorted(self.out.glob("saes/*/eval_val.json"))]
-        write_claim1_report(self.out, rows, sweep, n_planned=n_planned)
+        write_claim1_report(self.out, rows, sweep, n_planned=n_planned, layer=self.layer)
 
 
 def sae_lr(d: Path) -> float | None:
@@ -323,49 +347,37 @@ def _stamp(s: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}Z {s}", flush=True)
 
 
-def _grid_extended(old: dict, new: dict) -> bool:
-    """True when ``new`` only appends learning rates to ``old``'s grid (everything else equal):
-    the SAEs of the old values are the same runs, so the plan may continue."""
-    lo, ln = old.get("lrs", []), new["lrs"]
-    return ({k: v for k, v in old.items() if k != "lrs"} == {k: v for k, v in new.items()
-                                                            if k != "lrs"}
-            and len(lo) < len(ln) and list(ln[:len(lo)]) == list(lo))
-
-
 def run_plan(out: str | Path, *, steps: list[str] | None = None,
              cfg: Claim1Config | None = None,
-             log: Callable[[str], None] | None = None) -> None:
-    """Run (or continue) the plan's steps in order (all by default) under ``out``.
-
-    The sizes (``cfg``) are recorded in ``out/plan.json`` on the first call; a later call
-    with other sizes is refused (its outputs would not be comparable), except a learning-rate
-    grid that only gains values at its end (the plan continues and trains them).
+             log: Callable[[str], None] | None = None, layer: int = LAYER) -> None:
+    """Run (or continue) the plan's steps on ``layer`` in order (all of :func:`steps_of` by
+    default) under ``out``. The sizes (``cfg``) and the layer are recorded in
+    ``out/plan.json`` on the first call; a later call with other sizes is refused (its outputs
+    would not be comparable), except a learning-rate grid that only gains values at its end
+    (the plan continues and trains them); another layer is refused with
+    :class:`RunMismatchError` (one folder per layer; a ``plan.json`` without ``layer`` is 6's).
     """
-    todo = list(steps or STEPS)
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"layer must be a block index >= 0, got {layer!r}")
+    allowed = steps_of(layer)
+    todo = list(steps or allowed)
     unknown = [s for s in todo if s not in STEPS]
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(STEPS)}")
+    other = [s for s in todo if s not in allowed]
+    if other:
+        raise ValueError(f"step(s) {', '.join(other)} belong to layer {LAYER}'s plan only; "
+                         f"layer {layer} runs {', '.join(allowed)}")
     out = Path(out)
+    old = read_plan(out, layer)   # another layer's run: refused before anything is written
+    cfg, log = cfg or Claim1Config(), log or _stamp
+    p = _Plan(out, cfg, log, layer)
+    if old is None and todo != ["summary"] and layer >= (n := p.lm()[2].n_layers):
+        raise ValueError(f"no layer {layer}: {cfg.model} has {n} blocks (0..{n - 1})")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = cfg or Claim1Config()
-    plan = {"sizes": asdict(cfg), "layer": LAYER, "site": SITE, "context": CONTEXT,
-            "lrs": list(LRS), "storage": "float16", "corpus_seed": 0}
-    if (out / "plan.json").is_file():
-        old = json.loads((out / "plan.json").read_text())
-        if _grid_extended(old, plan):
-            log = log or _stamp
-            log(f"learning-rate grid extended from {old['lrs']} to {plan['lrs']}: the sweep "
-                "trains the new values, its finished SAEs are kept")
-            atomic_write_json(out / "plan.json", plan)
-        elif old != plan:
-            raise ValueError(f"{out} holds a claim-1 run with other settings "
-                             f"({out / 'plan.json'}); continue it with the same ones or use "
-                             "another folder")
-    else:
-        atomic_write_json(out / "plan.json", plan)
-
-    log = log or _stamp
-    p = _Plan(out, cfg, log)
+    settle_plan(out, old, {"sizes": asdict(cfg), "layer": layer, "site": SITE,
+                           "context": CONTEXT, "lrs": list(LRS), "storage": "float16",
+                           "corpus_seed": 0}, log)
     actions: dict[str, Callable[[], None]] = {
         "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
                                         stop_after=cfg.first_rows),

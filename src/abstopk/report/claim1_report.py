@@ -2,7 +2,8 @@
 scaling plot (AbsTopK − TopK gap in test nmse and loss recovered against training tokens).
 
 Rows are plain dicts as written to ``eval_test.json`` (``architecture, k, tokens,
-train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, kl``). Groups (architecture, k,
+train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, kl``) plus the run's ``layer`` (the
+first column of ``claim1.csv``; the heading and the plot title state it too). Groups (architecture, k,
 tokens) report mean ± standard deviation over seeds (n = number of seeds). The gap at a
 token count pairs TopK and AbsTopK by seed (same seed = same data order and init seed) and
 reports the mean gap ± its standard error over the paired seeds. A partial run (fewer SAEs
@@ -20,7 +21,7 @@ from .tables import markdown_table, write_csv
 
 __all__ = ["gap_rows", "group_rows", "write_claim1_report"]
 
-COLUMNS = ["run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse", "fvu",
+COLUMNS = ["layer", "run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse", "fvu",
            "l0", "loss_recovered", "kl", "lr_contexts"]
 
 
@@ -75,12 +76,13 @@ def _f(v: Any, digits: int = 4) -> str:
 
 
 def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[str, Any]], *,
-                        n_planned: int) -> None:
-    """``out/claim1.md``, ``out/claim1.csv`` and ``out/scaling.png`` (when ≥ 1 gap point)."""
+                        n_planned: int, layer: int = 6) -> None:
+    """``out/claim1.md``, ``out/claim1.csv`` and ``out/scaling.png`` (when ≥ 1 gap point) of
+    the run on ``layer`` (``resid_post``)."""
     partial = len(rows) < n_planned
     head = (f"**PARTIAL: {len(rows)} of {n_planned} planned SAEs evaluated on test.**\n\n"
             if partial else f"All {n_planned} planned SAEs evaluated on test.\n\n")
-    md = ["# Claim 1 at scale: test-split results\n", head]
+    md = [f"# Claim 1 at scale, layer {layer} `resid_post`: test-split results\n", head]
     if sweep:
         md.append("## Learning-rate sweep (1M tokens, validation split)\n\n")
         md.append(markdown_table(["architecture", "lr", "val nmse", "val fvu", "L0"], [
@@ -104,12 +106,13 @@ def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[
              f"{_f(g['nmse_gap'])} ± {_f(g['nmse_se'])}",
              f"{_f(g['loss_recovered_gap'])} ± {_f(g['loss_recovered_se'])}"] for g in gaps]))
     atomic_write_bytes(out / "claim1.md", "".join(md).encode())
-    write_csv(sorted(rows, key=lambda r: r["run"]), COLUMNS, out / "claim1.csv")
+    write_csv(sorted(({"layer": layer, **r} for r in rows), key=lambda r: r["run"]), COLUMNS,
+              out / "claim1.csv")
     if gaps:
-        _plot(gaps, out / "scaling.png", partial)
+        _plot(gaps, out / "scaling.png", partial, layer)
 
 
-def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool) -> None:
+def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool, layer: int) -> None:
     import io
 
     import matplotlib
@@ -128,7 +131,7 @@ def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("training tokens per SAE")
         ax.set_ylabel(label, fontsize=8)
-    fig.suptitle("SmolLM2-135M-Instruct (Q4_1) layer 6, k 32, d_sae 4608"
+    fig.suptitle(f"SmolLM2-135M-Instruct (Q4_1) layer {layer}, k 32, d_sae 4608"
                  + (" — PARTIAL" if partial else ""), fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()

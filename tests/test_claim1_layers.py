@@ -1,0 +1,75 @@
+"""Claim 1 on two layers side by side (``report.claim1_layers``): hand-made claim1.csv files
+with known means, standard deviations and paired gaps (no model)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from cli_runner import run_cli
+
+from abstopk.errors import DataUnavailable, RunMismatchError
+from abstopk.report.claim1_layers import layers_gap_rows, layers_markdown, layers_rows
+from abstopk.report.claim1_report import write_claim1_report
+
+
+def _row(arch, seed, nmse, lr_=0.5, tokens="1M", train_tokens=999424, k=32):
+    return {"run": f"{arch}_k{k}_{tokens}_s{seed}", "architecture": arch, "k": k,
+            "tokens": tokens, "train_tokens": train_tokens, "seed": seed, "lr": 0.002,
+            "nmse": nmse, "fvu": nmse * 0.8, "l0": 32.0, "loss_recovered": lr_, "kl": 0.1,
+            "lr_contexts": 64}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Layer 6 (written by the report, with its layer column) and layer 15 (an older csv
+    without the column: its layer comes from plan.json)."""
+    a, b = tmp_path / "L6", tmp_path / "L15"
+    a.mkdir(), b.mkdir()
+    write_claim1_report(a, [_row("topk", 0, 0.10, 0.90), _row("topk", 1, 0.12, 0.92),
+                            _row("abstopk", 0, 0.11, 0.89), _row("abstopk", 1, 0.14, 0.88)],
+                        [], n_planned=25, layer=6)
+    write_claim1_report(b, [_row("topk", 0, 0.20, 0.80), _row("abstopk", 0, 0.23, 0.70)], [],
+                        n_planned=14, layer=15)
+    lines = (b / "claim1.csv").read_text().splitlines()
+    assert lines[0].startswith("layer,run,") and lines[1].startswith("15,")
+    (b / "claim1.csv").write_text("\n".join(line.split(",", 1)[1] for line in lines) + "\n")
+    (b / "plan.json").write_text(json.dumps({"layer": 15}))
+    return a, b
+
+
+def test_groups_per_layer_with_known_means_and_gaps(runs):
+    a, b = runs
+    rows = layers_rows([a, b / "claim1.csv"])
+    assert [(g["layer"], g["architecture"]) for g in rows] == [
+        (6, "abstopk"), (15, "abstopk"), (6, "topk"), (15, "topk")]
+    t6 = rows[2]
+    assert t6["seeds"] == [0, 1] and t6["nmse"] == pytest.approx(0.11)
+    assert t6["nmse_sd"] == pytest.approx(math.sqrt(2 * 0.01 ** 2))    # sd of 0.10, 0.12
+    assert t6["fvu"] == pytest.approx(0.088) and t6["loss_recovered"] == pytest.approx(0.91)
+    assert rows[3]["nmse"] == pytest.approx(0.20) and rows[3]["seeds"] == [0]
+    gaps = {g["layer"]: g for g in layers_gap_rows([a, b])}
+    # layer 6: AbsTopK − TopK per seed 0.01 and 0.02 → mean 0.015, se = sd/√2 = 0.005
+    assert gaps[6]["nmse_gap"] == pytest.approx(0.015) and gaps[6]["nmse_se"] == \
+        pytest.approx(0.005)
+    assert gaps[6]["loss_recovered_gap"] == pytest.approx(-0.025)   # -0.01, -0.04: se 0.015
+    assert gaps[15]["nmse_gap"] == pytest.approx(0.03) and gaps[15]["n"] == 1
+    md = layers_markdown([a, b])
+    assert "| 6 | topk | 32 | 999,424 | 0,1 | 0.1100 ± 0.0141 |" in md
+    assert "| 15 | topk | 32 | 999,424 | 0 | 0.2000 | 0.1600 | 32.0 | 0.8000 |" in md
+    assert "| 6 | 999,424 | 0,1 | 0.0150 ± 0.0050 | -0.0250 ± 0.0150 |" in md
+    assert "| 15 | 999,424 | 0 | 0.0300 | -0.1000 |" in md
+
+
+def test_the_command_prints_the_table_and_bad_input_is_refused(runs, tmp_path, capsys):
+    a, b = runs
+    code, out, _ = run_cli(["experiment", "claim1-layers", a, b], capsys)
+    assert code == 0 and out == layers_markdown([a, b])
+    with pytest.raises(RunMismatchError, match="two claim-1 runs of layer 6"):
+        layers_rows([a, a])
+    with pytest.raises(DataUnavailable, match="no claim1.csv"):
+        layers_rows([tmp_path / "nothing"])
+    (b / "plan.json").unlink()
+    code, _, err = run_cli(["experiment", "claim1-layers", a, b], capsys)
+    assert code == 2 and "no layer column and no plan.json" in err
