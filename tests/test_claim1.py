@@ -103,6 +103,15 @@ def test_ten_m_step_reports_test_numbers_and_a_partial_summary(run):
     md = (out / "claim1.md").read_text()
     assert "PARTIAL: 2 of 25 planned" in md and "Learning-rate sweep" in md
     assert (out / "claim1.csv").read_text().count("\n") == 3   # header + 2 SAEs
+    import csv
+    rows = {r["run"]: r for r in csv.DictReader((out / "claim1.csv").open())}
+    for arch in ("topk", "abstopk"):   # both ablations reach the table, as evaluated
+        ev = json.loads((out / "saes" / f"{arch}_k32_10M_s0" / "eval_test.json").read_text())
+        row = rows[f"{arch}_k32_10M_s0"]
+        assert float(row["loss_recovered_mean_ablation"]) == pytest.approx(
+            ev["loss_recovered_mean_ablation"])
+        assert ev["ce_mean_ablated"] > ev["ce_clean"]
+    assert "loss rec. (mean abl.)" in md
     assert (out / "scaling.png").stat().st_size > 1000
 
 

@@ -2,7 +2,8 @@
 scaling plot (AbsTopK − TopK gap in test nmse and loss recovered against training tokens).
 
 Rows are plain dicts as written to ``eval_test.json`` (``architecture, k, tokens,
-train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, kl``) plus the run's ``layer`` (the
+train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, loss_recovered_mean_ablation, kl``;
+loss recovered against zero ablation, the paper's, and against mean ablation) plus the run's ``layer`` (the
 first column of ``claim1.csv``; the heading and the plot title state it too). Groups (architecture, k,
 tokens) report mean ± standard deviation over seeds (n = number of seeds). The gap at a
 token count pairs TopK and AbsTopK by seed (same seed = same data order and init seed) and
@@ -21,8 +22,8 @@ from .tables import markdown_table, write_csv
 
 __all__ = ["gap_rows", "group_rows", "write_claim1_report"]
 
-COLUMNS = ["layer", "run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse", "fvu",
-           "l0", "loss_recovered", "kl", "lr_contexts"]
+COLUMNS = ["layer", "run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse",
+           "fvu", "l0", "loss_recovered", "loss_recovered_mean_ablation", "kl", "lr_contexts"]
 
 
 def _ms(vals: list[float]) -> tuple[float, float, int]:
@@ -44,7 +45,7 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                                                         kv[0][1])):
         g: dict[str, Any] = {"architecture": arch, "k": k, "train_tokens": tokens,
                              "lr": rs[0].get("lr"), "seeds": sorted(r["seed"] for r in rs)}
-        for m in ("nmse", "fvu", "l0", "loss_recovered", "kl"):
+        for m in ("nmse", "fvu", "l0", "loss_recovered", "loss_recovered_mean_ablation", "kl"):
             g[m], g[m + "_sd"], g["n"] = _ms([r.get(m) for r in rs])
         out.append(g)
     return out
@@ -92,11 +93,13 @@ def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[
     md.append("\n## Test split (mean ± sd over seeds)\n\n")
     md.append(markdown_table(
         ["architecture", "k / L0 target", "train tokens", "lr", "seeds", "nmse", "fvu", "L0",
-         "loss recovered", "KL"],
+         "loss rec. (zero abl.)", "loss rec. (mean abl.)", "KL"],
         [[g["architecture"], str(g["k"]), f"{g['train_tokens']:,}", _f(g["lr"], 5),
           ",".join(map(str, g["seeds"])),
           f"{_f(g['nmse'])} ± {_f(g['nmse_sd'])}", f"{_f(g['fvu'])} ± {_f(g['fvu_sd'])}",
           _f(g["l0"], 1), f"{_f(g['loss_recovered'])} ± {_f(g['loss_recovered_sd'])}",
+          f"{_f(g['loss_recovered_mean_ablation'])} ± "
+          f"{_f(g['loss_recovered_mean_ablation_sd'])}",
           _f(g["kl"])] for g in groups]))
     gaps = gap_rows(rows)
     if gaps:
