@@ -35,8 +35,9 @@ there only winds I up and the L0 then overshoots below the target; when ℓ̂ st
 away outside the band, the integral moves as before. A fast integral (large k_i) is what
 keeps the lag small while the coefficient the target needs drifts down in training (a
 steady drift r per step leaves e ≈ r / k_i). Measured on the layer-6 1M-token cache in
-``docs/pipeline.md`` ("The target-L0 controller"). Everything is a device tensor updated with tensor ops, so the controller
-never synchronises with the GPU; its state is saved in checkpoints.
+``docs/pipeline.md`` ("The target-L0 controller"). Everything is a device tensor updated with
+tensor ops, so the controller never synchronises with the GPU; its state is saved in
+checkpoints (the band's rule reads only the EMA, so it adds no state).
 
 Multiplicative controller (:class:`MultiplicativeL0Controller`, the synthetic benchmark's):
 after each step, with the step's L0 and the target L0* (no smoothing, no clamp on c)::
@@ -223,7 +224,8 @@ class L0Controller:
         ema_hat = self.ema / (1 - self.beta ** self.t)
         err = (torch.log(ema_hat + 1e-3) - math.log(self.target)).clamp(-2.0, 2.0)
         # outside the band the integral waits while the L0 is already on its way to the target
-        approaching = (ema_hat - prev) * err < 0 if self.t > 1 else torch.zeros_like(err, dtype=torch.bool)
+        approaching = ((ema_hat - prev) * err < 0) if self.t > 1 else \
+            torch.zeros_like(err, dtype=torch.bool)
         move = ((err.abs() < self.band) | ~approaching).to(err.dtype)
         self.integral.add_(self.ki * err * move).clamp_(self.lo, self.hi)
         self.coeff.copy_(torch.exp((self.integral + self.kp * err).clamp(self.lo, self.hi)))
