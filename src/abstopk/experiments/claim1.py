@@ -208,8 +208,8 @@ class _Plan:
         steps, batch = self.cfg.steps[run.tokens], self.cfg.batch_size
         kw: dict[str, Any] = {"k": run.k}
         if run.arch == "jumprelu":
-            kw = {"target_l0": float(run.k), "jumprelu_init_threshold": 1.0,
-                  "l0_controller_ki": 0.02}
+            # the controller's JumpReLU defaults: k_i 0.1 and the band 0.5 (docs/pipeline.md)
+            kw = {"target_l0": float(run.k), "jumprelu_init_threshold": 1.0}
         cfg = TrainConfig(architecture=run.arch, d_sae=self.cfg.d_sae, steps=steps,
                           batch_size=batch, lr=lr, seed=run.seed,
                           dead_tokens=min(steps * batch, 10_000_000),

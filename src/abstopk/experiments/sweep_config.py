@@ -39,8 +39,9 @@ class SweepConfig:
     jumprelu_init_threshold: float = doc_field("Initial JumpReLU threshold θ (normalised units; "
                                         "1.0 as in the paper's code, so that short runs start "
                                         "near a sparse code).", 1.0)
-    l0_controller_ki: float = doc_field("Integral gain of the target-L0 controller (per step, "
-                                 "log space).", 0.02)
+    l0_controller_ki: float | None = doc_field("Integral gain of the target-L0 controller (per step, "
+                                 "log space); None: the trainer's default per architecture "
+                                 "(0.1 for jumprelu, 0.01 for relu).", None)
     eval_tokens: int = doc_field("Held-out activations for the reconstruction metrics.", 65536)
     eval_contexts: int = doc_field(
         "Held-out contexts for loss recovered / KL, zero and mean ablation (0: skip).", 64)

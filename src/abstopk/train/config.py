@@ -21,6 +21,11 @@ __all__ = ["AUTOCASTS", "TrainConfig", "RUN_CONTROL_FIELDS", "B_DEC_INITS", "LR_
 B_DEC_INITS = ("mean", "geometric_median", "zeros")
 AUTOCASTS = ("off", "bf16", "auto")
 LR_DECAYS = ("linear", "cosine", "none")
+#: ``l0_controller_band`` of a controlled run saved before the band existed (the error is
+#: clamped to ±2, so a band of 2 never gates the integral)
+LEGACY_L0_BAND = 2.0
+#: the architectures whose target-L0 controller uses the band and the larger integral gain
+JUMP_FAMILY = ("jumprelu", "absjumprelu")
 
 #: fields that do not change the trained weights (or are paths), ignored when deciding
 #: whether an out folder holds "the same run"
@@ -69,9 +74,14 @@ class TrainConfig:
         "of the pre-activations while Adam moves a parameter by at most ≈ lr per step, so "
         "with the weights' lr θ can hardly follow the target-L0 controller in a short run "
         "(docs/results.md).", 30.0)
-    l0_controller_ki: float = doc_field("Integral gain of the target-L0 controller (per step, in log space).", 0.01)
+    l0_controller_ki: float | None = doc_field("Integral gain of the target-L0 controller (per step, in log space). None: 0.1 "
+        "for jumprelu / absjumprelu, 0.01 for relu.", None)
     l0_controller_kp: float = doc_field("Proportional gain of the target-L0 controller (in log space).", 1.0)
     l0_ema_beta: float = doc_field("EMA factor of the measured L0 the controller reads.", 0.9)
+    l0_controller_band: float | None = doc_field("Outside this log ratio of the target L0 (0.5: below 0.61 or above 1.65 times it) "
+        "the controller's integral waits while the measured L0 is already moving toward the "
+        "target, so JumpReLU's fast initial fall of L0 does not wind it up. None: 0.5 for "
+        "jumprelu / absjumprelu, off for relu; 2 or more: off (as before 2026-11-28).", None)
     penalty_coeff_min: float = doc_field("Lower clamp of the adapted penalty coefficient.", 1e-8)
     penalty_coeff_max: float = doc_field("Upper clamp of the adapted penalty coefficient.", 1e3)
     # ------------------------------------------------------------------ dead latents / AuxK
@@ -159,8 +169,12 @@ class TrainConfig:
         if not (self.threshold_lr_factor > 0 and math.isfinite(self.threshold_lr_factor)):
             raise ValueError(
                 f"threshold_lr_factor must be positive, got {self.threshold_lr_factor!r}")
-        if self.l0_controller_ki < 0 or self.l0_controller_kp < 0:
+        if (self.l0_controller_ki is not None and self.l0_controller_ki < 0) \
+                or self.l0_controller_kp < 0:
             raise ValueError("controller gains must be ≥ 0")
+        if self.l0_controller_band is not None and not self.l0_controller_band > 0:
+            raise ValueError(
+                f"l0_controller_band must be positive, got {self.l0_controller_band!r}")
         if self.aux_k is not None and (isinstance(self.aux_k, bool) or self.aux_k < 0):
             raise ValueError(f"aux_k must be ≥ 0, got {self.aux_k!r}")
         if not self.aux_coeff >= 0:
@@ -181,6 +195,21 @@ class TrainConfig:
         if self.autocast == "auto":
             return "bfloat16" if bf16_units(device or self.device) else "float32"
         return "bfloat16" if self.autocast == "bf16" else "float32"
+
+    def resolved_l0_controller_ki(self) -> float:
+        """The controller's integral gain: ``l0_controller_ki``, or for None 0.1 for the
+        JumpReLU family and 0.01 for relu (``docs/pipeline.md``, "The target-L0 controller")."""
+        if self.l0_controller_ki is not None:
+            return float(self.l0_controller_ki)
+        return 0.1 if self.architecture in JUMP_FAMILY else 0.01
+
+    def resolved_l0_controller_band(self) -> float:
+        """The controller's band: ``l0_controller_band``, or for None 0.5 for the JumpReLU
+        family and ``math.inf`` (off) for the others; values ≥ 2 (the error's clamp) are off."""
+        band = self.l0_controller_band
+        if band is None:
+            band = 0.5 if self.architecture in JUMP_FAMILY else math.inf
+        return math.inf if band >= LEGACY_L0_BAND else float(band)
 
     def resolved_aux_k(self, d_in: int) -> int:
         """k_aux: ``aux_k`` or d_in // 2 (OpenAI's default), capped at d_sae."""
@@ -215,6 +244,11 @@ class TrainConfig:
         legacy = d.pop("autocast_bf16", None)   # before the autocast field: a bool
         if legacy is not None and "autocast" not in d:
             d["autocast"] = "bf16" if legacy else "off"
+        if "l0_controller_band" not in d:   # saved before the band and the per-family gains
+            if d.get("target_l0") is not None and d.get("architecture") in JUMP_FAMILY:
+                d["l0_controller_band"] = LEGACY_L0_BAND
+            elif d.get("l0_controller_ki") == 0.01:   # the old default, what None gives here
+                d["l0_controller_ki"] = None
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def run_identity(self) -> dict[str, Any]:

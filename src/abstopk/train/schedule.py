@@ -23,12 +23,21 @@ adapted during training by a PI controller in log space on the measured L0::
 
     ℓ_t   = β·ℓ_{t−1} + (1 − β)·L0_t ;   ℓ̂_t = ℓ_t / (1 − β^t)          (bias-corrected EMA)
     e_t   = clamp(ln(ℓ̂_t + 10⁻³) − ln(L0*), −2, 2)                        (relative error)
-    I_t   = clamp(I_{t−1} + k_i·e_t, ln c_min, ln c_max)                   (integral, anti-windup)
+    m_t   = 1[|e_t| < b  or  e_t·(ℓ̂_t − ℓ̂_{t−1}) ≥ 0]                     (integrate or wait)
+    I_t   = clamp(I_{t−1} + k_i·e_t·m_t, ln c_min, ln c_max)               (integral, anti-windup)
     ln c  = clamp(I_t + k_p·e_t, ln c_min, ln c_max)
 
 Too many active latents (ℓ̂ > L0*) raise c multiplicatively, too few lower it; at equilibrium
-e = 0 and c = exp(I). Everything is a device tensor updated with tensor ops, so the controller
-never synchronises with the GPU; its state is saved in checkpoints.
+e = 0 and c = exp(I). Outside the band b the integral waits while ℓ̂ is already moving toward
+the target (conditional integration): far from the target the L0 of a JumpReLU SAE falls at a
+rate set by the encoder's drift and the threshold's learning rate, not by c, so integrating
+there only winds I up and the L0 then overshoots below the target; when ℓ̂ stalls or moves
+away outside the band, the integral moves as before. A fast integral (large k_i) is what
+keeps the lag small while the coefficient the target needs drifts down in training (a
+steady drift r per step leaves e ≈ r / k_i). Measured on the layer-6 1M-token cache in
+``docs/pipeline.md`` ("The target-L0 controller"). Everything is a device tensor updated with
+tensor ops, so the controller never synchronises with the GPU; its state is saved in
+checkpoints (the band's rule reads only the EMA, so it adds no state).
 
 Multiplicative controller (:class:`MultiplicativeL0Controller`, the synthetic benchmark's):
 after each step, with the step's L0 and the target L0* (no smoothing, no clamp on c)::
@@ -187,13 +196,18 @@ class L0Controller:
         target: requested mean number of active latents per token, L0*.
         c0: initial coefficient (the integral starts at ln c0).
         ki, kp: integral and proportional gains (log space). beta: EMA factor of the L0.
+        band: outside |e| < band the integral waits while the L0 approaches the target
+            (``math.inf``: it always moves).
         c_min, c_max: clamps of the coefficient.
     """
 
     def __init__(self, target: float, c0: float, *, ki: float = 0.01, kp: float = 1.0,
-                 beta: float = 0.9, c_min: float = 1e-8, c_max: float = 1e3,
-                 device: str | torch.device = "cpu") -> None:
+                 beta: float = 0.9, band: float = math.inf, c_min: float = 1e-8,
+                 c_max: float = 1e3, device: str | torch.device = "cpu") -> None:
+        if not band > 0:
+            raise ValueError(f"band must be positive, got {band!r}")
         self.target, self.ki, self.kp, self.beta = float(target), ki, kp, beta
+        self.band = float(band)
         self.lo, self.hi = math.log(c_min), math.log(c_max)
         c0 = min(max(c0, c_min), c_max)
         self.t = 0
@@ -204,11 +218,16 @@ class L0Controller:
     @torch.no_grad()
     def update(self, l0: Tensor) -> Tensor:
         """Feed the L0 of the step just taken (0-dim tensor); return the next coefficient."""
+        prev = self.l0_estimate()
         self.t += 1
         self.ema.mul_(self.beta).add_((1 - self.beta) * l0.to(self.ema.dtype))
         ema_hat = self.ema / (1 - self.beta ** self.t)
         err = (torch.log(ema_hat + 1e-3) - math.log(self.target)).clamp(-2.0, 2.0)
-        self.integral.add_(self.ki * err).clamp_(self.lo, self.hi)
+        # outside the band the integral waits while the L0 is already on its way to the target
+        approaching = ((ema_hat - prev) * err < 0) if self.t > 1 else \
+            torch.zeros_like(err, dtype=torch.bool)
+        move = ((err.abs() < self.band) | ~approaching).to(err.dtype)
+        self.integral.add_(self.ki * err * move).clamp_(self.lo, self.hi)
         self.coeff.copy_(torch.exp((self.integral + self.kp * err).clamp(self.lo, self.hi)))
         return self.coeff
 

@@ -143,9 +143,10 @@ class TrainState:
         controller = None
         if cfg.target_l0 is not None:
             controller = L0Controller(
-                cfg.target_l0, cfg.initial_penalty_coeff, ki=cfg.l0_controller_ki,
-                kp=cfg.l0_controller_kp, beta=cfg.l0_ema_beta, c_min=cfg.penalty_coeff_min,
-                c_max=cfg.penalty_coeff_max, device=device)
+                cfg.target_l0, cfg.initial_penalty_coeff, ki=cfg.resolved_l0_controller_ki(),
+                kp=cfg.l0_controller_kp, beta=cfg.l0_ema_beta,
+                band=cfg.resolved_l0_controller_band(),
+                c_min=cfg.penalty_coeff_min, c_max=cfg.penalty_coeff_max, device=device)
         return cls(sae, optimizer, WarmupDecayLR.from_config(cfg), controller=controller,
                    penalty_coeff=cfg.initial_penalty_coeff,
                    k_aux=cfg.resolved_aux_k(d_in) if cfg.aux_coeff > 0 else 0,
