@@ -14,9 +14,10 @@ from .config import JudgeConfig
 from .core import judge_latents
 from .planted import planted_latents, validate
 from .prompts import JudgePrompts, load_prompts
-from .run import judge_stats, make_scorer
+from .run import judge_stats, make_scorer, make_scorers
 from .scorers import EndpointScorer, LocalChatScorer, YesNoScorer
 
 __all__ = ["EndpointScorer", "JudgeConfig", "JudgePrompts", "LocalChatScorer", "YesNoScorer",
-           "judge_latents", "judge_stats", "load_prompts", "make_scorer", "planted_latents",
+           "judge_latents", "judge_stats", "load_prompts", "make_scorer", "make_scorers",
+           "planted_latents",
            "validate"]
