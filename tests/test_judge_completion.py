@@ -176,9 +176,10 @@ def test_embedded_completion_scores_hot_cold_above_hot_printer(lm):
     model, tok, _ = lm
     sc = CompletionScorer(model, tok, batch_size=2)
     items = [('The opposite of "hot" is "', 'cold"'), ('The opposite of "hot" is "', 'printer"'),
-             ('The opposite of "hot" is "', 'policewoman"'), ("x", "y")]
-    got = sc.logprob(items)
-    for (c, w), g in zip(items, got, strict=True):
+             ('The opposite of "hot" is "', 'policewoman"'), ('The opposite of "man" is "', 'wo"')]
+    # contexts sharing a prefix (run once), and a call where they share none
+    got = sc.logprob(items) + sc.logprob(items + [("x", "y")])
+    for (c, w), g in zip(items + items + [("x", "y")], got, strict=True):
         ci = tok(c, add_special_tokens=False)["input_ids"]
         wi = tok(w, add_special_tokens=False)["input_ids"]
         with torch.no_grad():

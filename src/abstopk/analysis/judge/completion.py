@@ -7,8 +7,9 @@ concatenated, no special tokens added: ids = tok(c) ‖ tok(w) = x₁ … x_L, |
     lp(w | c) = Σ_{t=m+1..L} log p(x_t | x₁ … x_{t−1})
 
 (a multi-token word scores by its summed log-probability). :class:`CompletionScorer` groups
-the requests by context: each distinct context runs once (its last position gives every
-continuation's first token), then the continuations' remaining tokens run in right-padded
+the requests by context: the token prefix all contexts of one call share runs once, then each
+distinct context's rest runs once on a copy of its key/value cache (its last position gives
+every continuation's first token), then the continuations' remaining tokens run in right-padded
 batches on a copy of the context's key/value cache, reading only the logits that predict
 continuation tokens. The result equals one plain forward per request.
 
@@ -95,10 +96,24 @@ class CompletionScorer:
             else "past_key_values"
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         out = [0.0] * len(items)
+        shared = None
+        lcp = min(len(c) for c in groups) - 1 if len(groups) > 1 else 0
+        if lcp > 0:            # the prefix every context shares, once (each keeps ≥ 1 token)
+            first_ctx = next(iter(groups))
+            for c in groups:
+                j = 0
+                while j < lcp and c[j] == first_ctx[j]:
+                    j += 1
+                lcp = j
+        if lcp > 0:
+            shared = getattr(base(input_ids=torch.tensor([list(first_ctx[:lcp])]),
+                                  use_cache=True), ckey)
+            self.tokens_run += lcp
         for ctx, reqs in groups.items():
             # the context once: its last position predicts every continuation's first token
-            pre = base(input_ids=torch.tensor([list(ctx)]), use_cache=True)
-            self.tokens_run += len(ctx)
+            kw = {ckey: copy.deepcopy(shared)} if shared is not None else {}
+            pre = base(input_ids=torch.tensor([list(ctx[lcp:])]), use_cache=True, **kw)
+            self.tokens_run += len(ctx) - lcp
             first = head(pre.last_hidden_state[0, -1:]).float().log_softmax(-1)[0]
             for i, w in reqs:
                 out[i] = float(first[w[0]])
@@ -163,13 +178,14 @@ def pmi_requests(a_words: Sequence[str], b_words: Sequence[str], templates: Sequ
 
 def opposite_pmi(poles: Sequence[tuple[Sequence[str], Sequence[str]]], scorer: LogProbScorer,
                  templates: Sequence[Template], neutral: str) -> list[float | None]:
-    """S(A, B) of the module docstring for each ``(A, B)`` in ``poles``, all requests scored
-    in one call (duplicates once)."""
+    """S(A, B) of the module docstring for each ``(A, B)`` in ``poles``; the requests of each
+    template scored in one call (duplicates once)."""
     if not templates:
         raise ValueError("the opposite test needs at least one template")
-    need = {r for a, b in poles for r in pmi_requests(a, b, templates, neutral)}
-    keys = sorted(need)
-    lp = dict(zip(keys, scorer.logprob(keys), strict=True))
+    lp: dict[tuple[str, str], float] = {}
+    for t in templates:         # one call a template: its contexts share their prefix
+        keys = sorted({r for a, b in poles for r in pmi_requests(a, b, [t], neutral)})
+        lp.update(zip(keys, scorer.logprob(keys), strict=True))
     res: list[float | None] = []
     for a_words, b_words in poles:
         pairs = _pairs(a_words, b_words)
