@@ -192,3 +192,15 @@ def test_embedded_completion_scores_hot_cold_above_hot_printer(lm):
                       (["king"], ["window"])], sc, temps, p.completion_neutral)
     thr = JudgeConfig().threshold()
     assert s[0] > thr > s[1] and s[2] > thr > s[3]
+
+
+def test_cli_refuses_bad_choices_before_loading_a_model(capsys):
+    from cli_runner import run_cli
+
+    code, _, err = run_cli(["analyze", "judge-check", "--pairs", "first"], capsys)
+    assert code == 2 and "all, even, odd" in err and "first" in err
+    code, _, err = run_cli(["analyze", "judge-check", "--opposite-test", "vibes"], capsys)
+    assert code == 2 and "opposite_test" in err
+    code, _, err = run_cli(["analyze", "judge-check", "--endpoint-url", "http://127.0.0.1:9/v1",
+                            "--endpoint-model", "m"], capsys)
+    assert code == 2 and "needs a local model" in err
