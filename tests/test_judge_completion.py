@@ -97,7 +97,8 @@ def test_judge_uses_the_completion_test_and_its_threshold():
     planted = planted_latents(5, seed=3)
     lats = [lat for _, lat in planted]
     prompts = load_prompts()
-    recs = judge_latents(lats, None, prompts, JudgeConfig(), signed=True,
+    # the oracle's PMI: 8 × (matched pairs) / (word pairs) ≥ 8/3 for opposite poles, else 0
+    recs = judge_latents(lats, None, prompts, JudgeConfig(opposite_threshold=1.0), signed=True,
                          completer=PairOracle())
     want = {"opposite": "bidirectional", "unrelated": "unidirectional",
             "one_sided": "unidirectional", "noise": "unclear"}

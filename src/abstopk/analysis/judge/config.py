@@ -10,9 +10,9 @@ __all__ = ["JudgeConfig", "OPPOSITE_TESTS", "THRESHOLDS"]
 
 OPPOSITE_TESTS = ("completion", "question")
 # the default opposite threshold of each test, chosen for the embedded judge on planted
-# latents (docs/latent-stats.md): question on seed 0 (all pairs), completion on seed 0's
-# even-numbered pairs
-THRESHOLDS = {"question": -1.037, "completion": 0.0}
+# latents (max Youden J, docs/latent-stats.md): question on seed 0 (all pairs, vs unrelated),
+# completion on seed 0's even-numbered pairs (vs unrelated and related latents)
+THRESHOLDS = {"question": -1.037, "completion": 4.389}
 
 
 @dataclass
