@@ -109,6 +109,9 @@ def test_judge_uses_the_completion_test_and_its_threshold():
     assert all(r["opposite_test"] == "completion" and r["opposite_logodds"] is None
                and r["opposite_pmi"] == r["opposite_score"] > 0 for r in opp)
     assert all(r["opposite_score"] == 0.0 and not r["opposite"] for r in unr)
+    # one-sided and noise latents lack a coherent pole: the completion test is not run
+    assert all(r["opposite_score"] is None and not r["opposite"]
+               for (t, _), r in zip(planted, recs, strict=True) if t in ("one_sided", "noise"))
     # the threshold is strict: a score equal to it is not "opposite"
     top = min(r["opposite_score"] for r in opp)
     recs2 = judge_latents(lats, None, prompts, JudgeConfig(opposite_threshold=top),

@@ -18,7 +18,10 @@ see :mod:`abstopk.analysis.latent_stats`). Per pole s ∈ {+, −} with examples
   words of each pole under the prompt file's completion templates; ``question`` — Δ_opp, the
   log-odds of Yes to "do A and B form a pair of opposites?" (the prompt file's wording) for the
   two poles' words (:func:`.prompts.pole_words` of all their examples). *opposite* when the
-  score > the threshold (``cfg.threshold()``); a pole without words is never opposite.
+  score > the threshold (``cfg.threshold()``); a pole without words is never opposite. The
+  question is asked for every latent; the completion test (≈ 40 forwards a latent) runs
+  only where it can change a label — both poles coherent, or both detected — and the
+  others' ``opposite_score`` is None (not opposite).
 
 A pole is *meaningful* when it passes ``pole_test`` (coherent, or detected). Label (the
 paper's categories): ``bidirectional`` = both poles meaningful and opposite; ``unidirectional``
@@ -100,7 +103,6 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer | No
                         pool.append((j, ex, word.lower()))
     plans: list[dict[str, Any]] = []
     det_msgs: list[str] = []
-    opp_msgs: list[str] = []
     for j, lat in enumerate(latents):
         plan: dict[str, Any] = {"index": lat.get("index")}
         for s, key in (("pos", "top_pos"), ("neg", "top_neg")):
@@ -124,22 +126,8 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer | No
                                                   context=format_context(ex, w))
                          for ex in held + negs]
             plan[f"msgs_{s}"] = (a, len(held), len(negs))
-        plan["opp"] = len(opp_msgs)
-        if completion:
-            opp_msgs.append((plan["words_pos"][:cfg.completion_words],
-                             plan["words_neg"][:cfg.completion_words]))
-        else:
-            opp_msgs.append(prompts.opposite.format(words_a=quote_words(plan["words_pos"]),
-                                                    words_b=quote_words(plan["words_neg"])))
         plans.append(plan)
     det = scorer.score(det_msgs) if det_msgs else []
-    if completion:
-        temps = render_templates(prompts.completion_templates, completer,
-                                 prompts.completion_system)
-        opp: list[float | None] = opposite_pmi(opp_msgs, completer, temps,
-                                               prompts.completion_neutral)
-    else:
-        opp = list(scorer.score(opp_msgs)) if opp_msgs else []
     out = []
     for plan, lat in zip(plans, latents, strict=True):
         rec: dict[str, Any] = {"index": plan["index"], "words_pos": plan["words_pos"],
@@ -159,7 +147,27 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer | No
             score = sum(dp) / npos - (sum(dn) / nneg if nneg else 0.0)
             rec[f"detect_{s}"] = score
             rec[f"detected_{s}"] = score > cfg.detect_margin
-        d_opp = opp[plan["opp"]]
+        out.append(rec)
+    # the opposite test: the question for every latent; the (costlier) completion test only
+    # where it can change a label: both poles coherent, or both detected
+    asked = [j for j, rec in enumerate(out) if not completion
+             or (rec["coherent_pos"] and rec["coherent_neg"])
+             or (detect and rec["detected_pos"] and rec["detected_neg"])]
+    if completion:
+        temps = render_templates(prompts.completion_templates, completer,
+                                 prompts.completion_system)
+        got: list[float | None] = opposite_pmi(
+            [(plans[j]["words_pos"][:cfg.completion_words],
+              plans[j]["words_neg"][:cfg.completion_words]) for j in asked],
+            completer, temps, prompts.completion_neutral)
+    else:
+        msgs = [prompts.opposite.format(words_a=quote_words(plans[j]["words_pos"]),
+                                        words_b=quote_words(plans[j]["words_neg"]))
+                for j in asked]
+        got = list(scorer.score(msgs)) if msgs else []
+    opp: dict[int, float | None] = dict(zip(asked, got, strict=True))
+    for j, rec in enumerate(out):
+        d_opp = opp.get(j)
         rec["opposite_test"] = cfg.opposite_test
         rec["opposite_score"] = d_opp
         rec["opposite_logodds"] = None if completion else d_opp
@@ -176,5 +184,4 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer | No
         rec["label"] = by["detection" if cfg.pole_test == "detection" else "coherence"]
         rec["explanation"] = (f"+: {', '.join(rec['words_pos']) or '—'} · "
                               f"−: {', '.join(rec['words_neg']) or '—'}")
-        out.append(rec)
     return out
