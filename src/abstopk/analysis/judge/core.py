@@ -19,7 +19,7 @@ see :mod:`abstopk.analysis.latent_stats`). Per pole s ∈ {+, −} with examples
   log-odds of Yes to "do A and B form a pair of opposites?" (the prompt file's wording) for the
   two poles' words (:func:`.prompts.pole_words` of all their examples). *opposite* when the
   score > the threshold (``cfg.threshold()``); a pole without words is never opposite. The
-  question is asked for every latent; the completion test (≈ 40 forwards a latent) runs
+  question is asked for every latent; the completion test (up to 24 forwards a latent) runs
   only where it can change a label — both poles coherent, or both detected — and the
   others' ``opposite_score`` is None (not opposite).
 
