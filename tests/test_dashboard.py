@@ -271,13 +271,30 @@ def test_pairs_and_judge_files_reach_pages_and_index(stats, tmp_path):
     (f / "judge.json").write_text(json.dumps({
         "format": "abstopk-judge", "version": 1,
         "latents": [{"index": 4, "label": "bidirectional", "explanation": "+: hot · −: cold",
-                     "opposite_logodds": 1.25}]}))
+                     "opposite_logodds": 1.25},
+                    {"index": 5, "label": "unidirectional", "opposite_test": "completion",
+                     "opposite_score": -0.75, "opposite_logodds": None}]}))
     build_site(f, tmp_path / "site")
     page3 = _text((tmp_path / "site" / "latents" / "000003.html").read_text())
     assert "2 pairs, 1 of them by a sign flip" in page3
     assert "on for a only" in page3 and "cold" in page3
     page4 = (tmp_path / "site" / "latents" / "000004.html").read_text()
     assert 'id="judge"' in page4 and "+1.25" in page4
+    page5 = _text((tmp_path / "site" / "latents" / "000005.html").read_text())
+    assert "opposite score (PMI)" in page5 and "0.75" in page5
+    # an explicit judge file (e.g. judge-completion.json) replaces STATS/judge.json
+    other_judge = tmp_path / "judge-completion.json"
+    other_judge.write_text(json.dumps({
+        "format": "abstopk-judge", "version": 2,
+        "latents": [{"index": 6, "label": "bidirectional", "opposite_test": "completion",
+                     "opposite_score": 7.5}]}))
+    build_site(f, tmp_path / "site2", judge_file=other_judge)
+    rows2 = {r["i"]: r for r in json.loads(
+        (tmp_path / "site2" / "data" / "index.js").read_text().split("=", 1)[1].rstrip()
+        .rstrip(";"))["latents"]}
+    assert rows2[6]["jl"] == "bidirectional" and rows2[4].get("jl") is None
+    with pytest.raises(StatsFormatError, match="missing"):
+        build_site(f, tmp_path / "site3", judge_file=tmp_path / "nope.json")
     rows = {r["i"]: r for r in json.loads(
         (tmp_path / "site" / "data" / "index.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
         ["latents"]}

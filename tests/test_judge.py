@@ -23,6 +23,7 @@ from abstopk.analysis.minimal_pairs import load_pairs
 from abstopk.errors import UserError
 
 PAIRS = {(p.a, p.b) for p in load_pairs()} | {(p.b, p.a) for p in load_pairs()}
+QUESTION = JudgeConfig(opposite_test="question")
 
 
 class Oracle:
@@ -54,7 +55,7 @@ class Oracle:
 
 def test_prompts_file_is_versioned_and_checked(tmp_path):
     p = load_prompts()
-    assert p.version == 1 and len(p.sha256) == 64
+    assert p.version == 2 and len(p.sha256) == 64 and len(p.completion_templates) == 2
     bad = tmp_path / "p.toml"
     bad.write_text('version = 2\nsystem = "s"\ndetection = "{explanation}"\nopposite = "x"\n')
     with pytest.raises(UserError, match="lacks the field"):
@@ -74,7 +75,7 @@ def test_context_and_explanation_text():
 def test_oracle_judge_labels_planted_latents_exactly():
     planted = planted_latents(6, seed=3)
     oracle = Oracle()
-    recs = judge_latents([lat for _, lat in planted], oracle, load_prompts(), JudgeConfig(),
+    recs = judge_latents([lat for _, lat in planted], oracle, load_prompts(), QUESTION,
                          signed=True)
     want = {"opposite": "bidirectional", "unrelated": "unidirectional",
             "one_sided": "unidirectional", "noise": "unclear"}
@@ -82,7 +83,8 @@ def test_oracle_judge_labels_planted_latents_exactly():
     assert oracle.calls == len(planted)          # coherence poles: one opposite prompt each
     oracle = Oracle()
     recs = judge_latents([lat for _, lat in planted], oracle, load_prompts(),
-                         JudgeConfig(pole_test="detection"), signed=True)
+                         JudgeConfig(pole_test="detection", opposite_test="question"),
+                         signed=True)
     assert [r["label"] for r in recs] == [want[t] for t, _ in planted]
     # 2 poles × (2 held-out + 2 negatives) detection prompts + 1 opposite prompt per latent
     assert oracle.calls == len(planted) * 9
@@ -90,12 +92,12 @@ def test_oracle_judge_labels_planted_latents_exactly():
 
 def test_unsigned_sae_is_never_bidirectional_but_reports_the_axis():
     planted = [lat for t, lat in planted_latents(4, seed=1) if t == "opposite"]
-    recs = judge_latents(planted, Oracle(), load_prompts(), JudgeConfig(), signed=False)
+    recs = judge_latents(planted, Oracle(), load_prompts(), QUESTION, signed=False)
     assert all(r["label"] == "unidirectional" and r["opposite_axis"] for r in recs)
 
 
 def test_validation_report_with_oracle_and_a_coin():
-    res = validate(Oracle(), n_per_type=5, seed=0)
+    res = validate(Oracle(), QUESTION, n_per_type=5, seed=0)
     for who in ("judge", "judge_coherence_poles", "judge_detection_poles"):
         assert res[who]["accuracy"]["accuracy"] == 1.0, who
     assert res["detection_auc"] == 1.0 and res["opposite_auc"] == 1.0
@@ -110,7 +112,7 @@ def test_validation_report_with_oracle_and_a_coin():
         def score(self, messages):
             return [3.0] * len(messages)
 
-    res = validate(Always(), n_per_type=5, seed=0)
+    res = validate(Always(), QUESTION, n_per_type=5, seed=0)
     assert res["detection_auc"] == 0.5 and res["opposite_auc"] == 0.5
     # D = 3 − 3 = 0: no pole detected; every pair "opposite"
     assert res["judge_detection_poles"]["confusion"]["noise"] == {"unclear": 5}
@@ -161,6 +163,12 @@ def test_config_validation():
         JudgeConfig(endpoint_url="file:///etc", endpoint_model="m")
     with pytest.raises(ValueError, match="held_out"):
         JudgeConfig(held_out=0)
+    with pytest.raises(ValueError, match="needs a local model"):
+        JudgeConfig(endpoint_url="http://127.0.0.1:1/v1", endpoint_model="m")
+    JudgeConfig(endpoint_url="http://127.0.0.1:1/v1", endpoint_model="m",
+                opposite_test="question")
+    with pytest.raises(ValueError, match="opposite_test"):
+        JudgeConfig(opposite_test="vibes")
 
 
 @pytest.mark.slow
@@ -212,11 +220,11 @@ def test_embedded_judge_end_to_end_on_planted_latents(lm):
     model, tok, _ = lm
     prompts = load_prompts()
     scorer = LocalChatScorer(model, tok, prompts.system)
-    res = validate(scorer, n_per_type=2, seed=5, detect=False)
+    res = validate(scorer, QUESTION, n_per_type=2, seed=5, detect=False)
     conf = res["judge"]["confusion"]
     assert conf["one_sided"] == {"unidirectional": 2} and conf["noise"] == {"unclear": 2}
     assert sum(conf["opposite"].values()) == 2
     d = [r["opposite_logodds"] for r in res["latents"]]
     assert all(abs(x) < 30 for x in d) and len(set(round(x, 4) for x in d)) > 4
-    again = validate(scorer, n_per_type=2, seed=5, detect=False)
+    again = validate(scorer, QUESTION, n_per_type=2, seed=5, detect=False)
     assert [r["opposite_logodds"] for r in again["latents"]] == pytest.approx(d, abs=1e-4)

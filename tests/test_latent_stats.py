@@ -149,7 +149,8 @@ def test_compute_and_write_on_embedded_model(tmp_path, lm):
     p = write_cache(tmp_path / "cache", x, ids[0], context_len=15, shard_rows=25,
                     model="smollm2-135m")
     sae = SAE(SAEConfig(d_in=x.shape[1], d_sae=64, architecture="abstopk", k=8,
-                        model_name="smollm2-135m"), seed=0)
+                        model_name="smollm2-135m", hook_layer=3, hook_site="resid_post"),
+              seed=0)
     sae.save(tmp_path / "sae")
     out = compute_and_write(tmp_path / "sae", p, tmp_path / "stats", top_n=5, progress=False)
     index = json.loads((out / "index.json").read_text())
@@ -164,3 +165,14 @@ def test_compute_and_write_on_embedded_model(tmp_path, lm):
     assert len(rec["logits_pos"]) == 10 and rec["logits_pos"][0]["value"] > rec["logits_neg"][0]["value"]
     with pytest.raises(OutputExistsError):
         compute_and_write(tmp_path / "sae", p, tmp_path / "stats", progress=False)
+    # the same SAE exported to SAELens's layout (an unsigned SAE of twice the width that
+    # load_sae restores to the signed one) gives the same statistics
+    from abstopk.export import export_saelens
+
+    export_saelens(tmp_path / "sae", tmp_path / "sl")
+    assert "metadata" in json.loads((tmp_path / "sl" / "cfg.json").read_text())
+    out2 = compute_and_write(tmp_path / "sl", p, tmp_path / "stats_sl", top_n=5, progress=False)
+    index2 = json.loads((out2 / "index.json").read_text())
+    assert index2["negative_side"] == "activation" and len(index2["latents"]) == 64
+    for a, b in zip(index["latents"], index2["latents"], strict=True):
+        assert (a["freq_pos"], a["freq_neg"]) == pytest.approx((b["freq_pos"], b["freq_neg"]))

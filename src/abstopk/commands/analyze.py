@@ -86,7 +86,7 @@ def pairs_cmd(
     from ..lm import load_model
     from ..report.latent_tables import render_pairs
     from ..report.tables import table_console
-    from ..sae import SAE
+    from ..sae import load_sae
 
     check_output_file(json_out, what="a results file", inputs=sae, force=force)
     if stats and len(stats) != len(sae):
@@ -97,7 +97,7 @@ def pairs_cmd(
     saes = []
     for s in sae:
         try:
-            saes.append(SAE.load(s))
+            saes.append(load_sae(s))
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from None
     refs = {model or x.cfg.model_name for x in saes}
@@ -181,7 +181,8 @@ def judge_cmd(
     p = r["proxy_on_sample"]
     typer.echo(f"judged {r['sample']['n']} of {r['sample']['of_live']} live latents "
                f"({r['judge'].get('model') or r['judge'].get('url')}, prompts v"
-               f"{r['prompts']['version']}, {r['seconds']:.0f} s)")
+               f"{r['prompts']['version']}, opposite test {r['opposite_test']} > "
+               f"{r['opposite_threshold']:+.3f}, {r['seconds']:.0f} s)")
     typer.echo(f"bidirectional (judge): {_ci(r['bidirectional_fraction'], r['ci95'])}; "
                f"counts {r['counts']}")
     typer.echo(f"bidirectional (proxy, same latents): "
@@ -198,25 +199,41 @@ def judge_cmd(
 def judge_check_cmd(
     n_per_type: int = typer.Option(20, "--n-per-type", help="Planted latents of each type."),
     planted_seed: int = typer.Option(0, "--planted-seed", help="Seed of the planted latents."),
+    pairs: str = typer.Option("all", "--pairs", help="Minimal pairs the planted latents are "
+                              "drawn from: all, even or odd (positions in the pairs file; "
+                              "calibrate on one half, test on the other)."),
+    related: int = typer.Option(0, "--related", help="Planted 'related' latents added (the "
+                                "same side of two gendered groups: king, he vs prince, boy)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full result here."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
     **fields: Any,
 ) -> None:
     """Validate the judge (and the proxy) on planted latents of known type in real words:
     accuracy with 95 % CIs, detection and opposite AUCs."""
-    from ..analysis.judge import load_prompts, make_scorer, validate
+    from ..analysis.judge import load_prompts, make_scorers, validate
+    from ..analysis.judge.planted import HALVES, choose_threshold
     from ..files import atomic_write_json
 
     cfg = _judge_config(fields)
+    if pairs not in HALVES:
+        raise UserError(f"the planted pairs must be one of {', '.join(HALVES)}, got {pairs!r}")
+    if related < 0:
+        raise UserError(f"the number of related latents must be ≥ 0, got {related}")
     check_output_file(json_out, what="a results file", force=force)
     prompts = load_prompts(cfg.prompts)
-    r = validate(make_scorer(cfg, prompts), cfg, prompts=prompts, n_per_type=n_per_type,
-                 seed=planted_seed)
+    scorer, completer = make_scorers(cfg, prompts)
+    r = validate(scorer, cfg, prompts=prompts, n_per_type=n_per_type, seed=planted_seed,
+                 pairs=pairs, related=related, completer=completer)
     for who in ("judge_coherence_poles", "judge_detection_poles", "proxy"):
         a, b = r[who]["accuracy"], r[who]["bidirectional_accuracy"]
         typer.echo(f"{who}: accuracy {_ci(a['accuracy'], a['ci95'])}, bidirectional-vs-not "
                    f"{_ci(b['accuracy'], b['ci95'])}")
-    typer.echo(f"detection AUC {r['detection_auc']:.3f}, opposite AUC {r['opposite_auc']:.3f}")
+    auc_rel = r["opposite_auc_related"]
+    typer.echo(f"detection AUC {r['detection_auc']:.3f}, opposite AUC "
+               f"({r['opposite_test']} test) vs unrelated {r['opposite_auc']:.3f}"
+               + (f", vs related {auc_rel:.3f}" if auc_rel is not None else "")
+               + f"; threshold in force {r['opposite_threshold']:+.3f}, best here "
+               f"{choose_threshold(r):+.3f}")
     if json_out is not None:
         atomic_write_json(json_out, r)
 

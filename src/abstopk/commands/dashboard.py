@@ -83,10 +83,12 @@ def dashboard_command(
     except ValueError as e:
         raise UserError(str(e)) from None
     check_output(out, what="a dashboard", finished=SITE_FINISHED,
-                 inputs=[cfg.stats, cfg.sae, cfg.cache, cfg.directions, cfg.pairs], force=force)
+                 inputs=[cfg.stats, cfg.sae, cfg.cache, cfg.directions, cfg.pairs, cfg.judge],
+                 force=force)
     directions = _read_directions(cfg.directions, cfg)
     stats = Path(cfg.stats) if cfg.stats else compute_stats(cfg, out, force=force)
-    res = build_site(stats, out, directions=directions, pairs_file=cfg.pairs)
+    res = build_site(stats, out, directions=directions, pairs_file=cfg.pairs,
+                     judge_file=cfg.judge)
     typer.echo(f"wrote {res['pages']} latent pages ({res['latents']} latents in the index) "
                f"and {len(res['directions'])} direction pages; open {res['index']} "
                f"or run: abstopk serve {out}")

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 from ...fields import doc_field
 
-__all__ = ["JudgeConfig"]
+__all__ = ["JudgeConfig", "OPPOSITE_TESTS", "THRESHOLDS"]
+
+OPPOSITE_TESTS = ("completion", "question")
+# the default opposite threshold of each test, chosen for the embedded judge on planted
+# latents (max Youden J, docs/latent-stats.md): question on seed 0 (all pairs, vs unrelated),
+# completion on seed 0's even-numbered pairs (vs unrelated and related latents)
+THRESHOLDS = {"question": -1.037, "completion": 4.389}
 
 
 @dataclass
@@ -25,10 +31,19 @@ class JudgeConfig:
     detect_margin: float = doc_field("A pole is detected when the judge's mean log-odds of Yes on "
                                      "its held-out contexts exceeds that on negatives by this.",
                                      1.0)
-    opposite_threshold: float = doc_field("Log-odds of Yes above which the two poles count as "
-                                          "opposites (default: chosen for the embedded judge on "
-                                          "planted latents; recalibrate for another judge with "
-                                          "judge-check).", -1.037)
+    opposite_test: str = doc_field("How the judge tells opposite poles from unrelated ones: "
+                                   "'completion' (how much naming one pole's words raises the "
+                                   "other's after 'The opposite of …', a PMI; needs a local "
+                                   "model) or 'question' (the log-odds of Yes to a yes/no "
+                                   "question; near chance with the embedded 135M judge).",
+                                   "completion")
+    opposite_threshold: float | None = doc_field("Score above which the two poles count as "
+                                                 "opposites (default: the test's threshold "
+                                                 "chosen for the embedded judge on planted "
+                                                 "latents; recalibrate for another judge with "
+                                                 "judge-check).", None)
+    completion_words: int = doc_field("Words of each pole paired in the completion test "
+                                      "(its cost grows with their square).", 3)
     judge_model: str | None = doc_field("Chat model that judges (default: the embedded "
                                         "SmolLM2-135M-Instruct; a local folder or cached hub id).",
                                         None)
@@ -44,14 +59,19 @@ class JudgeConfig:
 
     def __post_init__(self) -> None:
         for name, lo in (("sample", 0), ("held_out", 1), ("explain_words", 1),
-                         ("judge_context", 0), ("judge_batch", 1)):
+                         ("judge_context", 0), ("judge_batch", 1), ("completion_words", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"{name} must be an integer ≥ {lo}, got {v!r}")
         if self.pole_test not in ("coherence", "detection"):
             raise ValueError(f"pole_test must be 'coherence' or 'detection', got {self.pole_test!r}")
+        if self.opposite_test not in OPPOSITE_TESTS:
+            raise ValueError(f"opposite_test must be one of {OPPOSITE_TESTS}, "
+                             f"got {self.opposite_test!r}")
         for name in ("detect_margin", "opposite_threshold"):
             v = getattr(self, name)
+            if name == "opposite_threshold" and v is None:
+                continue
             if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
                 raise ValueError(f"{name} must be a number, got {v!r}")
         if self.endpoint_url is not None:
@@ -61,3 +81,12 @@ class JudgeConfig:
                 raise ValueError("an endpoint needs the model name to send (endpoint_model)")
             if self.judge_model is not None:
                 raise ValueError("give either a local judge model or an endpoint, not both")
+            if self.opposite_test == "completion":
+                raise ValueError("the completion opposite test needs a local model (an "
+                                 "endpoint gives the first token only): use the 'question' "
+                                 "opposite test with an endpoint")
+
+    def threshold(self) -> float:
+        """The opposite threshold in force: the configured one, else the test's default."""
+        return float(THRESHOLDS[self.opposite_test] if self.opposite_threshold is None
+                     else self.opposite_threshold)

@@ -13,9 +13,15 @@ see :mod:`abstopk.analysis.latent_stats`). Per pole s ∈ {+, −} with examples
   many *negatives* (examples of other latents of the same run whose focus token is not in the
   explanation, seeded). D_s = mean Δ(held-out) − mean Δ(negatives); *detected* when
   D_s > ``detect_margin``;
-* **opposites** (the judge, always): Δ_opp of "do A and B form a pair of opposites?" (the
-  prompt file's wording) for the two poles' words (:func:`.prompts.pole_words` of all their examples); *opposite*
-  when Δ_opp > ``opposite_threshold``.
+* **opposites** (the judge, always), by ``opposite_test``: ``completion`` (default) — S, the
+  symmetrised PMI of :func:`.completion.opposite_pmi` between the first ``completion_words``
+  words of each pole under the prompt file's completion templates; ``question`` — Δ_opp, the
+  log-odds of Yes to "do A and B form a pair of opposites?" (the prompt file's wording) for the
+  two poles' words (:func:`.prompts.pole_words` of all their examples). *opposite* when the
+  score > the threshold (``cfg.threshold()``); a pole without words is never opposite. The
+  question is asked for every latent; the completion test (up to 24 forwards a latent) runs
+  only where it can change a label — both poles coherent, or both detected — and the
+  others' ``opposite_score`` is None (not opposite).
 
 A pole is *meaningful* when it passes ``pole_test`` (coherent, or detected). Label (the
 paper's categories): ``bidirectional`` = both poles meaningful and opposite; ``unidirectional``
@@ -31,7 +37,9 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ...errors import UserError
 from ..bidirectionality import BidirConfig, coherence
+from .completion import LogProbScorer, opposite_pmi, render_templates
 from .config import JudgeConfig
 from .prompts import JudgePrompts, explain_pole, format_context, pole_words, quote_words
 from .scorers import YesNoScorer
@@ -60,15 +68,28 @@ def _focus(ex: Mapping[str, Any]) -> str | None:
     return w[0] if w else None
 
 
-def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer,
+def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer | None,
                   prompts: JudgePrompts, cfg: JudgeConfig, *, signed: bool,
-                  detect: bool | None = None) -> list[dict[str, Any]]:
+                  detect: bool | None = None, completer: LogProbScorer | None = None
+                  ) -> list[dict[str, Any]]:
     """One record per latent (order kept): ``{index, label, words_pos, words_neg,
     explanation, coherence_pos/neg, coherent_pos/neg, detect_pos/neg (None when not run or a
-    pole lacks train and held-out examples), detected_pos/neg, opposite_logodds, opposite,
-    opposite_axis, label_by: {coherence[, detection]}}``. ``detect``: run the detection
-    prompts (default: when ``cfg.pole_test == "detection"``)."""
+    pole lacks train and held-out examples), detected_pos/neg, opposite_test, opposite_score,
+    opposite_logodds (question test) / opposite_pmi (completion test; the other None),
+    opposite, opposite_axis, label_by: {coherence[, detection]}}``. ``detect``: run the
+    detection prompts (default: when ``cfg.pole_test == "detection"``). ``scorer`` answers the
+    yes/no prompts (needed for detection or the question test), ``completer`` the completion
+    test."""
     detect = cfg.pole_test == "detection" if detect is None else detect
+    completion = cfg.opposite_test == "completion"
+    if completion and completer is None:
+        raise ValueError("the completion opposite test needs a completion scorer")
+    if completion and not prompts.completion_templates:
+        raise UserError(f"judge prompts file {prompts.source} has no completion templates "
+                        "(the completion opposite test needs them)")
+    if (detect or not completion) and scorer is None:
+        raise ValueError("detection and the question test need a yes/no scorer")
+    thr = cfg.threshold()
     bc = BidirConfig()
     rng = random.Random(cfg.seed)
     w = cfg.judge_context
@@ -82,7 +103,6 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer,
                         pool.append((j, ex, word.lower()))
     plans: list[dict[str, Any]] = []
     det_msgs: list[str] = []
-    opp_msgs: list[str] = []
     for j, lat in enumerate(latents):
         plan: dict[str, Any] = {"index": lat.get("index")}
         for s, key in (("pos", "top_pos"), ("neg", "top_neg")):
@@ -106,12 +126,8 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer,
                                                   context=format_context(ex, w))
                          for ex in held + negs]
             plan[f"msgs_{s}"] = (a, len(held), len(negs))
-        plan["opp"] = len(opp_msgs)
-        opp_msgs.append(prompts.opposite.format(words_a=quote_words(plan["words_pos"]),
-                                                words_b=quote_words(plan["words_neg"])))
         plans.append(plan)
-    det = scorer.score(det_msgs)
-    opp = scorer.score(opp_msgs)
+    det = scorer.score(det_msgs) if det_msgs else []
     out = []
     for plan, lat in zip(plans, latents, strict=True):
         rec: dict[str, Any] = {"index": plan["index"], "words_pos": plan["words_pos"],
@@ -131,9 +147,32 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer,
             score = sum(dp) / npos - (sum(dn) / nneg if nneg else 0.0)
             rec[f"detect_{s}"] = score
             rec[f"detected_{s}"] = score > cfg.detect_margin
-        d_opp = opp[plan["opp"]]
-        rec["opposite_logodds"] = d_opp
-        rec["opposite"] = d_opp > cfg.opposite_threshold
+        out.append(rec)
+    # the opposite test: the question for every latent; the (costlier) completion test only
+    # where it can change a label: both poles coherent, or both detected
+    asked = [j for j, rec in enumerate(out) if not completion
+             or (rec["coherent_pos"] and rec["coherent_neg"])
+             or (detect and rec["detected_pos"] and rec["detected_neg"])]
+    if completion:
+        temps = render_templates(prompts.completion_templates, completer,
+                                 prompts.completion_system)
+        got: list[float | None] = opposite_pmi(
+            [(plans[j]["words_pos"][:cfg.completion_words],
+              plans[j]["words_neg"][:cfg.completion_words]) for j in asked],
+            completer, temps, prompts.completion_neutral)
+    else:
+        msgs = [prompts.opposite.format(words_a=quote_words(plans[j]["words_pos"]),
+                                        words_b=quote_words(plans[j]["words_neg"]))
+                for j in asked]
+        got = list(scorer.score(msgs)) if msgs else []
+    opp: dict[int, float | None] = dict(zip(asked, got, strict=True))
+    for j, rec in enumerate(out):
+        d_opp = opp.get(j)
+        rec["opposite_test"] = cfg.opposite_test
+        rec["opposite_score"] = d_opp
+        rec["opposite_logodds"] = None if completion else d_opp
+        rec["opposite_pmi"] = d_opp if completion else None
+        rec["opposite"] = d_opp is not None and d_opp > thr
         by = {"coherence": label_of(rec["coherent_pos"], rec["coherent_neg"], rec["opposite"],
                                     signed)}
         if detect:
@@ -145,5 +184,4 @@ def judge_latents(latents: Sequence[Mapping[str, Any]], scorer: YesNoScorer,
         rec["label"] = by["detection" if cfg.pole_test == "detection" else "coherence"]
         rec["explanation"] = (f"+: {', '.join(rec['words_pos']) or '—'} · "
                               f"−: {', '.join(rec['words_neg']) or '—'}")
-        out.append(rec)
     return out

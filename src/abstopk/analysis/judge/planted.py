@@ -34,6 +34,7 @@ from typing import Any
 
 from ..bidirectionality import classify, wilson_interval
 from ..minimal_pairs import load_pairs
+from .completion import LogProbScorer
 from .config import JudgeConfig
 from .core import judge_latents
 from .prompts import JudgePrompts, load_prompts
@@ -42,7 +43,9 @@ from .scorers import YesNoScorer
 __all__ = ["TRUTH", "auc", "choose_threshold", "filler_words", "planted_latents", "validate"]
 
 TRUTH = {"opposite": "bidirectional", "unrelated": "unidirectional",
-         "one_sided": "unidirectional", "noise": "unclear"}
+         "one_sided": "unidirectional", "noise": "unclear", "related": "unidirectional"}
+HALVES = ("all", "even", "odd")
+TWO_WORD_POLES = ("opposite", "unrelated", "related")
 GENDER = ("noun", "plural", "subject_pronoun", "object_pronoun", "possessive", "reflexive")
 FILLER_TEMPLATES = ("They talked about the {} again.", "We saw the {} near the door.",
                     "Nobody mentioned the {} that day.", "She wrote about the {} twice.")
@@ -65,13 +68,20 @@ def _example(template: str, word: str, value: float) -> dict[str, Any]:
             "row": -1}
 
 
-def planted_latents(n_per_type: int = 10, *, per_pole: int = 6, seed: int = 0
-                    ) -> list[tuple[str, dict[str, Any]]]:
-    """``[(type, latent record)]``, ``n_per_type`` of each type (module docstring)."""
+def planted_latents(n_per_type: int = 10, *, per_pole: int = 6, seed: int = 0,
+                    pairs: str = "all", related: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """``[(type, latent record)]``, ``n_per_type`` of each type (module docstring), then
+    ``related`` latents of type ``related``. ``pairs``: draw from all minimal pairs, or only
+    those at even (odd) positions of the pairs file, so that a calibration and a test set
+    share no pair."""
+    if pairs not in HALVES:
+        raise ValueError(f"pairs must be one of {HALVES}, got {pairs!r}")
     rng = random.Random(seed)
-    pairs = load_pairs()
-    gender = [p for p in pairs if p.category in GENDER]
-    anton = [p for p in pairs if p.category not in GENDER]
+    half = pairs
+    kept = [p for i, p in enumerate(load_pairs())
+            if half == "all" or i % 2 == (0 if half == "even" else 1)]
+    gender = [p for p in kept if p.category in GENDER]
+    anton = [p for p in kept if p.category not in GENDER]
     fill = filler_words()
 
     def pole_from(group, side: str):
@@ -98,40 +108,48 @@ def planted_latents(n_per_type: int = 10, *, per_pole: int = 6, seed: int = 0
 
     res: list[tuple[str, dict[str, Any]]] = []
     idx = 0
-    for typ in ("opposite", "unrelated", "one_sided", "noise"):
-        for _ in range(n_per_type):
-            g = word_group()
-            sides = ["a", "b"]
-            rng.shuffle(sides)
-            if typ == "opposite":
-                pw, pt = pole_from(g, sides[0])
-                nw, nt = pole_from(g, sides[1])
-                pos, neg = examples(pw, pt, 1.0), examples(nw, nt, -1.0)
-            elif typ == "unrelated":
-                pw, pt = pole_from(g, sides[0])
-                other = [rng.choice(anton if g[0] in gender else gender + anton)]
-                while other[0] in g or (g[0] in anton and other[0] in anton
-                                        and other[0].category == g[0].category
-                                        and rng.random() < 0.5):
-                    other = [rng.choice(gender + anton)]
-                nw, nt = pole_from(other, rng.choice("ab"))
-                pos, neg = examples(pw, pt, 1.0), examples(nw, nt, -1.0)
-            elif typ == "one_sided":
-                pw, pt = pole_from(g, sides[0])
-                pos, neg = examples(pw, pt, 1.0), examples([], [], -0.3, random_words=True)
-            else:
-                pos = examples([], [], 1.0, random_words=True)
-                neg = examples([], [], -1.0, random_words=True)
-            kinds = {"pos": "filler" if typ == "noise" else "words",
-                     "neg": "words" if typ in ("opposite", "unrelated") else "filler"}
-            if typ == "one_sided" and rng.random() < 0.5:      # the word pole on either side
-                pos, neg = ([{**e, "value": -e["value"]} for e in neg],
-                            [{**e, "value": -e["value"]} for e in pos])
-                kinds = {"pos": "filler", "neg": "words"}
-            res.append((typ, {"index": idx, "top_pos": pos, "top_neg": neg,
-                              "count_pos": per_pole, "count_neg": per_pole,
-                              "planted_poles": kinds}))
-            idx += 1
+    plan = [t for t in ("opposite", "unrelated", "one_sided", "noise")
+            for _ in range(n_per_type)] + ["related"] * related
+    for typ in plan:
+        g = word_group() if typ != "related" else rng.sample(gender, rng.randint(1, 3))
+        sides = ["a", "b"]
+        rng.shuffle(sides)
+        if typ == "related":
+            # the same side of two disjoint gendered groups: king, he ↔ prince, boy
+            rest = [p for p in gender if p not in g]
+            other = rng.sample(rest, rng.randint(1, min(3, len(rest))))
+            pw, pt = pole_from(g, sides[0])
+            nw, nt = pole_from(other, sides[0])
+            pos, neg = examples(pw, pt, 1.0), examples(nw, nt, -1.0)
+        elif typ == "opposite":
+            pw, pt = pole_from(g, sides[0])
+            nw, nt = pole_from(g, sides[1])
+            pos, neg = examples(pw, pt, 1.0), examples(nw, nt, -1.0)
+        elif typ == "unrelated":
+            pw, pt = pole_from(g, sides[0])
+            other = [rng.choice(anton if g[0] in gender else gender + anton)]
+            while other[0] in g or (g[0] in anton and other[0] in anton
+                                    and other[0].category == g[0].category
+                                    and rng.random() < 0.5):
+                other = [rng.choice(gender + anton)]
+            nw, nt = pole_from(other, rng.choice("ab"))
+            pos, neg = examples(pw, pt, 1.0), examples(nw, nt, -1.0)
+        elif typ == "one_sided":
+            pw, pt = pole_from(g, sides[0])
+            pos, neg = examples(pw, pt, 1.0), examples([], [], -0.3, random_words=True)
+        else:
+            pos = examples([], [], 1.0, random_words=True)
+            neg = examples([], [], -1.0, random_words=True)
+        kinds = {"pos": "filler" if typ == "noise" else "words",
+                 "neg": "words" if typ in ("opposite", "unrelated", "related") else "filler"}
+        if typ == "one_sided" and rng.random() < 0.5:      # the word pole on either side
+            pos, neg = ([{**e, "value": -e["value"]} for e in neg],
+                        [{**e, "value": -e["value"]} for e in pos])
+            kinds = {"pos": "filler", "neg": "words"}
+        res.append((typ, {"index": idx, "top_pos": pos, "top_neg": neg,
+                          "count_pos": per_pole, "count_neg": per_pole,
+                          "planted_poles": kinds}))
+        idx += 1
     return res
 
 
@@ -152,17 +170,22 @@ def _words(lat: dict[str, Any], key: str) -> list[str]:
     return [ex["tokens"][ex["focus"]] for ex in lat[key]]
 
 
+def _score(r: dict[str, Any]) -> float | None:
+    return r.get("opposite_score", r.get("opposite_logodds"))
+
+
 def choose_threshold(validation: dict[str, Any]) -> float:
     """The opposite threshold with the largest Youden J = TPR − FPR of "opposite" between the
-    planted ``opposite`` latents and the ``unrelated`` ones (the two types whose poles are both
-    meaningful, which only the question tells apart); a midpoint between neighbouring
-    log-odds, ties to the larger (more conservative) threshold."""
-    lats = [r for r in validation["latents"] if r["type"] in ("opposite", "unrelated")]
-    vals = sorted({r["opposite_logodds"] for r in lats})
+    planted ``opposite`` latents and the ``unrelated`` and ``related`` ones (the types whose
+    poles are both meaningful, which only the opposite test tells apart); a midpoint between
+    neighbouring scores, ties to the larger (more conservative) threshold."""
+    lats = [r for r in validation["latents"] if r["type"] in TWO_WORD_POLES
+            and _score(r) is not None]
+    vals = sorted({_score(r) for r in lats})
     cands = [vals[0] - 1.0] + [(a + b) / 2 for a, b in zip(vals, vals[1:], strict=False)] \
         + [vals[-1] + 1.0]
-    opp = [r["opposite_logodds"] for r in lats if r["type"] == "opposite"]
-    unr = [r["opposite_logodds"] for r in lats if r["type"] == "unrelated"]
+    opp = [_score(r) for r in lats if r["type"] == "opposite"]
+    unr = [_score(r) for r in lats if r["type"] != "opposite"]
 
     def youden(t: float) -> float:
         return (sum(x > t for x in opp) / max(len(opp), 1)
@@ -170,21 +193,26 @@ def choose_threshold(validation: dict[str, Any]) -> float:
     return max(cands, key=lambda t: (youden(t), t))
 
 
-def validate(scorer: YesNoScorer, cfg: JudgeConfig | None = None, *,
+def validate(scorer: YesNoScorer | None, cfg: JudgeConfig | None = None, *,
              prompts: JudgePrompts | None = None, n_per_type: int = 10, per_pole: int = 6,
-             seed: int = 0, detect: bool = True) -> dict[str, Any]:
+             seed: int = 0, detect: bool = True, pairs: str = "all", related: int = 0,
+             completer: LogProbScorer | None = None) -> dict[str, Any]:
     """Judge the planted latents; accuracies, confusion, AUCs (module docstring).
     ``detect=False`` skips the detection prompts (8 of the 9 prompts a latent costs): the
-    detection-pole results are then absent."""
+    detection-pole results are then absent. ``pairs`` and ``related``: as
+    :func:`planted_latents`. ``opposite_auc`` compares ``opposite`` with ``unrelated``
+    latents, ``opposite_auc_related`` with ``related`` ones (None without them)."""
     cfg = cfg or JudgeConfig()
     prompts = prompts or load_prompts(cfg.prompts)
-    planted = planted_latents(n_per_type, per_pole=per_pole, seed=seed)
+    planted = planted_latents(n_per_type, per_pole=per_pole, seed=seed, pairs=pairs,
+                              related=related)
     recs = judge_latents([lat for _, lat in planted], scorer, prompts, cfg, signed=True,
-                         detect=detect)
+                         detect=detect, completer=completer)
     types = [t for t, _ in planted]
+    present = [t for t in TRUTH if t in types]
 
     def scored(labels: list[str]) -> dict[str, Any]:
-        confusion: dict[str, Counter] = {t: Counter() for t in TRUTH}
+        confusion: dict[str, Counter] = {t: Counter() for t in present}
         for t, lab in zip(types, labels, strict=True):
             confusion[t][lab] += 1
         return {"accuracy": _acc([TRUTH[t] == lab for t, lab in zip(types, labels, strict=True)]),
@@ -201,17 +229,22 @@ def validate(scorer: YesNoScorer, cfg: JudgeConfig | None = None, *,
             is_filler = lat["planted_poles"][s] == "filler"
             if r[f"detect_{s}"] is not None:
                 (filler_poles if is_filler else word_poles).append(r[f"detect_{s}"])
-    opp = [r["opposite_logodds"] for t, r in zip(types, recs, strict=True) if t == "opposite"]
-    unrel = [r["opposite_logodds"] for t, r in zip(types, recs, strict=True) if t == "unrelated"]
+    def of(typ: str) -> list[float]:
+        return [r["opposite_score"] for t, r in zip(types, recs, strict=True)
+                if t == typ and r["opposite_score"] is not None]
     return {
-        "n_per_type": n_per_type, "per_pole": per_pole, "seed": seed, "config": asdict(cfg),
-        "prompts": prompts.meta(), "scorer": scorer.meta(),
+        "n_per_type": n_per_type, "per_pole": per_pole, "seed": seed, "pairs": pairs,
+        "related": related, "config": asdict(cfg), "opposite_test": cfg.opposite_test,
+        "opposite_threshold": cfg.threshold(), "prompts": prompts.meta(),
+        "scorer": scorer.meta() if scorer is not None else None,
+        "completer": completer.meta() if completer is not None else None,
         "judge": scored([r["label"] for r in recs]),
         "judge_coherence_poles": scored([r["label_by"]["coherence"] for r in recs]),
         "judge_detection_poles": scored([r["label_by"]["detection"] for r in recs])
         if detect else None,
         "proxy": scored(proxy),
         "detection_auc": auc(word_poles, filler_poles) if detect else None,
-        "opposite_auc": auc(opp, unrel),
+        "opposite_auc": auc(of("opposite"), of("unrelated")),
+        "opposite_auc_related": auc(of("opposite"), of("related")),
         "latents": [{"type": t, **r} for t, r in zip(types, recs, strict=True)],
     }

@@ -1,9 +1,12 @@
 """The judge's prompts: a versioned TOML file and the text pieces put into it.
 
-The shipped file is ``analysis/data/judge_prompts_v1.toml`` with keys ``version`` (int),
-``system``, ``detection`` (fields ``{explanation}``, ``{context}``) and ``opposite`` (fields
-``{words_a}``, ``{words_b}``: a pole's words in quotes). A user's own file with the same keys can replace it;
-its ``version`` and sha256 are recorded in every judge output.
+The shipped file is ``analysis/data/judge_prompts_v2.toml`` (v1, the yes/no judge alone, is kept
+beside it) with keys ``version`` (int), ``system``, ``detection`` (fields ``{explanation}``,
+``{context}``), ``opposite`` (fields ``{words_a}``, ``{words_b}``: a pole's words in quotes)
+and, optionally, the table ``completion`` of the completion opposite test: ``system``,
+``neutral`` (a word) and ``templates`` (a list of tables with ``context`` and ``continuation``,
+both holding ``{word}``, and an optional chat ``user`` message). A user's own file with the
+same keys can replace it; its ``version`` and sha256 are recorded in every judge output.
 
 A *context* is an example of the statistics contract, ``{"tokens": [str], "focus": i,
 "value": z}``; it is shown as plain text with the focus token between « and », cut to
@@ -24,12 +27,22 @@ from typing import Any
 
 from ...errors import UserError
 
-__all__ = ["JudgePrompts", "explain_pole", "format_context", "load_prompts", "pole_words",
+__all__ = ["CompletionTemplate", "JudgePrompts", "explain_pole", "format_context", "load_prompts", "pole_words",
            "quote_words"]
 
-DEFAULT_FILE = "judge_prompts_v1.toml"
+DEFAULT_FILE = "judge_prompts_v2.toml"
 _FIELDS = {"detection": ("{explanation}", "{context}"),
            "opposite": ("{words_a}", "{words_b}")}
+
+
+@dataclass(frozen=True)
+class CompletionTemplate:
+    """One template of the completion test; ``user`` set: a chat (``context`` begins the
+    assistant's reply)."""
+
+    context: str
+    continuation: str
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,9 @@ class JudgePrompts:
     opposite: str
     source: str
     sha256: str
+    completion_system: str = ""
+    completion_neutral: str = ""
+    completion_templates: tuple[CompletionTemplate, ...] = ()
 
     def meta(self) -> dict[str, Any]:
         return {"version": self.version, "source": self.source, "sha256": self.sha256}
@@ -70,8 +86,30 @@ def load_prompts(path: str | Path | None = None) -> JudgePrompts:
         for f in fields:
             if f not in d[key]:
                 raise UserError(f"judge prompts file {source}: '{key}' lacks the field {f}")
+    comp = _completion(d.get("completion"), source)
     return JudgePrompts(d["version"], d["system"], d["detection"], d["opposite"], source,
-                        hashlib.sha256(raw).hexdigest())
+                        hashlib.sha256(raw).hexdigest(), *comp)
+
+
+def _completion(c: Any, source: str) -> tuple[str, str, tuple[CompletionTemplate, ...]]:
+    if c is None:
+        return "", "", ()
+    bad = f"judge prompts file {source}: 'completion'"
+    if not isinstance(c, dict) or not isinstance(c.get("templates"), list) or not c["templates"]:
+        raise UserError(f"{bad} needs a non-empty list 'templates'")
+    neutral, system = c.get("neutral"), c.get("system", "")
+    if not isinstance(neutral, str) or not neutral.strip() or not isinstance(system, str):
+        raise UserError(f"{bad} needs a text 'neutral' (a word) and a text 'system'")
+    out = []
+    for t in c["templates"]:
+        ctx, cont, user = (t.get(k) if isinstance(t, dict) else None
+                           for k in ("context", "continuation", "user"))
+        if not (isinstance(ctx, str) and isinstance(cont, str) and "{word}" in ctx
+                and "{word}" in cont and (user is None or isinstance(user, str))):
+            raise UserError(f"{bad}: every template needs a 'context' and a 'continuation' "
+                            "holding {word}")
+        out.append(CompletionTemplate(ctx, cont, user))
+    return system, neutral, tuple(out)
 
 
 def _clean(tok: Any) -> str:

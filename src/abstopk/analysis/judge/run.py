@@ -1,8 +1,12 @@
 """Judging a statistics folder: a seeded sample of its live latents → ``STATS/judge.json``.
 
-``judge.json`` (format ``abstopk-judge`` version 1)::
+``judge.json`` (format ``abstopk-judge`` version 2; version 1 lacked ``opposite_test``,
+``opposite_threshold``, ``completion`` and the records' ``opposite_test``, ``opposite_score``,
+``opposite_pmi``)::
 
-    {"format", "version", "prompts": {version, source, sha256}, "judge": scorer meta,
+    {"format", "version", "prompts": {version, source, sha256}, "judge": yes/no scorer meta,
+     "completion": completion scorer meta (null for the question test),
+     "opposite_test", "opposite_threshold",                  # the test that ran, its threshold
      "config": JudgeConfig, "sae": ..., "signed": bool, "sample": {"seed", "n", "of_live"},
      "bidirectional_fraction", "ci95", "counts", "live",      # of the judged sample
      "proxy_on_sample": {counts, bidirectional_fraction, ci95},   # the proxy's labels, same latents
@@ -24,15 +28,16 @@ from typing import Any
 from ...errors import StatsFormatError, UserError
 from ...files import atomic_write_json
 from ..bidirectionality import fraction_with_ci, wilson_interval
+from .completion import CompletionScorer, LogProbScorer
 from .config import JudgeConfig
 from .core import judge_latents
 from .prompts import JudgePrompts, load_prompts
 from .scorers import EndpointScorer, LocalChatScorer, YesNoScorer
 
-__all__ = ["FORMAT", "VERSION", "judge_stats", "make_scorer"]
+__all__ = ["FORMAT", "VERSION", "judge_stats", "make_scorer", "make_scorers"]
 
 FORMAT = "abstopk-judge"
-VERSION = 1
+VERSION = 2
 
 
 def make_scorer(cfg: JudgeConfig, prompts: JudgePrompts, *, model=None, tokenizer=None
@@ -53,6 +58,25 @@ def make_scorer(cfg: JudgeConfig, prompts: JudgePrompts, *, model=None, tokenize
                            name=name, revision=revision)
 
 
+def make_scorers(cfg: JudgeConfig, prompts: JudgePrompts, *, model=None, tokenizer=None
+                 ) -> tuple[YesNoScorer, LogProbScorer | None]:
+    """The yes/no scorer and, for the completion opposite test, a completion scorer on the
+    same local model (loaded once)."""
+    if cfg.endpoint_url or cfg.opposite_test != "completion":
+        return make_scorer(cfg, prompts, model=model, tokenizer=tokenizer), None
+    name, revision = cfg.judge_model or "embedded", ""
+    if model is None:
+        from ...lm import load_model
+        from ...lm.load import DEFAULT_MODEL
+
+        model, tokenizer, info = load_model(cfg.judge_model or DEFAULT_MODEL)
+        name, revision = info.ref, info.revision
+    yes_no = LocalChatScorer(model, tokenizer, prompts.system, batch_size=cfg.judge_batch,
+                             name=name, revision=revision)
+    return yes_no, CompletionScorer(model, tokenizer, batch_size=cfg.judge_batch, name=name,
+                                    revision=revision)
+
+
 def _read(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -64,9 +88,11 @@ def _read(path: Path) -> Any:
 
 def judge_stats(stats_dir: str | Path, cfg: JudgeConfig | None = None, *,
                 scorer: YesNoScorer | None = None, prompts: JudgePrompts | None = None,
-                out: str | Path | None = None) -> dict[str, Any]:
+                out: str | Path | None = None, completer: LogProbScorer | None = None
+                ) -> dict[str, Any]:
     """Judge a seeded sample of the live latents of ``stats_dir``; write ``out`` (default
-    ``STATS/judge.json``) and return its content."""
+    ``STATS/judge.json``) and return its content. Without ``scorer`` the scorers of ``cfg``
+    are made (:func:`make_scorers`)."""
     cfg = cfg or JudgeConfig()
     prompts = prompts or load_prompts(cfg.prompts)
     d = Path(stats_dir)
@@ -82,23 +108,29 @@ def judge_stats(stats_dir: str | Path, cfg: JudgeConfig | None = None, *,
     lats = [_read(d / "latents" / f"{i:06d}.json") for i in chosen]
     signed = bool((idx.get("sae") or {}).get("signed",
                                               idx.get("negative_side") == "activation"))
-    scorer = scorer or make_scorer(cfg, prompts)
-    t0 = time.perf_counter()
-    recs = judge_latents(lats, scorer, prompts, cfg, signed=signed)
-    secs = time.perf_counter() - t0
+    if scorer is None:
+        scorer, completer = make_scorers(cfg, prompts)
+    t0, c0 = time.perf_counter(), time.process_time()
+    recs = judge_latents(lats, scorer, prompts, cfg, signed=signed, completer=completer)
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     proxy = {int(r["index"]): r.get("label") for r in idx["latents"]}
     frac = fraction_with_ci([r["label"] for r in recs])
     pfrac = fraction_with_ci([proxy.get(i) for i in chosen])
     n_axis = sum(r["opposite_axis"] for r in recs)
     res = {
         "format": FORMAT, "version": VERSION, "prompts": prompts.meta(), "judge": scorer.meta(),
+        "completion": completer.meta() if completer is not None and
+        cfg.opposite_test == "completion" else None,
+        "opposite_test": cfg.opposite_test, "opposite_threshold": cfg.threshold(),
         "config": asdict(cfg), "sae": idx.get("sae"), "signed": signed,
         "sample": {"seed": cfg.seed, "n": n, "of_live": len(live)},
         "bidirectional_fraction": frac["bidirectional_fraction"], "ci95": frac["ci95"],
         "counts": frac["counts"], "live": frac["live"],
         "proxy_on_sample": {k: pfrac[k] for k in ("counts", "bidirectional_fraction", "ci95")},
         "opposite_axis_fraction": n_axis / n, "opposite_axis_ci95": list(wilson_interval(n_axis, n)),
-        "seconds": secs, "tokens_run": getattr(scorer, "tokens_run", None),
+        "seconds": secs, "cpu_seconds": cpu,
+        "tokens_run": (getattr(scorer, "tokens_run", 0) or 0)
+        + (getattr(completer, "tokens_run", 0) or 0),
         "latents": recs,
     }
     atomic_write_json(Path(out) if out else d / "judge.json", res)

@@ -40,10 +40,10 @@ VERSION = 1
 
 
 def _load_sae(path: Path):
-    from ...sae import SAE
+    from ...sae import load_sae
 
     try:
-        return SAE.load(path)
+        return load_sae(path)      # this project's folders and SAELens folders alike
     except (FileNotFoundError, ValueError) as e:
         raise UserError(str(e)) from None
 

@@ -31,6 +31,9 @@ class DashboardConfig:
     pairs: str | None = doc_field(
         "Minimal-pairs file per latent (format abstopk-minimal-pairs; default: the statistics "
         "folder's pairs.json when it has one).", None)
+    judge: str | None = doc_field(
+        "Judge results file (format abstopk-judge, e.g. judge-completion.json; default: the "
+        "statistics folder's judge.json when it has one).", None)
     directions: str | None = doc_field(
         "Directions to give a page each: a .safetensors file of named vectors (DiM, probe or "
         "steering directions; projected over the cache: the statistics' cache by default), "

@@ -105,11 +105,14 @@ def read_pairs(stats_dir: str | Path, pairs_file: str | Path | None = None
     return out
 
 
-def read_judge(stats_dir: str | Path) -> dict[int, dict[str, Any]]:
-    """Latent → its judge record from ``STATS/judge.json`` (``abstopk analyze judge``); empty
-    when there is none."""
-    p = Path(stats_dir) / "judge.json"
+def read_judge(stats_dir: str | Path, judge_file: str | Path | None = None
+               ) -> dict[int, dict[str, Any]]:
+    """Latent → its judge record from ``judge_file`` or else ``STATS/judge.json`` (``abstopk
+    analyze judge``); empty when neither exists."""
+    p = Path(judge_file) if judge_file else Path(stats_dir) / "judge.json"
     if not p.exists():
+        if judge_file:
+            raise StatsFormatError(f"{p} is missing")
         return {}
     d = _read_json(p)
     if not isinstance(d, dict) or d.get("format") != "abstopk-judge":

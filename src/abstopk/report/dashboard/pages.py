@@ -135,9 +135,13 @@ def latent_page(lat: Mapping[str, Any], *, title_prefix: str = "", prev_index: i
     judge = lat.get("judge") or {}
     judge_html = ""
     if judge:
+        if judge.get("opposite_test") == "completion":
+            what, score = "opposite score (PMI)", judge.get("opposite_score")
+        else:
+            what, score = "log-odds that the two poles are opposites", \
+                judge.get("opposite_logodds")
         judge_html = (f'<p id="judge">judge: {_label_badge(judge.get("label"))} · '
-                      "log-odds that the two poles are opposites "
-                      f"{fmt_signed(judge.get('opposite_logodds'))}</p>")
+                      f"{what} {fmt_signed(score)}</p>")
     stats = "".join([
         _stat("fires z > 0", _pct(lat.get("freq_pos")), "pos"),
         _stat("fires z < 0" if neg_side != "pre_activation" else "u < 0",

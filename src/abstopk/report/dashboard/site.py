@@ -149,16 +149,18 @@ def _extras(i: int, pairs: Mapping[int, list], judge: Mapping[int, Mapping[str, 
 
 def build_site(stats_dir: str | Path, out_dir: str | Path, *,
                directions: Sequence[Mapping[str, Any]] | None = None,
-               pairs_file: str | Path | None = None) -> SiteSummary:
+               pairs_file: str | Path | None = None,
+               judge_file: str | Path | None = None) -> SiteSummary:
     """Render the statistics folder ``stats_dir`` (and optional ``directions``) into the static
     site ``out_dir`` (layout above). Minimal pairs come from ``pairs_file`` or
-    ``STATS/pairs.json``, the judge's labels from ``STATS/judge.json`` when present. Latent
+    ``STATS/pairs.json``, the judge's labels from ``judge_file`` or ``STATS/judge.json`` when
+    present. Latent
     pages of an earlier build that the statistics no longer have are removed. Returns a
     :class:`SiteSummary`; raises :class:`~abstopk.errors.StatsFormatError` for an unreadable
     statistics folder."""
     idx = read_index(stats_dir)
     pairs = read_pairs(stats_dir, pairs_file)
-    judge = read_judge(stats_dir)
+    judge = read_judge(stats_dir, judge_file)
     out = Path(out_dir)
     (out / "latents").mkdir(parents=True, exist_ok=True)
     neg_side = idx.get("negative_side")
