@@ -238,9 +238,17 @@ def test_cli_serve_stops_on_ctrl_c(stats, tmp_path):
     build_site(folder, tmp_path / "site")
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+
+    def deliverable_sigint() -> None:
+        # the child starts as a shell would start a foreground command: SIGINT neither ignored
+        # nor blocked, whatever the test process inherited (a background CI job ignores it)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([sys.executable, "-m", "abstopk.cli", "serve", str(tmp_path / "site"),
                              "--port", "0", "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=deliverable_sigint)
     try:
         line = proc.stdout.readline()
         m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
@@ -248,8 +256,8 @@ def test_cli_serve_stops_on_ctrl_c(stats, tmp_path):
         code, body = _get(f"http://127.0.0.1:{m.group(1)}/index.html")
         assert code == 200 and b"ABSTOPK_INDEX" not in body and b"data/index.js" in body
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and "stopped" in out
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in out, err
     finally:
         if proc.poll() is None:
             proc.kill()
