@@ -259,3 +259,22 @@ def test_sweep_cli_rejects_bad_input(tmp_path, capsys):
         main(["sweep", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
               "--k", "4,x"])
     assert e.value.code == 2
+
+
+def test_sweep_controller_defaults_are_the_short_run_ones():
+    """The sweep trains penalised SAEs with k_i 0.02 and no band (its 200-step demo runs land
+    closer to the target that way, docs/pipeline.md); either can be set per sweep."""
+    from abstopk.experiments.sweep_config import SweepConfig, SweepSpec, train_config_for
+
+    cfg = SweepConfig(cache="c", out="o", architectures=["jumprelu", "relu"], k=[8], d_sae=32)
+    for arch in ("jumprelu", "relu"):
+        tc = train_config_for(SweepSpec(arch, 8.0, 0), cfg)
+        assert tc.resolved_l0_controller_ki() == 0.02
+        assert tc.resolved_l0_controller_band() == math.inf
+    tc = train_config_for(SweepSpec("jumprelu", 8.0, 0),
+                          SweepConfig(cache="c", out="o", architectures=["jumprelu"], k=[8],
+                                      d_sae=32, l0_controller_ki=None, l0_controller_band=None))
+    assert (tc.resolved_l0_controller_ki(), tc.resolved_l0_controller_band()) == (0.1, 0.5)
+    with pytest.raises(ValueError, match="band"):
+        SweepConfig(cache="c", out="o", architectures=["jumprelu"], k=[8], d_sae=32,
+                    l0_controller_band=0.0)

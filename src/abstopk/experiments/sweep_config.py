@@ -41,7 +41,12 @@ class SweepConfig:
                                         "near a sparse code).", 1.0)
     l0_controller_ki: float | None = doc_field("Integral gain of the target-L0 controller (per step, "
                                  "log space); None: the trainer's default per architecture "
-                                 "(0.1 for jumprelu, 0.01 for relu).", None)
+                                 "(0.1 for jumprelu, 0.01 for relu). The sweep's 0.02 without "
+                                 "the band lands its short runs closer to the target "
+                                 "(docs/pipeline.md).", 0.02)
+    l0_controller_band: float | None = doc_field("The target-L0 controller's band (log ratio; "
+                                 "2 or more: off; None: the trainer's default per "
+                                 "architecture).", 2.0)
     eval_tokens: int = doc_field("Held-out activations for the reconstruction metrics.", 65536)
     eval_contexts: int = doc_field(
         "Held-out contexts for loss recovered / KL, zero and mean ablation (0: skip).", 64)
@@ -75,6 +80,11 @@ class SweepConfig:
             self.jumprelu_targets = sorted({float(t) for t in self.jumprelu_targets})
         if not self.seeds:
             raise ValueError("seeds must not be empty")
+        if self.l0_controller_ki is not None and not self.l0_controller_ki >= 0:
+            raise ValueError(f"l0_controller_ki must be >= 0, got {self.l0_controller_ki!r}")
+        if self.l0_controller_band is not None and not self.l0_controller_band > 0:
+            raise ValueError(
+                f"l0_controller_band must be positive, got {self.l0_controller_band!r}")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError("seeds must be distinct")
         for name in ("d_sae", "steps", "batch_size", "dead_tokens"):
@@ -145,4 +155,5 @@ def train_config_for(spec: SweepSpec, cfg: SweepConfig) -> Any:
                        batch_size=cfg.batch_size, lr=cfg.lr, seed=spec.seed,
                        dead_tokens=cfg.dead_tokens, device=cfg.device, progress=False,
                        jumprelu_init_threshold=cfg.jumprelu_init_threshold,
-                       l0_controller_ki=cfg.l0_controller_ki, prefetch=0, **kw)
+                       l0_controller_ki=cfg.l0_controller_ki,
+                       l0_controller_band=cfg.l0_controller_band, prefetch=0, **kw)
