@@ -96,9 +96,12 @@ def test_absorption_real_vocabulary(lm, sae):
     assert r["n_letters"] >= 15
     # the first-letter probe is far above chance (1/26 ≈ 0.04) even at layer 3
     assert r["probe_test_accuracy"] > 0.15
-    for key in ("mean_absorption_fraction", "mean_full_absorption_rate",
-                "main_latent_miss_rate"):
-        assert 0.0 <= r[key] <= 1.0
+    # the headline is the unweighted mean over letters of each letter's mean over its words
+    per = r["per_letter_absorption_fraction"]
+    assert len(per) == r["n_letters"] and r["n_eval_words"] >= r["n_letters"]
+    assert r["mean_absorption_fraction"] == pytest.approx(sum(per.values()) / len(per))
+    for key in ("mean_full_absorption_rate", "main_latent_miss_rate"):
+        assert math.isfinite(r[key])
     assert r["summary"] == r["mean_absorption_fraction"]
     assert r["signed_ranking"] is True                 # AbsTopK: main latents by |cos|
     assert len(r["main_latents"]) >= r["n_letters"]    # one main latent per probed letter
