@@ -37,25 +37,20 @@ import torch
 LAST_CPU: list[float] = [0.0]
 
 
-#: the device of the gemm and step measurements (``--device``)
-DEVICE: list[str] = ["cpu"]
-
-
-def _sync() -> None:
-    if DEVICE[0].startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _median_time(fn, repeats: int) -> float:
+def _median_time(fn, repeats: int, device: str = "cpu") -> float:
     """Median wall seconds of ``fn()`` over ``repeats`` calls after one warm-up call (the
     median CPU seconds go to :data:`LAST_CPU`); on CUDA each call ends with a synchronize."""
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
     fn()
-    _sync()
+    sync()
     times, cpus = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
         fn()
-        _sync()
+        sync()
         times.append(time.perf_counter() - t)
         cpus.append(time.process_time() - c)
     LAST_CPU[0] = statistics.median(cpus)
@@ -92,38 +87,37 @@ def bench_harvest(layer: int, n_contexts: int) -> dict:
     return out
 
 
-def bench_gemm(batch: int, d_sae: int, repeats: int) -> dict:
+def bench_gemm(batch: int, d_sae: int, repeats: int, dev: str = "cpu") -> dict:
     g = torch.Generator().manual_seed(0)
-    dev = DEVICE[0]
     x = torch.randn(batch, 576, generator=g).to(dev)
     W = (0.04 * torch.randn(576, d_sae, generator=g)).to(dev)
     b = torch.zeros(d_sae, device=dev)
     xb, Wb = x.bfloat16(), W.bfloat16()
-    fp32 = _median_time(lambda: torch.addmm(b, x, W), repeats)
+    fp32 = _median_time(lambda: torch.addmm(b, x, W), repeats, dev)
     fp32_cpu = LAST_CPU[0]
-    bf16 = _median_time(lambda: torch.mm(xb, Wb), repeats)
+    bf16 = _median_time(lambda: torch.mm(xb, Wb), repeats, dev)
     return {"what": "gemm", "device": dev, "batch": batch, "d_in": 576, "d_sae": d_sae,
             "fp32_ms": round(1e3 * fp32, 2), "bf16_ms": round(1e3 * bf16, 2),
             "fp32_cpu_ms": round(1e3 * fp32_cpu, 2), "bf16_cpu_ms": round(1e3 * LAST_CPU[0], 2),
             "speedup_bf16": round(fp32 / bf16, 3)}
 
 
-def bench_step(batch: int, d_sae: int, repeats: int) -> dict:
+def bench_step(batch: int, d_sae: int, repeats: int, dev: str = "cpu") -> dict:
     from abstopk.train.config import TrainConfig
     from abstopk.train.state import TrainState
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 576, generator=g) @ (0.1 * torch.randn(576, 576, generator=g))
-    x = x.to(DEVICE[0])
-    out = {"what": "step", "device": DEVICE[0], "architecture": "abstopk", "batch": batch,
+    x = x.to(dev)
+    out = {"what": "step", "device": dev, "architecture": "abstopk", "batch": batch,
            "d_sae": d_sae, "k": 32}
     for ac in ("off", "bf16"):
         cfg = TrainConfig(architecture="abstopk", k=32, d_sae=d_sae, batch_size=batch,
-                          steps=1000, autocast=ac, progress=False, device=DEVICE[0])
+                          steps=1000, autocast=ac, progress=False, device=dev)
         st = TrainState.from_config(cfg, 576)
         st.initialize([x])
         key = "fp32" if ac == "off" else "bf16"
-        out[f"{key}_ms"] = round(1e3 * _median_time(lambda st=st: st.step(x), repeats), 2)
+        out[f"{key}_ms"] = round(1e3 * _median_time(lambda st=st: st.step(x), repeats, dev), 2)
         out[f"{key}_cpu_ms"] = round(1e3 * LAST_CPU[0], 2)
     out["speedup_bf16"] = round(out["fp32_ms"] / out["bf16_ms"], 3)
     return out
@@ -185,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="device of the gemm and step measurements "
                    "(harvest and nmse run on the CPU)")
     a = p.parse_args(argv)
-    DEVICE[0] = a.device
     from abstopk.precision import bf16_units
 
     results = [{"what": "machine", "bf16_units_cpu": bf16_units("cpu"), "device": a.device,
@@ -195,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = a.only.split(",")
     jobs = {
         "harvest": lambda: bench_harvest(a.layer, a.harvest_contexts),
-        "gemm": lambda: bench_gemm(a.batch, a.d_sae, a.repeats),
-        "step": lambda: bench_step(a.batch, a.d_sae, a.repeats),
+        "gemm": lambda: bench_gemm(a.batch, a.d_sae, a.repeats, a.device),
+        "step": lambda: bench_step(a.batch, a.d_sae, a.repeats, a.device),
         "nmse": lambda: bench_nmse(a.cache, a.heldout, a.steps, a.nmse_batch, a.nmse_d_sae,
                                    a.eval_rows),
     }
