@@ -58,8 +58,13 @@ def test_groups_per_layer_with_known_means_and_gaps(runs):
     md = layers_markdown([a, b])
     assert "| 6 | topk | 32 | 999,424 | 0,1 | 0.1100 ± 0.0141 |" in md
     assert "| 15 | topk | 32 | 999,424 | 0 | 0.2000 | 0.1600 | 32.0 | 0.8000 |" in md
-    assert "| 6 | 999,424 | 0,1 | 0.0150 ± 0.0050 | -0.0250 ± 0.0150 |" in md
-    assert "| 15 | 999,424 | 0 | 0.0300 | -0.1000 |" in md
+    # relative: seed 0 (0.11−0.10)/0.10 = 10 %, seed 1 (0.14−0.12)/0.12 = 16.67 %: mean 13.33,
+    # sd 6.67/√2 = 4.71, se = sd/√2 = 3.33; layer 15: 0.03/0.20 = 15 %
+    assert gaps[6]["nmse_rel_gap"] == pytest.approx(40 / 3)
+    assert gaps[6]["nmse_rel_se"] == pytest.approx(10 / 3)
+    assert gaps[15]["nmse_rel_gap"] == pytest.approx(15.0) and gaps[15]["nmse_rel_se"] == 0.0
+    assert "| 6 | 999,424 | 0,1 | 0.0150 ± 0.0050 | 13.3 ± 3.3 | -0.0250 ± 0.0150 |" in md
+    assert "| 15 | 999,424 | 0 | 0.0300 | 15.0 | -0.1000 |" in md
 
 
 def test_the_command_prints_the_table_and_bad_input_is_refused(runs, tmp_path, capsys):
@@ -73,3 +78,35 @@ def test_the_command_prints_the_table_and_bad_input_is_refused(runs, tmp_path, c
     (b / "plan.json").unlink()
     code, _, err = run_cli(["experiment", "claim1-layers", a, b], capsys)
     assert code == 2 and "no layer column and no plan.json" in err
+
+
+def test_the_plot_has_one_line_per_layer_and_is_not_overwritten(runs, tmp_path, capsys,
+                                                                 monkeypatch):
+    a, b = runs
+    drawn = {}
+    import abstopk.report.claim1_layers as cl
+
+    real = cl.plot_gap_scaling
+
+    def spy(series, path, *, title):
+        drawn.update(series=series, title=title)
+        return real(series, path, title=title)
+
+    monkeypatch.setattr(cl, "plot_gap_scaling", spy)
+    png = tmp_path / "scaling_layers.png"
+    code, out, _ = run_cli(["experiment", "claim1-layers", a, b, "--plot", png], capsys)
+    assert code == 0 and out == layers_markdown([a, b])
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(data[16:20], "big") == 990      # 9 in × 110 dpi
+    assert sorted(drawn["series"]) == [6, 15] and "layers 6, 15" in drawn["title"]
+    assert [g["nmse_rel_gap"] for g in drawn["series"][15]] == [pytest.approx(15.0)]
+    code, _, err = run_cli(["experiment", "claim1-layers", a, b, "--plot", png], capsys)
+    assert code == 2 and "--force" in err and png.read_bytes() == data
+    code, _, err = run_cli(["experiment", "claim1-layers", a, b, "--plot", a / "p.png"], capsys)
+    assert code == 2 and "inside the input" in err
+    only_topk = tmp_path / "L20"
+    only_topk.mkdir()
+    write_claim1_report(only_topk, [_row("topk", 0, 0.3)], [], n_planned=14, layer=20)
+    with pytest.raises(DataUnavailable, match="nothing to plot"):
+        cl.layers_plot([only_topk], tmp_path / "x.png")

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from . import UserError
-from .outputs import check_output
+from .outputs import check_output, check_output_file
 
 __all__ = ["claim1_command", "claim1_layers_command", "register"]
 
@@ -57,14 +57,22 @@ def claim1_command(
 def claim1_layers_command(
     runs: list[Path] = typer.Argument(..., help="Claim-1 run folders (or their claim1.csv), "
                                       "one per layer."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also write the scaling plot (PNG), "
+                                     "one line per layer: the AbsTopK - TopK gap in nmse (% of "
+                                     "TopK's) and in loss recovered against training tokens."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --plot file."),
 ) -> None:
     """Print the claim-1 runs of several layers side by side as Markdown.
 
     Columns: layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered (mean ± sd
     over seeds); then the AbsTopK - TopK gap per layer and token count."""
-    from ..report.claim1_layers import layers_markdown
+    from ..report.claim1_layers import layers_markdown, layers_plot
 
-    typer.echo(layers_markdown(runs), nl=False)
+    md = layers_markdown(runs)
+    if plot is not None:
+        layers_plot(runs, check_output_file(plot, what="a scaling plot", inputs=runs,
+                                            force=force))
+    typer.echo(md, nl=False)
 
 
 def register(app: typer.Typer) -> None:

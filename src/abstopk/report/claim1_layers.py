@@ -1,6 +1,7 @@
 """Claim 1 on several layers side by side: the ``claim1.csv`` of one run per layer as one
-table (layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered) and the
-AbsTopK − TopK gap per layer.
+table (layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered), the
+AbsTopK − TopK gap per layer (absolute and in % of TopK's nmse) and its scaling plot with one
+line per layer (:func:`layers_plot`).
 
 Input: run folders of ``abstopk experiment claim1`` (or their ``claim1.csv`` files). A row's
 layer is the csv's ``layer`` column; a csv written before that column existed takes the
@@ -21,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataUnavailable, RunMismatchError
-from .claim1_report import _f, gap_rows, group_rows
+from .claim1_report import _f, gap_rows, group_rows, plot_gap_scaling
 from .tables import markdown_table
 
-__all__ = ["layers_gap_rows", "layers_markdown", "layers_rows", "read_claim1_csv"]
+__all__ = ["layers_gap_rows", "layers_markdown", "layers_plot", "layers_rows",
+           "read_claim1_csv"]
 
 _INT = ("layer", "k", "train_tokens", "seed", "lr_contexts")
 _FLOAT = ("lr", "nmse", "fvu", "l0", "loss_recovered", "kl")
@@ -108,7 +110,27 @@ def layers_markdown(paths: Sequence[str | Path]) -> str:
     if gaps:
         md.append("\nAbsTopK − TopK at k 32 (paired by seed; ± standard error):\n\n")
         md.append(markdown_table(
-            ["layer", "tokens", "seeds", "Δ nmse", "Δ loss recovered"],
+            ["layer", "tokens", "seeds", "Δ nmse", "Δ nmse (% of TopK)", "Δ loss recovered"],
             [[str(g["layer"]), f"{g['train_tokens']:,}", ",".join(map(str, g["seeds"])),
-              _gap(g, "nmse"), _gap(g, "loss_recovered")] for g in gaps]))
+              _gap(g, "nmse"), _rel(g), _gap(g, "loss_recovered")] for g in gaps]))
     return "".join(md)
+
+
+def _rel(g: dict[str, Any]) -> str:
+    m = _f(g["nmse_rel_gap"], 1)
+    return m if g["n"] < 2 else f"{m} ± {_f(g['nmse_rel_se'], 1)}"
+
+
+def layers_plot(paths: Sequence[str | Path], out: str | Path) -> Path:
+    """The scaling plot of :func:`~abstopk.report.claim1_report.plot_gap_scaling` with one
+    line per layer (AbsTopK − TopK at k 32 against training tokens) written to ``out``
+    (PNG); :class:`~abstopk.errors.DataUnavailable` when no layer has a paired gap yet."""
+    series = {layer: gap_rows(rows) for layer, rows in _runs(paths).items()}
+    series = {layer: g for layer, g in series.items() if g}
+    if not series:
+        raise DataUnavailable("no run has a TopK/AbsTopK pair at k 32 on test yet: nothing to plot")
+    layers = ", ".join(map(str, sorted(series)))
+    plot_gap_scaling(series, Path(out), title=(
+        f"SmolLM2-135M-Instruct (Q4_1), layers {layers} resid_post, k 32, d_sae 4608: "
+        "AbsTopK − TopK on test (± s.e. over paired seeds)"))
+    return Path(out)

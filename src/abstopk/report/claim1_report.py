@@ -1,5 +1,6 @@
 """The claim-1 pipeline's summary: a Markdown + CSV table of the finished SAEs and the
-scaling plot (AbsTopK − TopK gap in test nmse and loss recovered against training tokens).
+scaling plot (AbsTopK − TopK gap in test nmse, in % of TopK's, and in loss recovered against
+training tokens).
 
 Rows are plain dicts as written to ``eval_test.json`` (``architecture, k, tokens,
 train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, loss_recovered_mean_ablation, kl``;
@@ -20,7 +21,7 @@ from typing import Any
 from ..files import atomic_write_bytes
 from .tables import markdown_table, write_csv
 
-__all__ = ["gap_rows", "group_rows", "write_claim1_report"]
+__all__ = ["gap_rows", "group_rows", "plot_gap_scaling", "write_claim1_report"]
 
 COLUMNS = ["layer", "run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse",
            "fvu", "l0", "loss_recovered", "loss_recovered_mean_ablation", "kl", "lr_contexts"]
@@ -52,7 +53,10 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def gap_rows(rows: list[dict[str, Any]], k: int = 32) -> list[dict[str, Any]]:
-    """AbsTopK − TopK at each training-token count (k given), paired by seed."""
+    """AbsTopK − TopK at each training-token count (k given), paired by seed: ``nmse_gap``,
+    ``loss_recovered_gap`` (mean of the per-seed differences) with ``_se`` (standard error
+    over the seeds, 0 for one seed), ``nmse_rel_gap`` / ``nmse_rel_se`` (the per-seed
+    difference in % of TopK's nmse), ``n`` seeds."""
     by = {(r["architecture"], r["train_tokens"], r["seed"]): r for r in rows if r["k"] == k}
     out = []
     for tokens in sorted({t for (_, t, _) in by}):
@@ -61,12 +65,17 @@ def gap_rows(rows: list[dict[str, Any]], k: int = 32) -> list[dict[str, Any]]:
         if not seeds:
             continue
         g: dict[str, Any] = {"train_tokens": tokens, "seeds": seeds}
+        pairs = [(by[("abstopk", tokens, s)], by[("topk", tokens, s)]) for s in seeds]
         for m in ("nmse", "loss_recovered"):
-            d = [by[("abstopk", tokens, s)].get(m) - by[("topk", tokens, s)].get(m)
-                 for s in seeds if by[("abstopk", tokens, s)].get(m) is not None
-                 and by[("topk", tokens, s)].get(m) is not None]
+            d = [a.get(m) - t.get(m) for a, t in pairs
+                 if a.get(m) is not None and t.get(m) is not None]
             mean, sd, n = _ms(d)
             g[m + "_gap"], g[m + "_se"], g["n"] = mean, (sd / math.sqrt(n) if n > 1 else 0.0), n
+        # the relative nmse gap, (AbsTopK − TopK) / TopK per seed, in % of TopK's nmse
+        rel = [100.0 * (a["nmse"] - t["nmse"]) / t["nmse"] for a, t in pairs
+               if a.get("nmse") is not None and t.get("nmse")]
+        mean, sd, n = _ms(rel)
+        g["nmse_rel_gap"], g["nmse_rel_se"] = mean, (sd / math.sqrt(n) if n > 1 else 0.0)
         out.append(g)
     return out
 
@@ -104,10 +113,13 @@ def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[
     gaps = gap_rows(rows)
     if gaps:
         md.append("\n## AbsTopK − TopK at k 32 (paired by seed; ± standard error)\n\n")
-        md.append(markdown_table(["train tokens", "seeds", "Δ nmse", "Δ loss recovered"], [
-            [f"{g['train_tokens']:,}", ",".join(map(str, g["seeds"])),
-             f"{_f(g['nmse_gap'])} ± {_f(g['nmse_se'])}",
-             f"{_f(g['loss_recovered_gap'])} ± {_f(g['loss_recovered_se'])}"] for g in gaps]))
+        md.append(markdown_table(
+            ["train tokens", "seeds", "Δ nmse", "Δ nmse (% of TopK)", "Δ loss recovered"], [
+                [f"{g['train_tokens']:,}", ",".join(map(str, g["seeds"])),
+                 f"{_f(g['nmse_gap'])} ± {_f(g['nmse_se'])}",
+                 f"{_f(g['nmse_rel_gap'], 1)} ± {_f(g['nmse_rel_se'], 1)}",
+                 f"{_f(g['loss_recovered_gap'])} ± {_f(g['loss_recovered_se'])}"]
+                for g in gaps]))
     atomic_write_bytes(out / "claim1.md", "".join(md).encode())
     write_csv(sorted(({"layer": layer, **r} for r in rows), key=lambda r: r["run"]), COLUMNS,
               out / "claim1.csv")
@@ -116,6 +128,15 @@ def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[
 
 
 def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool, layer: int) -> None:
+    plot_gap_scaling({layer: gaps}, path, title=(
+        f"SmolLM2-135M-Instruct (Q4_1) layer {layer}, k 32, d_sae 4608"
+        + (" — PARTIAL" if partial else "")))
+
+
+def plot_gap_scaling(series: dict[int, list[dict[str, Any]]], path: Path, *, title: str) -> None:
+    """Two panels against training tokens (log x), one line per layer of ``series``
+    (layer → :func:`gap_rows`): the nmse gap in % of TopK's nmse and the loss-recovered gap
+    (zero ablation), each mean ± standard error over paired seeds; written atomically as PNG."""
     import io
 
     import matplotlib
@@ -124,18 +145,22 @@ def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool, layer: int) -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    x = [g["train_tokens"] for g in gaps]
-    for ax, m, label in ((axes[0], "nmse", "Δ nmse (AbsTopK − TopK; < 0: AbsTopK better)"),
-                         (axes[1], "loss_recovered",
-                          "Δ loss recovered (> 0: AbsTopK better)")):
-        ax.errorbar(x, [g[m + "_gap"] for g in gaps], yerr=[g[m + "_se"] for g in gaps],
-                    marker="o", capsize=3)
+    panels = ((axes[0], "nmse_rel_gap", "nmse_rel_se",
+               "Δ nmse, % of TopK's (< 0: AbsTopK better)"),
+              (axes[1], "loss_recovered_gap", "loss_recovered_se",
+               "Δ loss recovered (> 0: AbsTopK better)"))
+    for ax, key, se, label in panels:
+        for layer, gaps in sorted(series.items()):
+            ax.errorbar([g["train_tokens"] for g in gaps], [g[key] for g in gaps],
+                        yerr=[g[se] for g in gaps], marker="o", capsize=3,
+                        label=f"layer {layer}")
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("training tokens per SAE")
         ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"SmolLM2-135M-Instruct (Q4_1) layer {layer}, k 32, d_sae 4608"
-                 + (" — PARTIAL" if partial else ""), fontsize=9)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
