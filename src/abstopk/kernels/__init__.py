@@ -47,11 +47,13 @@ from .encoder_gemm import onednn_available
 from .reference import sparse_decode_reference, topk_encode_reference
 from .selection import Selection
 from .sparse_ops import column_sums, sddmm, spmm, spmm_t
+from .jumprelu import ThresholdOutput, threshold_encode
 
 __all__ = [
     "BATCH_CANDIDATES",
     "EncoderOutput",
     "Selection",
+    "ThresholdOutput",
     "batch_topk_encode",
     "column_sums",
     "dead_column_decode",
@@ -63,6 +65,7 @@ __all__ = [
     "sparse_decode_reference",
     "spmm",
     "spmm_t",
+    "threshold_encode",
     "topk_encode",
     "topk_encode_reference",
 ]

@@ -43,8 +43,8 @@ from .aux_dense import dead_positions, dense_aux_columns
 from .batch_select import batch_from_candidates, entries_at_least
 from .block_select import select_all_dead_block, select_aux_block, select_block
 from .encoder_gemm import onednn_available, u_blocks
+from .encoder_grads import encoder_grads
 from .selection import Selection
-from .sparse_ops import column_sums, spmm, spmm_t
 
 __all__ = ["EncoderOutput", "TopKEncode", "batch_topk_encode", "fused_topk_encode",
            "topk_encode"]
@@ -150,41 +150,16 @@ class TopKEncode(torch.autograd.Function):
                                  or ctx.has_shift and ctx.needs_input_grad[1]):
             pos = dead_positions(aux_sel.indices, dead, sel.n)
             g_d = g_av.new_zeros(g_av.shape[0], dead.numel()).scatter_(1, pos, g_av)
-        gx = gshift = gW = gb = None
         need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
-        if need_x:
-            joint = sels
-            if has_aux and sel.counts is None:  # fixed width + AuxK: one pass over [B, k + ka]
-                both = Selection(torch.cat([sel.indices, aux_sel.indices], 1), sel.n)
-                joint = [(both, torch.cat([g_v, g_av], 1))]
-            W_t = W_enc.t().contiguous()
-            gx = _total(spmm(s, g, W_t) for s, g in joint)
-        if ctx.needs_input_grad[2]:
-            gW = _total(spmm_t(s, g, x_c) for s, g in sparse_sels)
-            if g_d is not None:
-                gW.index_add_(0, dead, torch.mm(g_d.t(), x_c))
-            gW = gW.t().contiguous()
-        if ctx.needs_input_grad[3] or need_shift:
-            # per selection: off the CPU each reuses the CSC sort its ∂W_enc already made
-            gb = _total(column_sums(s, g) for s, g in sparse_sels)
-            if g_d is not None:
-                gb.index_add_(0, dead, g_d.sum(0))
-        if need_shift:
-            # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
-            # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
-            gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
-        if not ctx.needs_input_grad[3]:
-            gb = None
+        joint = sels
+        if need_x and has_aux and sel.counts is None:
+            # fixed width + AuxK: ∂x_c in one pass over [B, k + ka]
+            both = Selection(torch.cat([sel.indices, aux_sel.indices], 1), sel.n)
+            joint = [(both, torch.cat([g_v, g_av], 1))]
+        needs = (need_x, need_shift, ctx.needs_input_grad[2], ctx.needs_input_grad[3])
+        gx, gshift, gW, gb = encoder_grads(x_c, W_enc, needs, sparse_sels, joint=joint,
+                                           cols=dead if g_d is not None else None, G=g_d)
         return gx, gshift, gW, gb, None, None, None, None, None, None, None, None, None, None
-
-
-def _total(parts) -> Tensor:
-    """Sum of the fresh tensors ``parts`` (in place into the first)."""
-    it = iter(parts)
-    out = next(it)
-    for p in it:
-        out += p
-    return out
 
 
 def fused_topk_encode(
