@@ -44,10 +44,10 @@ from .batch_select import BATCH_CANDIDATES
 from .decode import sparse_decode
 from .encode import EncoderOutput, batch_topk_encode, fused_topk_encode, topk_encode
 from .encoder_gemm import onednn_available
+from .jumprelu import ThresholdOutput, threshold_encode
 from .reference import sparse_decode_reference, topk_encode_reference
 from .selection import Selection
 from .sparse_ops import column_sums, sddmm, spmm, spmm_t
-from .jumprelu import ThresholdOutput, threshold_encode
 
 __all__ = [
     "BATCH_CANDIDATES",
