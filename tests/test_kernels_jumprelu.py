@@ -214,8 +214,8 @@ def _hundred_steps(arch: str, sparse: bool, steps: int = 100):
 def test_training_run_matches_the_dense_path(arch, fraction, monkeypatch):
     """The same L0 trajectory (L0 falls from 30 / 61 towards the target; measured identical
     at every step) and final weights within 1e-5 relative (measured ≤ 4.2e-7), on the
-    sparse products throughout and under the default rule (dense products while L0 is
-    above 6 % of d_sae)."""
+    sparse products throughout and under the default rule (dense products while the
+    selection is wider than 18 % of d_sae)."""
     if fraction is not None:
         monkeypatch.setattr(jr, "SPARSE_MAX_FRACTION", fraction)
     a, la = _hundred_steps(arch, True)

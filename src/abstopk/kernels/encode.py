@@ -28,7 +28,9 @@ matrix of g on the selection (padding skipped)::
     ∂b_enc = Σ_b S[b]            [F]      column_sums
     ∂shift = −W_enc · ∂b_enc     [D]      one mat-vec (x_c = x − shift, x constant)
 
-so nothing of size B×F is kept for backward and it costs O(N·D) instead of O(B·F·D).
+so nothing of size B×F is kept for backward and it costs O(N·D) instead of O(B·F·D). These
+products are :func:`.encoder_grads.encoder_grads`, shared with the JumpReLU family's encoder
+(:mod:`.jumprelu`).
 """
 
 from __future__ import annotations

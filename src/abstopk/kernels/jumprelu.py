@@ -52,10 +52,12 @@ __all__ = ["SPARSE_MAX_FRACTION", "ThresholdEncode", "ThresholdOutput", "thresho
            "use_sparse_products"]
 
 #: The rule between the two product forms of one step: sparse products (O(N·D)) while the
-#: kept entries are at most this fraction of B·F, dense GEMMs (O(B·F·D)) above. Measured on
-#: a 2-core Zen 3 EPYC, 1 thread, B 4096, D 576, F 4608 and 9216 (``bench/train_step.py``,
-#: ``docs/benchmarks.md``). Tests set it to 1.0 (always sparse) or −1.0 (always dense).
-SPARSE_MAX_FRACTION: float = 0.06
+#: kept entries are at most this fraction of B·F (a mean selection width N/B ≤ 0.18·F),
+#: dense GEMMs (O(B·F·D)) above. Measured on a 2-core Zen 3 EPYC, 1 thread, B 4096, D 576
+#: (``bench/train_step.py``, ``docs/benchmarks.md``): the two forms cost the same at a width
+#: of ≈ 1,000 for F 4608 (0.22·F) and ≈ 1,500 for F 9216 (0.16·F); at 0.18·F the wrong
+#: side costs ≤ 10 %. Tests set it to 1.0 (always sparse) or −1.0 (always dense).
+SPARSE_MAX_FRACTION: float = 0.18
 
 
 def use_sparse_products(n_entries: int, nb: int, n: int) -> bool:
