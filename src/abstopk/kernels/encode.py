@@ -40,11 +40,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import batch_select, encoder_gemm
+from . import batch_select
 from .aux_dense import dead_positions, dense_aux_columns
 from .batch_select import batch_from_candidates, entries_at_least
 from .block_select import select_all_dead_block, select_aux_block, select_block
-from .encoder_gemm import onednn_available, u_blocks
+from .encoder_gemm import gemm_settings, u_blocks
 from .encoder_grads import encoder_grads
 from .selection import Selection
 
@@ -207,15 +207,7 @@ def fused_topk_encode(
             aux_dense = dense_aux_columns(n_dead, ka, n, x_c.device)
         if 0 < ka and (4 * n_dead < n or aux_dense):
             dead_idx = aux_mask.nonzero().view(-1)
-    if chunk_rows == -1:
-        chunk_rows = encoder_gemm.CPU_CHUNK_ROWS
-    backend = backend or encoder_gemm.GEMM_BACKEND
-    if backend not in ("addmm", "onednn"):
-        raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
-    if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
-                                    and x_c.dtype == torch.float32
-                                    and compute_dtype in (None, torch.float32)):
-        backend = "addmm"
+    chunk_rows, backend = gemm_settings(x_c, chunk_rows, backend, compute_dtype)
     if shift is not None and shift.shape != (x_c.shape[1],):
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()

@@ -43,8 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import encoder_gemm
-from .encoder_gemm import onednn_available, u_blocks
+from .encoder_gemm import gemm_settings, u_blocks
 from .encoder_grads import encoder_grads
 from .selection import Selection, padded_rows
 
@@ -203,15 +202,7 @@ def threshold_encode(
         raise ValueError(f"bandwidth must be > 0, got {eps!r}")
     if shift is not None and shift.shape != (x_c.shape[1],):
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
-    if chunk_rows == -1:
-        chunk_rows = encoder_gemm.CPU_CHUNK_ROWS
-    backend = backend or encoder_gemm.GEMM_BACKEND
-    if backend not in ("addmm", "onednn"):
-        raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
-    if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
-                                    and x_c.dtype == torch.float32
-                                    and compute_dtype in (None, torch.float32)):
-        backend = "addmm"
+    chunk_rows, backend = gemm_settings(x_c, chunk_rows, backend, compute_dtype)
     values, l0, selection = ThresholdEncode.apply(
         x_c.contiguous(), shift, W_enc, b_enc, theta, float(eps), signed, chunk_rows, backend,
         compute_dtype)
