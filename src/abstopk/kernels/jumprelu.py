@@ -3,7 +3,7 @@
 One :class:`torch.autograd.Function`, :class:`ThresholdEncode`, for ``jumprelu`` (key = u)
 and ``absjumprelu`` (key = |u|, sign kept). B rows, D = d_in, F = d_sae, θ [F] the learned
 thresholds, ε the bandwidth, K(t) = 1[−1/2 < t < 1/2] the rectangle kernel
-(:func:`abstopk.sparsity._rect`, strict). The dense path (:mod:`abstopk.sparsity`) computes
+(:func:`abstopk.sparsity._rect`, strict). The dense path (:mod:`abstopk.sparsity`) computes::
 
     z      = u·fires,  fires = 1[key > θ]
     ∂z/∂u  = fires;    ∂z/∂θ = −(θ/ε)·K((key − θ)/ε)  (× sign(u) for absjumprelu)
@@ -21,7 +21,8 @@ computed by row blocks, :func:`~.encoder_gemm.u_blocks`)::
     l0    = #fires / B
 
 (the ε/64 margin keeps every entry whose rounded (key − θ)/ε is > −1/2 in the candidates:
-both roundings are relative to the difference, which is ≥ ε/2 in size there). A band-only
+that rounding is relative to the difference, ≥ ε/2 in size there, and the pre-filter's own,
+of θ − 33ε/64, is half an ulp of θ, below ε/64 for any θ < 2¹⁸·ε in float32). A band-only
 entry's value is 0, so it adds nothing to the decode, but the decode's backward still gives
 its ∂L/∂z, which θ needs. Backward, with g [B, m] the incoming ∂L/∂values and g_l0 that of
 ``l0``, over the N kept entries::
@@ -33,7 +34,9 @@ O(N·D) instead of O(B·F·D). Early in training N can be a large part of B·F, 
 GEMMs beat the sparse products: above :data:`SPARSE_MAX_FRACTION` of B·F the same kept
 entries are scattered into a dense Z [B, F] (returned with no selection; the caller decodes
 it with a GEMM) and ∂u becomes a dense G for one GEMM each of ∂W_enc and ∂x_c. Same
-entries, same math; only the products differ (and so the float summation order).
+entries, same math; only the products differ (and so the float summation order). AuxK is
+not done here: on this path the trainer recomputes it over the dead columns
+(:func:`abstopk.train.step._aux_decode_dense`).
 """
 
 from __future__ import annotations
