@@ -72,7 +72,32 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "abstopk_abstopk_aux_flat": ("… + AuxK, all dead, one-level `torch.topk`", "abstopk"),
     "abstopk_abstopk_aux10_gathers": ("… + AuxK, 10 % dead, k_aux-wide gathers (no GEMMs over "
                                       "the dead columns)", "abstopk"),
+    "abstopk_jumprelu": ("abstopk `jumprelu`, θ planted for L0 ≈ k, sparse path (the rule)",
+                         "abstopk"),
+    "abstopk_jumprelu_dense": ("abstopk `jumprelu`, θ planted for L0 ≈ k, dense path",
+                               "abstopk"),
+    "abstopk_absjumprelu": ("abstopk `absjumprelu`, θ planted for L0 ≈ k, sparse path (the "
+                            "rule)", "abstopk"),
+    "abstopk_absjumprelu_dense": ("abstopk `absjumprelu`, θ planted for L0 ≈ k, dense path",
+                                  "abstopk"),
 }
+
+#: JumpReLU rows at another planted L0, and the product form forced (the crossover of
+#: kernels.jumprelu.SPARSE_MAX_FRACTION): e.g. ``abstopk_jumprelu_l0256_sparseprod``.
+JUMPRELU_ROW = re.compile(r"abstopk_(abs)?jumprelu_l0(\d+)(_sparseprod|_denseprod|_dense)?$")
+
+
+def describe(name: str) -> tuple[str, str]:
+    """(description, group) of a variant: VARIANTS, or a JUMPRELU_ROW name."""
+    if name in VARIANTS:
+        return VARIANTS[name]
+    m = JUMPRELU_ROW.match(name)
+    if m is None:
+        raise KeyError(name)
+    how = {"_sparseprod": "sparse products forced", "_denseprod": "dense products forced",
+           "_dense": "dense path", None: "the rule"}[m.group(3)]
+    return f"abstopk `{(m.group(1) or '')}jumprelu`, θ planted for L0 ≈ {m.group(2)}, {how}", \
+        "abstopk"
 
 
 @dataclass
@@ -170,6 +195,9 @@ def build(name: str, s: Shape, device: str = "cpu"):
     if name.startswith("plain_"):
         return _plain_dense(s, next_batch, aux, device)
 
+    if "jumprelu" in name:
+        return _jumprelu(name, s, batches, next_batch, device)
+
     if name.startswith("abstopk_"):
         from abstopk.kernels import encoder_gemm
         from abstopk.sae import SAE, SAEConfig
@@ -209,6 +237,57 @@ def build(name: str, s: Shape, device: str = "cpu"):
     if name.startswith("sparsify_"):
         return _sparsify(s, next_batch, frac)
     raise ValueError(f"unknown variant {name!r}")
+
+
+def _jumprelu(name: str, s: Shape, batches, next_batch, device: str = "cpu"):
+    """A JumpReLU-family step with θ planted so that L0 ≈ k (or the name's ``_l0<N>``).
+
+    The SAE is scaled as training scales it (E‖x_s‖² = d_in), b_dec = the batch mean, and
+    θ_f = the (1 − L0/F) quantile of latent f's key (u, or |u|) over the first batch, so each
+    latent fires on L0/F of its rows. The step's ``report()`` gives the L0 and the selection
+    width (entries with key > θ − ε/2, band included) on the first batch after the timing.
+    """
+    import torch
+
+    from abstopk.kernels import jumprelu as jr
+    from abstopk.sae import SAE, SAEConfig
+    from abstopk.train.step import make_optimizer, train_step
+
+    m = JUMPRELU_ROW.match(name) or re.match(r"abstopk_(abs)?jumprelu()(_dense)?$", name)
+    l0 = int(m.group(2)) if m.group(2) else s.k
+    form = m.group(3)
+    if form == "_sparseprod":
+        jr.SPARSE_MAX_FRACTION = 1.0
+    elif form == "_denseprod":
+        jr.SPARSE_MAX_FRACTION = -1.0
+    arch = "absjumprelu" if m.group(1) else "jumprelu"
+    sae = SAE(SAEConfig(d_in=s.D, d_sae=s.F, architecture=arch, normalize_activations="scalar",
+                        use_sparse_kernels=form != "_dense"), seed=0, device=device)
+    x0 = batches[0]
+
+    def keys():
+        u = sae.pre_acts(sae.normalize(x0)[0])
+        return u.abs() if sae.op.signed else u
+
+    with torch.no_grad():
+        sae.input_scale.fill_(float((s.D / x0.pow(2).sum(1).mean()).sqrt()))
+        sae.b_dec.copy_(sae.normalize(x0)[0].mean(0))
+        rank = max(1, min(s.B, round(s.B * (1 - l0 / s.F))))
+        sae.threshold.copy_(keys().kthvalue(rank, dim=0).values)
+    opt = make_optimizer(sae, lr=1e-4, threshold_lr_factor=30.0)
+
+    def step():
+        return train_step(sae, opt, next_batch(), penalty_coeff=1e-3)
+
+    def report():
+        with torch.no_grad():
+            k, th = keys(), sae.threshold
+            eps = sae.cfg.jumprelu_bandwidth
+            return {"l0": float((k > th).sum(1).float().mean()),
+                    "width": float((k > th - eps / 2).sum(1).float().mean())}
+
+    step.report = report
+    return step
 
 
 def _plain_dense(s: Shape, next_batch, aux: bool, device: str = "cpu"):
@@ -352,7 +431,9 @@ def run_child(name: str, s: Shape, steps: int, warmup: int, threads: int,
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20
+    extra = step.report() if hasattr(step, "report") else {}
     return {
+        **extra,
         "name": name,
         "ms": 1e3 * statistics.median(times),
         "ms_all": [round(1e3 * t, 3 if cuda else 1) for t in times],
@@ -399,9 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated variant names")
     ap.add_argument("--json", default="", help="also write the raw results to this file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (peers: CPU only)")
+    ap.add_argument("--d-sae", type=int, default=None, help="d_sae instead of the shape's")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     s = QUICK if a.quick else W1
+    if a.d_sae:
+        s = Shape(B=s.B, D=s.D, F=a.d_sae, k=s.k, k_aux=s.k_aux)
     steps = a.steps or (3 if a.quick else 10)
     warmup = a.warmup if a.warmup is not None else (1 if a.quick else 3)
     if a.child:
@@ -411,14 +495,14 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [n for n in (a.only.split(",") if a.only else VARIANTS) if n]
     for n in names:
-        if n not in VARIANTS:
+        if n not in VARIANTS and not JUMPRELU_ROW.match(n):
             ap.error(f"unknown variant {n!r}; known: {', '.join(VARIANTS)}")
     on_gpu = a.device != "cpu"
     if on_gpu and not a.only:  # peers and the oneDNN row are CPU-only
-        names = [n for n in names if VARIANTS[n][1] not in ("saelens", "sparsify")
+        names = [n for n in names if describe(n)[1] not in ("saelens", "sparsify")
                  and n not in ("gemm_onednn", "abstopk_abstopk_aux_onednn",
                                "abstopk_abstopk_aux_nochunk")]
-    skipped = [n for n in names if not available(VARIANTS[n][1])]
+    skipped = [n for n in names if not available(describe(n)[1])]
     names = [n for n in names if n not in skipped]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     results: dict[str, list[dict]] = {n: [] for n in names}
@@ -431,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             cmd = [sys.executable, os.path.abspath(__file__), "--child", n,
                    "--steps", str(steps), "--warmup", str(warmup), "--threads", str(a.threads),
-                   "--device", a.device]
+                   "--device", a.device, *(["--d-sae", str(a.d_sae)] if a.d_sae else [])]
             if a.quick:
                 cmd.append("--quick")
             p = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -444,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
             results[n].append(res)
             print(f"  [{r + 1}/{a.repeats}] {n}: {res['ms']:.3f} ms  cpu {res['cpu_ms']:.1f} ms  "
                   f"util {res['cpu_util']:.2f}  load {res['load']:.1f}  "
-                  f"peak {res['peak_mib']:.0f} MiB  steps {res['ms_all']}",
+                  f"peak {res['peak_mib']:.0f} MiB  steps {res['ms_all']}"
+                  + (f"  L0 {res['l0']:.1f}  width {res['width']:.1f}" if "l0" in res else ""),
                   file=sys.stderr)
 
     rows = {}
@@ -459,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
                 "load": max(x.get("load", float("nan")) for x in rs),
                 "peak": max(x["peak_mib"] for x in rs),
                 "delta": max(x["delta_mib"] for x in rs),
+                "sel": (f"; L0 {rs[-1]['l0']:.1f}, width {rs[-1]['width']:.1f}"
+                        if "l0" in rs[-1] else ""),
             }
-    gemms = {n: v["ms"] for n, v in rows.items() if VARIANTS[n][1] == "gemm"}
+    gemms = {n: v["ms"] for n, v in rows.items() if describe(n)[1] == "gemm"}
     floor_name = min(gemms, key=gemms.get) if gemms else None
     floor = gemms[floor_name] if floor_name else float("nan")
     where = f"{a.threads} threads" if not on_gpu else a.device
@@ -474,14 +561,14 @@ def main(argv: list[str] | None = None) -> int:
           "| load | CPU ms/step (min) | CPU ÷ fastest GEMM |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, v in rows.items():
-        print(f"| `{n}` | {VARIANTS[n][0]} | {v['ms']:.{digits}f} ({v['ms_min']:.{digits}f}) | "
+        print(f"| `{n}` | {describe(n)[0]}{v['sel']} | {v['ms']:.{digits}f} ({v['ms_min']:.{digits}f}) | "
               f"{s.B / v['ms'] * 1e3:,.0f} | {v['ms'] / floor:.2f} | "
               f"{v['peak']:,.0f} ({v['delta']:,.0f}) | {v['util']:.2f} | {v['load']:.1f} | "
               f"{v['cpu_ms']:.0f} ({v['cpu_min']:.0f}) | {v['cpu_ms'] / cfloor:.2f} |")
     for n in skipped:
-        print(f"| `{n}` | {VARIANTS[n][0]} | not installed | | | | | | |")
+        print(f"| `{n}` | {describe(n)[0]} | not installed | | | | | | |")
     for n, why in failed.items():
-        print(f"| `{n}` | {VARIANTS[n][0]} | failed: {why} | | | | | | |")
+        print(f"| `{n}` | {describe(n)[0]} | failed: {why} | | | | | | |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"shape": s.__dict__, "results": results, "failed": failed}, f, indent=1)

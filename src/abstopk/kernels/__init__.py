@@ -1,4 +1,5 @@
-"""Sparse kernels for the fixed-k family (TopK, AbsTopK and their batch-level versions).
+"""Sparse kernels: the fixed-k family (TopK, AbsTopK, their batch-level versions) and the
+JumpReLU family in training.
 
 Interface (used by :mod:`abstopk.sae` and the training step):
 
@@ -7,6 +8,10 @@ Interface (used by :mod:`abstopk.sae` and the training step):
   AuxK selection among masked ("dead") latents. Returns the kept values and their
   :class:`Selection`; gradients reach ``x_c``, ``W_enc`` and ``b_enc`` through the selected
   entries only. :func:`topk_encode` / :func:`batch_topk_encode` return bare indices instead.
+* :func:`threshold_encode` — the same GEMM with the JumpReLU / two-sided JumpReLU rule:
+  the entries that fire (key > θ) or lie in the band of θ's pseudo-gradient, rows padded
+  with counts, and the differentiable L0 surrogate; gradients also reach θ
+  (:mod:`.jumprelu`).
 * :func:`sparse_decode` — ``x̂ = Σ_j values[:, j] · W_dec[indices[:, j]] + b_dec``, given
   the encoder's selection (or bare indices).
 
@@ -34,7 +39,8 @@ Modules: :mod:`.selection` (the selection object), :mod:`.sparse_ops` (the produ
 :mod:`.encoder_gemm` (blocked encoder GEMM and its settings), :mod:`.aux_dense` (AuxK over
 a few dead latents as GEMMs over their columns), :mod:`.row_topk` (exact per-row
 top-k through group maxima), :mod:`.batch_select` (exact batch-level selection), :mod:`.encode` (the fused encoder), :mod:`.decode` (the decoder),
-:mod:`.reference` (dense references the tests compare against).
+:mod:`.jumprelu` (the JumpReLU family's encoder), :mod:`.encoder_grads` (the encoders'
+input gradients, shared), :mod:`.reference` (dense references the tests compare against).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from .batch_select import BATCH_CANDIDATES
 from .decode import sparse_decode
 from .encode import EncoderOutput, batch_topk_encode, fused_topk_encode, topk_encode
 from .encoder_gemm import onednn_available
+from .jumprelu import ThresholdOutput, threshold_encode
 from .reference import sparse_decode_reference, topk_encode_reference
 from .selection import Selection
 from .sparse_ops import column_sums, sddmm, spmm, spmm_t
@@ -52,6 +59,7 @@ __all__ = [
     "BATCH_CANDIDATES",
     "EncoderOutput",
     "Selection",
+    "ThresholdOutput",
     "batch_topk_encode",
     "column_sums",
     "dead_column_decode",
@@ -63,6 +71,7 @@ __all__ = [
     "sparse_decode_reference",
     "spmm",
     "spmm_t",
+    "threshold_encode",
     "topk_encode",
     "topk_encode_reference",
 ]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from .encoder_gemm import u_blocks
+from .selection import padded_rows
 
 __all__ = ["BATCH_CANDIDATES", "batch_from_candidates", "entries_at_least"]
 
@@ -93,15 +94,7 @@ def batch_from_candidates(cand_u: Tensor, cand_i: Tensor, k: int, signed: bool,
     rows = rows[sel]
     rows, order = torch.sort(rows, stable=True)
     sel = sel[order]
-    counts = torch.bincount(rows, minlength=nb)
-    m = int(counts.max())
-    pos = torch.arange(n_keep, device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
-    at = rows * m + pos
     vals = flat_u[sel]
     if not signed:
         vals = vals.clamp_(min=0)
-    values = torch.zeros(nb * m, device=cand_u.device, dtype=cand_u.dtype)
-    values[at] = vals
-    indices = torch.arange(nb * m, device=cand_u.device) % n
-    indices[at] = flat_i[sel]
-    return values.view(nb, m), indices.view(nb, m), counts
+    return padded_rows(rows, flat_i[sel], vals, nb, n)

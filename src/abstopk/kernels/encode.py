@@ -28,7 +28,9 @@ matrix of g on the selection (padding skipped)::
     ∂b_enc = Σ_b S[b]            [F]      column_sums
     ∂shift = −W_enc · ∂b_enc     [D]      one mat-vec (x_c = x − shift, x constant)
 
-so nothing of size B×F is kept for backward and it costs O(N·D) instead of O(B·F·D).
+so nothing of size B×F is kept for backward and it costs O(N·D) instead of O(B·F·D). These
+products are :func:`.encoder_grads.encoder_grads`, shared with the JumpReLU family's encoder
+(:mod:`.jumprelu`).
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import batch_select, encoder_gemm
+from . import batch_select
 from .aux_dense import dead_positions, dense_aux_columns
 from .batch_select import batch_from_candidates, entries_at_least
 from .block_select import select_all_dead_block, select_aux_block, select_block
-from .encoder_gemm import onednn_available, u_blocks
+from .encoder_gemm import gemm_settings, u_blocks
+from .encoder_grads import encoder_grads
 from .selection import Selection
-from .sparse_ops import column_sums, spmm, spmm_t
 
 __all__ = ["EncoderOutput", "TopKEncode", "batch_topk_encode", "fused_topk_encode",
            "topk_encode"]
@@ -150,41 +152,16 @@ class TopKEncode(torch.autograd.Function):
                                  or ctx.has_shift and ctx.needs_input_grad[1]):
             pos = dead_positions(aux_sel.indices, dead, sel.n)
             g_d = g_av.new_zeros(g_av.shape[0], dead.numel()).scatter_(1, pos, g_av)
-        gx = gshift = gW = gb = None
         need_x, need_shift = ctx.needs_input_grad[0], ctx.has_shift and ctx.needs_input_grad[1]
-        if need_x:
-            joint = sels
-            if has_aux and sel.counts is None:  # fixed width + AuxK: one pass over [B, k + ka]
-                both = Selection(torch.cat([sel.indices, aux_sel.indices], 1), sel.n)
-                joint = [(both, torch.cat([g_v, g_av], 1))]
-            W_t = W_enc.t().contiguous()
-            gx = _total(spmm(s, g, W_t) for s, g in joint)
-        if ctx.needs_input_grad[2]:
-            gW = _total(spmm_t(s, g, x_c) for s, g in sparse_sels)
-            if g_d is not None:
-                gW.index_add_(0, dead, torch.mm(g_d.t(), x_c))
-            gW = gW.t().contiguous()
-        if ctx.needs_input_grad[3] or need_shift:
-            # per selection: off the CPU each reuses the CSC sort its ∂W_enc already made
-            gb = _total(column_sums(s, g) for s, g in sparse_sels)
-            if g_d is not None:
-                gb.index_add_(0, dead, g_d.sum(0))
-        if need_shift:
-            # u = (x − shift)·W_enc + b_enc: ∂shift = −Σ_b ∂x_c[b] = −W_enc · Σ_b S[b] = −W_enc·∂b_enc,
-            # one [D, F]·[F] product instead of the B×m×D rows of ∂x_c
-            gshift = gx.sum(0).neg() if gx is not None else torch.mv(W_enc, gb).neg_()
-        if not ctx.needs_input_grad[3]:
-            gb = None
+        joint = sels
+        if need_x and has_aux and sel.counts is None:
+            # fixed width + AuxK: ∂x_c in one pass over [B, k + ka]
+            both = Selection(torch.cat([sel.indices, aux_sel.indices], 1), sel.n)
+            joint = [(both, torch.cat([g_v, g_av], 1))]
+        needs = (need_x, need_shift, ctx.needs_input_grad[2], ctx.needs_input_grad[3])
+        gx, gshift, gW, gb = encoder_grads(x_c, W_enc, needs, sparse_sels, joint=joint,
+                                           cols=dead if g_d is not None else None, G=g_d)
         return gx, gshift, gW, gb, None, None, None, None, None, None, None, None, None, None
-
-
-def _total(parts) -> Tensor:
-    """Sum of the fresh tensors ``parts`` (in place into the first)."""
-    it = iter(parts)
-    out = next(it)
-    for p in it:
-        out += p
-    return out
 
 
 def fused_topk_encode(
@@ -230,15 +207,7 @@ def fused_topk_encode(
             aux_dense = dense_aux_columns(n_dead, ka, n, x_c.device)
         if 0 < ka and (4 * n_dead < n or aux_dense):
             dead_idx = aux_mask.nonzero().view(-1)
-    if chunk_rows == -1:
-        chunk_rows = encoder_gemm.CPU_CHUNK_ROWS
-    backend = backend or encoder_gemm.GEMM_BACKEND
-    if backend not in ("addmm", "onednn"):
-        raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
-    if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
-                                    and x_c.dtype == torch.float32
-                                    and compute_dtype in (None, torch.float32)):
-        backend = "addmm"
+    chunk_rows, backend = gemm_settings(x_c, chunk_rows, backend, compute_dtype)
     if shift is not None and shift.shape != (x_c.shape[1],):
         raise ValueError(f"shift must have shape [{x_c.shape[1]}], got {tuple(shift.shape)}")
     x_c = x_c.contiguous()

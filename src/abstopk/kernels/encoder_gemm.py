@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["CPU_CHUNK_ROWS", "GEMM_BACKEND", "onednn_available", "u_blocks"]
+__all__ = ["CPU_CHUNK_ROWS", "GEMM_BACKEND", "gemm_settings", "onednn_available", "u_blocks"]
 
 #: Rows of the encoder GEMM computed per block on CPU (block = chunk_rows × d_sae floats,
 #: reused across calls). ``None`` or ``0`` = whole batch in one block.
@@ -41,6 +41,23 @@ def onednn_available() -> bool:
         )
     except (AttributeError, RuntimeError):
         return False
+
+
+def gemm_settings(x_c: Tensor, chunk_rows: int | None, backend: str | None,
+                  compute_dtype: torch.dtype | None) -> tuple[int | None, str]:
+    """``(chunk_rows, backend)`` for an encoder on ``x_c``: −1 → :data:`CPU_CHUNK_ROWS`,
+    None → :data:`GEMM_BACKEND`; "onednn" falls back to "addmm" where it does not apply
+    (off the CPU, not float32, a bf16 ``compute_dtype``). ``ValueError`` for another name."""
+    if chunk_rows == -1:
+        chunk_rows = CPU_CHUNK_ROWS
+    backend = backend or GEMM_BACKEND
+    if backend not in ("addmm", "onednn"):
+        raise ValueError(f"unknown GEMM backend {backend!r} (addmm, onednn)")
+    if backend == "onednn" and not (x_c.device.type == "cpu" and onednn_available()
+                                    and x_c.dtype == torch.float32
+                                    and compute_dtype in (None, torch.float32)):
+        backend = "addmm"
+    return chunk_rows, backend
 
 
 def _block_buffers(device: torch.device, dtype: torch.dtype, rows: int, cols: int,

@@ -36,7 +36,7 @@ class SAEConfig:
     jumprelu_init_threshold: float = doc_field("Initial JumpReLU threshold θ (stored directly).", 0.05)
     jumprelu_bandwidth: float = doc_field("Rectangle-kernel width ε of the JumpReLU pseudo-gradient.", 0.05)
     batch_threshold_momentum: float = doc_field("EMA rate of the inference threshold of batch-level TopK/AbsTopK.", 0.01)
-    use_sparse_kernels: bool = doc_field("Use the sparse encode/decode kernels for TopK/AbsTopK.", True)
+    use_sparse_kernels: bool = doc_field("Use the sparse encode/decode kernels (TopK family; JumpReLU family in training on CPU).", True)
     model_name: str | None = doc_field("Model the activations come from.", None)
     model_revision: str | None = doc_field("Model revision or file hash.", None)
     model_weight_format: str | None = doc_field("How the model's weights were stored, e.g. 'GGUF Q4_1 (dequantised to float32)' or 'safetensors BF16' (from the activation cache's manifest).", None)

@@ -53,9 +53,10 @@ class SAEOutput(NamedTuple):
 
     x_hat: [B, d_in] reconstruction in the raw input space.
     z: [B, d_sae] dense code, or None when the sparse path was asked not to densify.
-    values, indices: [B, m] kept values and their latent indices (fixed-k sparse path), else
-        None. m = k per row for TopK/AbsTopK; for the batch-level operators (training) m is the
-        widest row's count and shorter rows are padded with value 0.
+    values, indices: [B, m] kept values and their latent indices (sparse paths), else None.
+        m = k per row for TopK/AbsTopK; for the batch-level operators and the JumpReLU family
+        (training) m is the widest row's count and shorter rows are padded with value 0
+        (JumpReLU also keeps its band entries, |u| − θ within ε/2, with value 0).
     pre_acts: [B, d_sae] pre-activations u (dense path only), else None.
     aux_values, aux_indices: [B, k_aux] AuxK selection among dead latents, else None.
     l0: scalar differentiable L0 surrogate (JumpReLU family, training), else None.
@@ -128,12 +129,17 @@ class SAE(nn.Module):
     def _use_kernels(self) -> bool:
         """Sparse encode/decode: fixed-k family, one step; batch-level ones in training only
         (eval mode applies their threshold rule on the dense path)."""
-        return (
-            self.cfg.use_sparse_kernels
-            and self.op.k_sparse
-            and (not self.op.batch_level or self.training)
-            and self.cfg.n_steps == 1
-        )
+        cfg, op = self.cfg, self.op
+        return (cfg.use_sparse_kernels and op.k_sparse and cfg.n_steps == 1
+                and (not op.batch_level or self.training))
+
+    def _use_threshold_kernels(self, aux: bool = False) -> bool:
+        """The JumpReLU family's sparse training path (:mod:`abstopk.kernels.jumprelu`):
+        training, one step, no AuxK in the encoder (``aux``), CPU (elsewhere the crossover
+        is not measured). Eval mode and the rest use the dense threshold path."""
+        cfg = self.cfg
+        return (cfg.use_sparse_kernels and self.op.needs_threshold and self.training
+                and cfg.n_steps == 1 and not aux and self.device.type == "cpu")
 
     def _autocast(self):
         """``torch.autocast`` to :attr:`compute_dtype` on the SAE's device (or a no-op)."""
@@ -170,9 +176,8 @@ class SAE(nn.Module):
     def pre_acts(self, x_s: Tensor) -> Tensor:
         """u [B, d_sae] = (x_s − b_dec) @ W_enc + b_enc (b_dec subtracted if configured)."""
         x_c = x_s - self.b_dec if self.cfg.apply_b_dec_to_input else x_s
-        return torch.addmm(self.b_enc, x_c.reshape(-1, x_c.shape[-1]), self.W_enc).reshape(
-            *x_c.shape[:-1], -1
-        )
+        u = torch.addmm(self.b_enc, x_c.reshape(-1, x_c.shape[-1]), self.W_enc)
+        return u.reshape(*x_c.shape[:-1], -1)
 
     def activation(self, u: Tensor) -> Tensor:
         """Apply the sparsity operator (prox) to u [..., d_sae] → z (dense).
@@ -216,9 +221,7 @@ class SAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Raw activations x [..., d_in] → dense code z [..., d_sae]."""
         shape = x.shape
-        out = self.forward(x.reshape(-1, shape[-1]))
-        z = out.z
-        return z.reshape(*shape[:-1], -1)
+        return self.forward(x.reshape(-1, shape[-1])).z.reshape(*shape[:-1], -1)
 
     def decode(self, z: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Dense code z [..., d_sae] → reconstruction x̂ [..., d_in] in raw space."""
@@ -243,27 +246,35 @@ class SAE(nn.Module):
             raise ValueError(f"expected x of shape [B, {self.cfg.d_in}], got {tuple(x.shape)}")
         x_s, stats = self.normalize(x)
         cfg, op = self.cfg, self.op
-        values = indices = counts = u = aux_v = aux_i = l0 = z = None
-        selection = aux_selection = None
-        if self._use_kernels():
+        values = indices = counts = u = aux_v = aux_i = l0 = z = selection = aux_selection = None
+        threshold_path = self._use_threshold_kernels(aux_mask is not None and k_aux > 0)
+        if self._use_kernels() or threshold_path:
             shift = self.b_dec if cfg.apply_b_dec_to_input else None
-            # batch-level operators: training only (eval uses the threshold rule, dense path)
-            enc = kernels.fused_topk_encode(
-                x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
-                batch=op.batch_level, shift=shift, compute_dtype=self.compute_dtype)
-            values, aux_v = enc.values, enc.aux_values
-            selection, aux_selection = enc.selection, enc.aux_selection
-            indices, counts = selection.indices, selection.counts
-            if aux_selection is not None:
-                aux_i = aux_selection.indices
-            if op.batch_level:
-                self._update_batch_threshold(values)
-            # the encoder's selection: the decode skips the batch padding and shares its
-            # layouts (compaction, CSC sort) with the encoder's backward
-            x_hat_s = kernels.sparse_decode(values, selection, self.W_dec, self.b_dec)
-            if dense_code:  # scatter_add: batch padding (value 0) may repeat an index
-                z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype, device=values.device)
-                z = z.scatter_add(1, indices, values)
+            if threshold_path:  # JumpReLU family in training (with AuxK: the dense path)
+                enc = kernels.threshold_encode(
+                    x_s, self.W_enc, self.b_enc, self.threshold, cfg.jumprelu_bandwidth,
+                    op.signed, shift=shift, compute_dtype=self.compute_dtype)
+                l0 = enc.l0
+            else:  # batch-level operators: training only (eval: threshold rule, dense path)
+                enc = kernels.fused_topk_encode(
+                    x_s, self.W_enc, self.b_enc, cfg.k, op.signed, aux_mask, k_aux,
+                    batch=op.batch_level, shift=shift, compute_dtype=self.compute_dtype)
+                aux_v, aux_selection = enc.aux_values, enc.aux_selection
+                aux_i = aux_selection.indices if aux_selection is not None else None
+                if op.batch_level:
+                    self._update_batch_threshold(enc.values)
+            selection = enc.selection
+            if selection is None:  # a wide JumpReLU selection: dense code, decoded by a GEMM
+                z = enc.values
+                x_hat_s = z @ self.W_dec + self.b_dec
+            else:
+                values, indices, counts = enc.values, selection.indices, selection.counts
+                # the encoder's selection: the decode skips the padding and shares its
+                # layouts (compaction, CSC sort) with the encoder's backward
+                x_hat_s = kernels.sparse_decode(values, selection, self.W_dec, self.b_dec)
+                if dense_code:  # scatter_add: padding (value 0) may repeat an index
+                    z = torch.zeros(x.shape[0], cfg.d_sae, dtype=values.dtype,
+                                    device=values.device).scatter_add(1, indices, values)
         else:
             with self._autocast():   # bf16 products under training's autocast, else no-op
                 u = self.pre_acts(x_s)

@@ -96,7 +96,8 @@ def _aux_path(sae: SAE, n_dead: int, ka: int, device: torch.device) -> str:
       pre-activations and the four AuxK products are GEMMs over those columns
       (:mod:`abstopk.kernels.aux_dense`; CPU, kernel operators, n_dead ≤ 5·ka and < d_sae/4).
     * ``recompute``: :func:`_aux_decode_dense` (the dead columns' pre-activations again, with
-      autograd; CPU: n_dead ≤ AUX_DENSE_FACTOR·ka, other devices: n_dead ≤ d_sae/2).
+      autograd; CPU: n_dead ≤ AUX_DENSE_FACTOR·ka, other devices: n_dead ≤ d_sae/2; always
+      on the JumpReLU family's sparse path, whose encoder does no AuxK selection).
     * ``fused``: the fused encoder's AuxK selection and sparse products of width ka (the
       dense path's selection for operators without kernels).
     """
@@ -112,6 +113,8 @@ def _aux_path(sae: SAE, n_dead: int, ka: int, device: torch.device) -> str:
             path = "fused"
     if path not in ("columns", "recompute", "fused"):
         raise ValueError(f"unknown AuxK path {path!r}")
+    if path != "recompute" and sae._use_threshold_kernels():
+        return "recompute"   # the JumpReLU family's sparse path keeps no dense u to rank
     return "fused" if path == "columns" and not kern else path
 
 
@@ -174,7 +177,8 @@ def train_step(
                 dead_idx = dead_mask.nonzero().view(-1)
     in_encoder = use_aux and path != "recompute"  # the encoder takes the AuxK selection
     forward = sae if dp is None else dp.module
-    out = forward(x, dense_code=not sae._use_kernels(),
+    sparse = sae._use_kernels() or sae._use_threshold_kernels()
+    out = forward(x, dense_code=not sparse,
                   aux_mask=dead_mask if in_encoder else None, k_aux=k_aux if in_encoder else 0)
     mse = (out.x_hat_s - out.x_s).pow(2).mean()
     penalty = _penalty(sae, out)
