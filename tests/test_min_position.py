@@ -324,3 +324,46 @@ def test_cli_eval_states_min_position(cache, tmp_path, capsys):
     assert "context positions" in out and "≥ 1" in out
     want = evaluate_reconstruction(SAE.load(sae_dir), str(cache), min_position=1).summary
     assert res["mse"] == pytest.approx(want["mse"], rel=1e-9)
+
+
+def test_harvested_reconstruction_leaves_the_first_positions_out(lm):
+    """Without a cache the positions are the context's columns: positions < 2 are left out."""
+    from abstopk.data.tokens import iter_contexts, special_position_mask
+    from abstopk.eval.run import harvest_reconstruction
+    from abstopk.lm import run_to_layer
+
+    model, tok, info = lm
+    sae = SAE(SAEConfig(d_in=info.d_model, d_sae=256, architecture="abstopk", k=8), seed=1)
+    got = harvest_reconstruction(sae, model, tok, layer=2, site="resid_post", n_tokens=90,
+                                 context_size=32, batch_size=2, min_position=2)
+    ids = torch.stack(list(itertools.islice(iter_contexts(tok, split="heldout",
+                                                          context_size=32), 4)))
+    acts = run_to_layer(model, ids, layers=2, site="resid_post")[2]
+    keep = ~special_position_mask(ids, tok)
+    keep[:, :2] = False
+    x = acts.reshape(-1, acts.shape[-1])[keep.reshape(-1)][:90]
+    ref = evaluate_reconstruction(sae, x).summary
+    assert got.summary["n_tokens"] == 90
+    for key in ("mse", "nmse", "explained_variance", "l0"):
+        assert got.summary[key] == pytest.approx(ref[key], rel=1e-5), key
+
+
+def test_two_ranks_skip_the_same_rows_as_one_process(cache, tmp_path):
+    """Data parallel: every rank reads the same skipping stream; the weights equal one
+    process's."""
+    from ddp_worker import launch
+    from safetensors.torch import load_file
+
+    cfg = dict(architecture="topk", k=2, d_sae=16, batch_size=32, steps=12, init_batches=2,
+               checkpoint_every=6, log_every=6, lr=1e-3, prefetch=0, seed=1, min_position=1)
+    ref = Trainer(TrainConfig(**cfg, progress=False), str(cache))
+    ref.fit()
+    launch(2, str(cache), str(tmp_path / "run"), cfg)
+    states = [load_file(str(tmp_path / "run" / "ranks" / f"rank{r}.safetensors"))
+              for r in range(2)]
+    for k, v in ref.sae.state_dict().items():
+        assert torch.equal(states[0][f"model.{k}"], states[1][f"model.{k}"]), k
+        got = states[0][f"model.{k}"].double()
+        # float32 sums in another order (the gradients' all-reduce); a different row would
+        # move the weights by far more
+        assert float((got - v.double()).norm() / v.double().norm().clamp_min(1e-30)) <= 5e-5, k
