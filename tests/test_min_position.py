@@ -162,6 +162,9 @@ def test_a_cache_without_positions_is_refused(tmp_path):
         CacheLoader(v1, 8, min_position=1)
     with pytest.raises(CacheError, match="records no per-row context positions"):
         open_source(str(v1), 8, min_position=1)
+    sae = SAE(SAEConfig(d_in=4, d_sae=8, architecture="topk", k=2), seed=0)
+    with pytest.raises(CacheError, match=f"{v1}: the cache records no per-row context"):
+        evaluate_reconstruction(sae, str(v1), min_position=1)
 
 
 def test_bad_values_are_refused(cache):
