@@ -35,6 +35,11 @@ def eval_cmd(
         help="Also splice/evaluate BOS and pad positions (default: as the SAE's training "
         "cache did, keep_bos; else no)."),
     dense_threshold: float = typer.Option(0.1, help="A latent firing on more than this fraction of tokens is dense."),
+    min_position: int = typer.Option(
+        0, "--min-position", min=0,
+        help="Leave rows at context positions below this out of the reconstruction metrics "
+        "(1 drops each context's first token, the attention sink of mid layers); a cache "
+        "needs per-row positions. Loss recovered is unaffected."),
     json_out: Path | None = typer.Option(
         None, "--json", "--out", help="Write the result as one JSON object to this file."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),
@@ -65,7 +70,7 @@ def eval_cmd(
             cache=cache, tokens=tokens, contexts=contexts, batch_size=batch_size,
             device=device, source=source, tasks=task_list, task_examples=task_examples,
             splice_bos=splice_bos,
-            dense_threshold=dense_threshold, progress=True)
+            dense_threshold=dense_threshold, progress=True, min_position=min_position)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     result["sae"] = str(sae)

@@ -83,12 +83,14 @@ def train_command(
         return
     try:
         source = open_source(activations, cfg.batch_size, cfg.seed,
-                             skip_nonfinite=cfg.skip_nonfinite, progress=cfg.progress, key=key)
+                             skip_nonfinite=cfg.skip_nonfinite, progress=cfg.progress, key=key,
+                             min_position=cfg.min_position)
         n_bad = getattr(source, "n_nonfinite", 0)
         if n_bad:
             typer.echo(f"skipping {n_bad} rows holding NaN/Inf values", err=True)
         hook = checkpoint_evaluator(ecfg, cfg.device) if main else None
-        trainer = Trainer(cfg, source, sae_metadata=_metadata(activations), dist=ctx,
+        trainer = Trainer(cfg, source, sae_metadata=_metadata(activations, cfg.min_position),
+                          dist=ctx,
                           on_checkpoint=hook)
         with ctx.errors() if ctx is not None else contextlib.nullcontext():
             trainer.prepare()
@@ -173,17 +175,19 @@ def _remove_run(out: Path) -> None:
             p.unlink()
 
 
-def _metadata(activations: Path) -> dict:
-    """SAEConfig metadata for cfg.json: the cache's model, layer, site, context and identity."""
+def _metadata(activations: Path, min_position: int = 0) -> dict:
+    """SAEConfig metadata for cfg.json: the cache's model, layer, site, context and identity
+    (with ``[positions>=p]`` when rows at context positions below p were skipped)."""
     if not (Path(activations) / "manifest.json").is_file():
         return {"dataset": str(activations)}
     from ..data.cache import ActivationCache
+    from ..data.loader import with_min_position
     from ..lm.load import recorded_weight_format
 
     c = ActivationCache(activations)
     m = c.manifest
     return {
-        "dataset": c.identity(),
+        "dataset": with_min_position(c.identity(), min_position),
         "model_name": m.get("model"),
         "model_revision": m.get("model_revision"),
         "model_weight_format": m.get("model_weight_format")

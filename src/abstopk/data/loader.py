@@ -17,8 +17,15 @@ Order (all of it a function of ``seed``; nothing depends on timing):
 * The served row stream is the concatenation epoch 0, epoch 1, …; batches are consecutive
   slices of B rows of it. The final partial batch of an epoch is completed with the first rows
   of the next epoch (nothing is dropped), so after ``k·N`` rows exactly k epochs were served.
+* Skipped rows: with ``skip_nonfinite`` rows holding NaN/Inf, with ``min_position`` p > 0 rows
+  whose stored context position (the shards' ``positions``, format version 2) is below p (p =
+  1 drops each context's first token, the attention sink of mid layers) are dropped from the
+  stream and the batch is refilled from the rows after them. The remaining rows keep their
+  order; each is still served once per epoch. The positions are read with the group's
+  activations (4 bytes per row); with p = 0 they are not read at all.
 
-Position = number of rows of the stream consumed (``state_dict()["position"]``); restoring it
+Position = number of rows of the stream consumed, skipped ones included
+(``state_dict()["position"]``); restoring it
 recomputes the epoch's chunk permutation and the current group and skips to the row, so a
 resumed loader yields bit-identical batches. The chunk table costs 16 bytes per chunk
 (≈ 3e-6 of the cache size for 512-row chunks of d_in 576 fp16) — the only state that grows
@@ -41,14 +48,37 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import NonFiniteError
+from ..errors import CacheError, NonFiniteError
 from .cache import ActivationCache
 from .prefetch import prefetch as read_ahead
 
-__all__ = ["CacheLoader"]
+__all__ = ["CacheLoader", "check_min_position", "require_positions", "with_min_position"]
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16,
                  "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def check_min_position(min_position: int) -> int:
+    """``min_position`` as an int ≥ 0 (``ValueError`` otherwise)."""
+    if isinstance(min_position, bool) or int(min_position) != min_position or min_position < 0:
+        raise ValueError(f"min_position must be an integer ≥ 0, got {min_position!r}")
+    return int(min_position)
+
+
+def require_positions(cache, min_position: int) -> None:
+    """:class:`~abstopk.errors.CacheError` naming ``cache`` when ``min_position`` > 0 asks to
+    skip rows by context position but the cache records none (format version 1)."""
+    if min_position and not getattr(cache, "has_positions", False):
+        raise CacheError(
+            f"{getattr(cache, 'path', 'cache')}: the cache records no per-row context "
+            f"positions (format version {getattr(cache, 'version', '?')}), so rows at positions "
+            f"below {min_position} cannot be skipped; harvest it again")
+
+
+def with_min_position(identity: str, min_position: int) -> str:
+    """A cache identity naming the rows served: ``identity`` itself for ``min_position`` 0,
+    else ``identity[positions>=p]`` (e.g. ``m/L15/resid_post@0123456789ab[positions>=1]``)."""
+    return f"{identity}[positions>={int(min_position)}]" if min_position else identity
 
 
 class CacheLoader:
@@ -69,16 +99,27 @@ class CacheLoader:
         readers: threads that read a shuffle group from the shards (the order is the same).
         max_rows: serve only the cache's first ``max_rows`` rows (shards after them unused),
             e.g. the head of a cache that a harvest is still growing; its identity names them.
+        min_position: skip rows whose context position is below this (1: each context's
+            first token, the attention sink); needs a cache with positions (format version 2,
+            else :class:`~abstopk.errors.CacheError`). The identity names it.
 
     Attributes: ``d_in``, ``total_rows``, ``batch_size``, ``position`` (rows consumed),
-    ``epoch`` (= position // total_rows).
+    ``epoch`` (= position // total_rows), ``min_position``.
     """
 
     def __init__(self, cache, batch_size: int, seed: int = 0, *, shuffle: bool = True,
                  buffer_mb: float = 256.0, chunk_rows: int = 512,
                  skip_nonfinite: bool = False, prefetch: int = 4, pin_memory: bool = False,
-                 progress: bool = False, readers: int = 1, max_rows: int | None = None):
+                 progress: bool = False, readers: int = 1, max_rows: int | None = None,
+                 min_position: int = 0):
         self.cache = cache if hasattr(cache, "open_shard") else ActivationCache(cache)
+        self.min_position = check_min_position(min_position)
+        name = getattr(self.cache, "path", "cache")
+        require_positions(self.cache, self.min_position)
+        ctx = getattr(self.cache, "context_size", None)
+        if self.min_position and ctx is not None and self.min_position >= int(ctx):
+            raise ValueError(f"{name}: min_position {self.min_position} would skip every row "
+                             f"(its contexts hold {ctx} positions)")
         self.d_in = int(self.cache.d_in)
         self.dtype = _TORCH_DTYPES[str(self.cache.dtype)]
         self.shard_rows = np.array([int(s["rows"]) for s in self.cache.shards], dtype=np.int64)
@@ -98,6 +139,7 @@ class CacheLoader:
             h = hashlib.sha256("".join(s.get("sha256", "") for s in self.cache.shards[:n])
                                .encode()).hexdigest()[:12]
             self.identity = f"{self.identity.split('@')[0]}@{h}[:{int(max_rows)}]"
+        self.identity = with_min_position(self.identity, self.min_position)
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -169,24 +211,40 @@ class CacheLoader:
                  for c, m, o in zip(ids, lens, offs, strict=True)]
         return int(lens.sum()), reads
 
-    def _read_into(self, buf: Tensor, reads: list[tuple[int, int, int, int]]) -> None:
+    def _read_into(self, buf: Tensor, reads: list[tuple[int, int, int, int]],
+                   positions: Tensor | None = None) -> None:
         """Copy ``reads`` (see :meth:`_group_reads`) from the shards' memory maps into
-        ``buf`` [rows, d_in]; one contiguous copy per chunk."""
+        ``buf`` [rows, d_in]; one contiguous copy per chunk. ``positions`` [rows] int32:
+        also copy the rows' context positions into it (same offsets)."""
         # numpy view of the buffer with the file's element type (bf16 as raw 16-bit words)
         dst = buf.view(torch.int16).numpy().view(np.uint16) if self.dtype == torch.bfloat16 \
             else buf.numpy()
+        pdst = None if positions is None else positions.numpy()
         i = 0
         while i < len(reads):
             s = reads[i][0]
-            arr = self.cache.open_shard(s)["activations"].array  # memory map
+            shard = self.cache.open_shard(s)
+            arr = shard["activations"].array  # memory map
             if arr.shape[1:] != (self.d_in,) or arr.dtype.itemsize != buf.element_size():
                 raise ValueError(f"shard {s}: activations {arr.shape} {arr.dtype} do not match "
                                  f"the manifest (d_in {self.d_in}, {self.cache.dtype})")
+            pos = None
+            if pdst is not None:
+                if "positions" not in shard:
+                    raise CacheError(f"{getattr(self.cache, 'path', 'cache')}: shard {s} holds "
+                                     "no positions")
+                pos = shard["positions"].array
+                if pos.shape != arr.shape[:1]:
+                    raise CacheError(f"{getattr(self.cache, 'path', 'cache')}: shard {s} holds "
+                                     f"positions {pos.shape} for {arr.shape[0]} rows")
+            del shard
             while i < len(reads) and reads[i][0] == s:
                 _, a, m, o = reads[i]
                 dst[o:o + m] = arr[a:a + m]  # one contiguous read into the buffer
+                if pos is not None:
+                    pdst[o:o + m] = pos[a:a + m]
                 i += 1
-            del arr  # unmap: the touched pages leave this process's RSS
+            del arr, pos  # unmap: the touched pages leave this process's RSS
 
     def group_order(self, epoch: int, g: int) -> Tensor:
         """Serving order [n] of group g's buffer rows: ``default_rng([seed, epoch, g])``'s
@@ -196,31 +254,35 @@ class CacheLoader:
             return torch.from_numpy(np.random.default_rng([self.seed, epoch, g]).permutation(n))
         return torch.arange(n)
 
-    def _load_group(self, epoch: int, g: int, out: Tensor | None = None, readers=None
-                    ) -> tuple[Tensor, Tensor]:
+    def _load_group(self, epoch: int, g: int, out: Tensor | None = None, readers=None,
+                    positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Rows of group g of ``epoch`` [n, d_in] (cache dtype) and their serving order [n].
 
-        The rows are read into ``out[:n]`` when given (the reused shuffle buffer).
+        The rows are read into ``out[:n]`` when given (the reused shuffle buffer), their
+        context positions into ``positions[:n]`` when given (int32).
         ``readers``: a thread pool that splits the chunk reads (numpy releases the GIL
         during the copies), else they run in this thread."""
         n, reads = self._group_reads(epoch, g)
         buf = out[:n] if out is not None and out.shape[0] >= n else \
             torch.empty(n, self.d_in, dtype=self.dtype)
+        pos = None if positions is None else positions[:n]
         if readers is None or len(reads) < 2:
-            self._read_into(buf, reads)
+            self._read_into(buf, reads, pos)
         else:
             w = readers._max_workers
             parts = [reads[i::w] for i in range(w)]
-            for f in [readers.submit(self._read_into, buf, p) for p in parts if p]:
+            for f in [readers.submit(self._read_into, buf, p, pos) for p in parts if p]:
                 f.result()
         return buf, self.group_order(epoch, g)
 
-    def _segments(self, position: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """(group buffer, row indices to serve next) from ``position`` on, endlessly."""
+    def _segments(self, position: int) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+        """(group buffer, row indices to serve next, the group's context positions or None
+        when ``min_position`` is 0) from ``position`` on, endlessly."""
         epoch, offset = divmod(position, self.total_rows)
         # one buffer for the whole run: a group is read into it after the previous one was
         # served (the consumer copies rows out), so RAM holds one group and no allocator churn
         store = torch.empty(min(self.buffer_rows, self.total_rows), self.d_in, dtype=self.dtype)
+        pstore = torch.empty(store.shape[0], dtype=torch.int32) if self.min_position else None
         pool = None
         if self.readers > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -231,8 +293,9 @@ class CacheLoader:
                 _, starts = self._plan(epoch)
                 g = int(np.searchsorted(starts, offset, side="right") - 1)
                 while g < len(starts) - 1:
-                    buf, perm = self._load_group(epoch, g, store, pool)
-                    yield buf, perm[offset - int(starts[g]):]
+                    buf, perm = self._load_group(epoch, g, store, pool, pstore)
+                    pos = None if pstore is None else pstore[:buf.shape[0]]
+                    yield buf, perm[offset - int(starts[g]):], pos
                     del buf, perm
                     g += 1
                     offset = int(starts[g])
@@ -245,17 +308,26 @@ class CacheLoader:
         """(batch [B, d_in] float32, stream position after it), endlessly."""
         B = self.batch_size
         segs = self._segments(position)
-        buf, idx = next(segs)
+        buf, idx, pos = next(segs)
         pending: list[Tensor] = []
         have = 0
+        last_kept = position  # stream position of the last row kept by min_position
         while True:
             need = B - have
             while idx.numel() == 0:
-                buf = idx = None  # every row of the group was copied out: reuse its buffer
-                buf, idx = next(segs)
+                buf = idx = pos = None  # every row of the group was copied out: reuse it
+                buf, idx, pos = next(segs)
             take, idx = idx[:need], idx[need:]
-            rows = buf.index_select(0, take).to(torch.float32)
             position += take.numel()
+            if pos is not None:  # min_position: drop the rows at earlier context positions
+                take = take[pos.index_select(0, take) >= self.min_position]
+                if take.numel():
+                    last_kept = position
+                elif position - last_kept > self.total_rows:  # a whole epoch, none kept
+                    raise ValueError(
+                        f"{getattr(self.cache, 'path', 'cache')}: no row is at a context "
+                        f"position ≥ {self.min_position}")
+            rows = buf.index_select(0, take).to(torch.float32)
             # one cheap reduction; the exact per-row test only when it is not finite
             if not torch.isfinite(rows.sum()) and not torch.isfinite(rows).all():
                 if not self.skip_nonfinite:
@@ -287,7 +359,8 @@ class CacheLoader:
         return {"kind": "cache", "position": self.position, "epoch": self.epoch,
                 "seed": self.seed, "shuffle": self.shuffle, "chunk_rows": self.chunk_rows,
                 "group_chunks": self.group_chunks, "total_rows": self.total_rows,
-                "batch_size": self.batch_size, "cache": self.identity}
+                "batch_size": self.batch_size, "cache": self.identity,
+                "min_position": self.min_position}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a position; the order parameters (seed, chunking, group size) are taken
@@ -295,6 +368,12 @@ class CacheLoader:
         if state.get("kind", "cache") != "cache":
             raise ValueError(f"checkpointed data position is of kind {state.get('kind')!r}, "
                              "not an activation cache")
+        saved = int(state.get("min_position", 0))  # states before the option: 0
+        if saved != self.min_position:
+            raise ValueError(
+                f"checkpointed data position was taken skipping context positions below "
+                f"{saved}; this loader skips those below {self.min_position} (a different "
+                f"row stream), so it cannot resume it")
         if int(state["total_rows"]) != self.total_rows or \
                 state.get("cache", self.identity) != self.identity:
             raise ValueError(

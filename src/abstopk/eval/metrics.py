@@ -19,7 +19,9 @@ With ``x̂`` the SAE's reconstruction and ``z`` its code (``[N, d_sae]``)::
 
 Sources of activations (:func:`iter_activation_batches`): a tensor ``[N, d_in]``, an
 activation-cache folder (``CACHE_FORMAT.md``), a ``.safetensors`` file holding an
-``activations`` matrix, a ``.npy`` matrix, or any iterable of ``[b, d_in]`` tensors.
+``activations`` matrix, a ``.npy`` matrix, or any iterable of ``[b, d_in]`` tensors. From a
+cache with per-row positions, ``min_position`` p > 0 leaves out the rows at context positions
+below p (1: each context's first token, the attention sink); N then counts the rows kept.
 """
 
 from __future__ import annotations
@@ -151,17 +153,22 @@ class MetricAccumulator:
 
 
 # --------------------------------------------------------------------------- sources
-def _open_cache(path: Path):
-    """Yield the memory-mapped ``activations`` of each shard of a cache folder, in order."""
+def _open_cache(path: Path, min_position: int = 0):
+    """Yield (memory-mapped ``activations``, memory-mapped ``positions`` or None when
+    ``min_position`` is 0) of each shard of a cache folder, in order."""
     from ..data.cache import ActivationCache
+    from ..data.loader import require_positions
 
     cache = ActivationCache(path)
+    require_positions(cache, min_position)
     for i in range(len(cache.shards)):
-        yield cache.open_shard(i)["activations"]
+        shard = cache.open_shard(i)
+        yield shard["activations"], shard["positions"] if min_position else None
 
 
 def iter_activation_batches(
-    source: Any, batch_size: int = 4096, max_rows: int | None = None
+    source: Any, batch_size: int = 4096, max_rows: int | None = None, *,
+    min_position: int = 0,
 ) -> Iterator[Tensor]:
     """Yield float32 batches [b, d_in] (b ≤ batch_size) from ``source``, at most ``max_rows``.
 
@@ -169,9 +176,21 @@ def iter_activation_batches(
     ``.safetensors`` file with an ``activations`` tensor, or a ``.npy`` matrix; or an
     iterable of tensors [b, d_in] (yielded as given, the last one trimmed
     to ``max_rows``). Files are read by memory map, a batch at a time.
+
+    ``min_position`` > 0: leave out a cache's rows at context positions below it (``max_rows``
+    counts the rows kept); only a cache with positions has them
+    (:class:`~abstopk.errors.CacheError` for an older cache, ``ValueError`` for any other
+    source).
     """
+    from ..data.loader import check_min_position
+
     if batch_size < 1:
         raise ValueError("batch_size must be ≥ 1")
+    min_position = check_min_position(min_position)
+    if min_position and not (isinstance(source, (str, Path)) and Path(source).is_dir()):
+        what = source if isinstance(source, (str, Path)) else f"a {type(source).__name__}"
+        raise ValueError(f"{what}: rows carry no context positions (only an activation cache "
+                         f"records them), so positions below {min_position} cannot be left out")
     left = math.inf if max_rows is None else int(max_rows)
     if left <= 0:
         return
@@ -185,7 +204,7 @@ def iter_activation_batches(
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            mapped_iter = _open_cache(path)
+            mapped_iter = _open_cache(path, min_position)
         elif path.suffix == ".safetensors":
             from ..files import mmap_safetensors
 
@@ -193,9 +212,9 @@ def iter_activation_batches(
             if "activations" not in m:
                 if len(m) != 1:
                     raise ValueError(f"{path}: expected a tensor named 'activations'")
-                mapped_iter = iter(m.values())
+                mapped_iter = iter([(t, None) for t in m.values()])
             else:
-                mapped_iter = iter([m["activations"]])
+                mapped_iter = iter([(m["activations"], None)])
         elif path.suffix == ".npy":
             import numpy as np
 
@@ -208,13 +227,19 @@ def iter_activation_batches(
             return
         else:
             raise FileNotFoundError(f"{path}: not a cache folder, .safetensors or .npy file")
-        for mt in mapped_iter:
+        for mt, pos in mapped_iter:
             rows = len(mt)
             for a in range(0, rows, batch_size):
                 if left <= 0:
                     return
-                b = int(min(a + batch_size, rows, a + left))
-                t = mt.rows(a, b)
+                if pos is None:
+                    b = int(min(a + batch_size, rows, a + left))
+                    t = mt.rows(a, b)
+                else:  # read a whole batch, keep the rows at positions ≥ min_position
+                    b = min(a + batch_size, rows)
+                    t = mt.rows(a, b)[pos.rows(a, b) >= min_position][: int(min(left, b - a))]
+                    if t.shape[0] == 0:
+                        continue
                 left -= t.shape[0]
                 yield t
         return
@@ -258,11 +283,14 @@ def evaluate_reconstruction(
     max_rows: int | None = None,
     dense_threshold: float = 0.1,
     progress: bool = False,
+    min_position: int = 0,
 ) -> ReconstructionMetrics:
     """Reconstruction / sparsity / sign metrics of ``sae`` over ``source`` (see module doc).
 
     ``source``: anything :func:`iter_activation_batches` reads. Streams in batches of
-    ``batch_size`` rows; at most ``max_rows`` rows. Raises ``ValueError`` on a width mismatch.
+    ``batch_size`` rows; at most ``max_rows`` rows. ``min_position``: leave out a cache's rows
+    at context positions below it (``max_rows`` counts the rows kept). Raises ``ValueError``
+    on a width mismatch.
     """
     acc = MetricAccumulator(sae.cfg.d_in, sae.cfg.d_sae, dense_threshold)
     bar = None
@@ -271,7 +299,8 @@ def evaluate_reconstruction(
 
         bar = tqdm(total=max_rows, desc="reconstruction", unit="tok", leave=False)
     try:
-        for x in iter_activation_batches(source, batch_size, max_rows):
+        for x in iter_activation_batches(source, batch_size, max_rows,
+                                         min_position=min_position):
             if x.shape[1] != sae.cfg.d_in:
                 raise ValueError(f"activations have width {x.shape[1]} but the SAE expects "
                                  f"d_in = {sae.cfg.d_in}")

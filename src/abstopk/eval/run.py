@@ -9,6 +9,11 @@ is given. Loss recovered uses the first ``contexts`` held-out contexts of the se
 held-out stream (:func:`abstopk.data.tokens.iter_contexts`, seed 0: every source from the
 first contexts on; the result's ``lr_source_mix`` gives the share of each source's tokens).
 
+``min_position`` p > 0 leaves the rows at context positions below p out of the reconstruction
+metrics (1: each context's first token, the attention sink of mid layers; a cache needs
+per-row positions, harvested activations have them by construction); loss recovered is
+unaffected. The result states it (``min_position``).
+
 Defaults: 65,536 held-out tokens for reconstruction and 64 contexts of the SAE's context
 size (8,192 tokens at 128) for loss recovered / KL (issue 10: ≥ 50k and ≥ 64).
 
@@ -151,12 +156,14 @@ def _context_batches(tokenizer, *, source: str, context_size: int, batch_size: i
 def harvest_reconstruction(sae, model, tokenizer, *, layer: int, site: str, n_tokens: int,
                            context_size: int = 128, source: str = "embedded",
                            batch_size: int = 8, keep_special: bool = False,
-                           dense_threshold: float = 0.1, progress: bool = False):
+                           dense_threshold: float = 0.1, progress: bool = False,
+                           min_position: int = 0):
     """Reconstruction metrics on ``n_tokens`` activations harvested from held-out contexts.
 
     Runs the truncated forward (:func:`abstopk.lm.run_to_layer`) on batches of held-out
-    contexts, drops BOS/pad positions unless ``keep_special``, and streams the rows through
-    a :class:`~abstopk.eval.metrics.MetricAccumulator` (nothing is kept in memory).
+    contexts, drops BOS/pad positions unless ``keep_special`` and the context positions
+    below ``min_position``, and streams the rows through a
+    :class:`~abstopk.eval.metrics.MetricAccumulator` (nothing is kept in memory).
     """
     from ..data.tokens import special_position_mask
     from ..lm.hooks import run_to_layer
@@ -175,8 +182,12 @@ def harvest_reconstruction(sae, model, tokenizer, *, layer: int, site: str, n_to
                 break
             acts = run_to_layer(model, ids.to(dev), layers=layer, site=site)[layer]
             x = acts.reshape(-1, acts.shape[-1])
+            keep = torch.ones(ids.shape, dtype=torch.bool)
             if not keep_special:
-                x = x[~special_position_mask(ids, tokenizer).reshape(-1).to(x.device)]
+                keep &= ~special_position_mask(ids, tokenizer).cpu()
+            keep[:, :min_position] = False   # the context positions below min_position
+            if not bool(keep.all()):
+                x = x[keep.reshape(-1).to(x.device)]
             x = x[: n_tokens - acc.n].float()
             if x.shape[0] == 0:
                 continue
@@ -209,6 +220,7 @@ def evaluate_sae(
     dense_threshold: float = 0.1,
     loaded: tuple | None = None,
     progress: bool = True,
+    min_position: int = 0,
 ) -> dict[str, Any]:
     """Evaluate an SAE; returns one JSON-ready dict.
 
@@ -225,6 +237,9 @@ def evaluate_sae(
     progress=[, n_examples=task_examples])``.
 
     ``splice_bos``: None → the ``keep_bos`` of the SAE's training cache (False if unknown).
+
+    ``min_position``: leave the rows at context positions below it out of the reconstruction
+    metrics (recorded in the result as ``min_position``).
 
     ``loaded``: an already loaded ``(model, tokenizer, info)`` to reuse (tests, sweeps).
     Raises :class:`~abstopk.errors.EvalMismatchError` when the SAE does not fit the model
@@ -251,6 +266,12 @@ def evaluate_sae(
         task_fns = {t: reg[t] for t in tasks}
     if tokens < 0 or contexts < 0 or batch_size < 1:
         raise ValueError("tokens and contexts must be ≥ 0 and batch_size ≥ 1")
+    from ..data.loader import check_min_position, with_min_position
+
+    min_position = check_min_position(min_position)
+    if min_position and tokens > 0 and cache is not None and not Path(cache).is_dir():
+        raise ValueError(f"{cache}: rows carry no context positions (only an activation cache "
+                         f"records them), so positions below {min_position} cannot be left out")
 
     need_model = cache is None or contexts > 0 or bool(task_fns)
     lm = tok = info = None
@@ -293,7 +314,7 @@ def evaluate_sae(
                     f"cache {cache} holds layer {c.layer} {c.site} (d_in {c.d_in}) but the SAE "
                     f"is evaluated at layer {target['layer']} {target['site']} "
                     f"(d_in {sae.cfg.d_in})")
-            result["reconstruction_cache"] = c.identity()
+            result["reconstruction_cache"] = with_min_position(c.identity(), min_position)
         elif cache is not None:
             from .metrics import iter_activation_batches
 
@@ -303,15 +324,18 @@ def evaluate_sae(
                                         f"but the SAE expects d_in = {sae.cfg.d_in}")
         if cache is not None:
             rec = evaluate_reconstruction(sae, cache, max_rows=tokens, batch_size=4096,
-                                          dense_threshold=dense_threshold, progress=progress)
+                                          dense_threshold=dense_threshold, progress=progress,
+                                          min_position=min_position)
             result["reconstruction_source"] = str(cache)
         else:
             rec = harvest_reconstruction(
                 sae, lm, tok, layer=target["layer"], site=target["site"], n_tokens=tokens,
                 context_size=target["context_size"], source=source, batch_size=batch_size,
-                keep_special=splice_bos, dense_threshold=dense_threshold, progress=progress)
+                keep_special=splice_bos, dense_threshold=dense_threshold, progress=progress,
+                min_position=min_position)
             result["reconstruction_source"] = f"{source}:heldout"
         result.update(rec.summary)
+        result["min_position"] = min_position
 
     # --- loss recovered
     if contexts > 0:

@@ -59,6 +59,8 @@ def eval_rows(result: dict[str, Any]) -> list[list[str]]:
         rows.append([label, value])
     if "n_tokens" in result:
         rows.append(["tokens (reconstruction)", str(result["n_tokens"])])
+    if result.get("min_position"):
+        rows.append(["reconstruction: context positions", f"≥ {result['min_position']}"])
     if "lr_contexts" in result:
         rows.append(["contexts (loss recovered)", str(result["lr_contexts"])])
     b = result.get("bootstrap")

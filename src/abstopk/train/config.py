@@ -93,6 +93,8 @@ class TrainConfig:
         "EMA of the batches' smallest kept values, which under-fires).", 65536)
     # ------------------------------------------------------------------ data
     skip_nonfinite: bool = doc_field("Drop input rows holding NaN/Inf (counted and reported) instead of failing.", False)
+    min_position: int = doc_field("Skip cached rows at context positions below this (1 drops each context's first "
+        "token, the attention sink of mid layers); needs a cache with positions.", 0)
     prefetch: int = doc_field("Batches of a matrix file read ahead in a background thread (0: none).", 2)
     activations: str | None = doc_field("Activation matrix (.npy / .safetensors [N, d_in]) the run reads (recorded only).", None)
     # ------------------------------------------------------------------ run control
@@ -119,6 +121,9 @@ class TrainConfig:
             raise ValueError("threshold_calibration_tokens must be ≥ 0")
         if self.prefetch < 0:
             raise ValueError("prefetch must be ≥ 0")
+        if isinstance(self.min_position, bool) or not isinstance(self.min_position, int) \
+                or self.min_position < 0:
+            raise ValueError(f"min_position must be an integer ≥ 0, got {self.min_position!r}")
         if self.d_in is not None:
             _check_pos_int("d_in", self.d_in)
         if op.needs_k:

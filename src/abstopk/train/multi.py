@@ -39,11 +39,15 @@ class MultiTrainer:
             raise ValueError("no SAE to train")
         c0 = cfgs[0]
         for c in cfgs[1:]:
-            for key in ("batch_size", "steps", "init_batches"):
+            for key in ("batch_size", "steps", "init_batches", "min_position"):
                 if getattr(c, key) != getattr(c0, key):
                     raise ValueError(f"all SAEs of one pass must share {key}")
         if not hasattr(source, "state_dict"):
-            source = open_source(source, c0.batch_size, c0.seed)
+            source = open_source(source, c0.batch_size, c0.seed, min_position=c0.min_position)
+        elif getattr(source, "min_position", 0) != c0.min_position:
+            raise ValueError(f"the data source skips context positions below "
+                             f"{getattr(source, 'min_position', 0)}, the SAEs' min_position is "
+                             f"{c0.min_position}")
         self.source = source
         self.cfgs = list(cfgs)
         d_in = int(source.d_in)

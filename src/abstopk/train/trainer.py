@@ -105,8 +105,15 @@ class Trainer:
         self.source: BatchSource = (
             data if _is_source(data)
             else open_source(data, cfg.batch_size, cfg.seed, skip_nonfinite=cfg.skip_nonfinite,
-                             progress=cfg.progress, device=None if dist else cfg.device)
+                             progress=cfg.progress, device=None if dist else cfg.device,
+                             min_position=cfg.min_position)
         )
+        if getattr(self.source, "min_position", 0) != cfg.min_position:
+            raise ValueError(
+                f"the data source skips context positions below "
+                f"{getattr(self.source, 'min_position', 0)} but the run's min_position is "
+                f"{cfg.min_position}" + ("" if hasattr(self.source, "min_position") else
+                                         " (only an activation cache records positions)"))
         self.state = TrainState.from_config(cfg, int(self.source.d_in),
                                             sae_metadata=sae_metadata)
         self.device = self.state.device
