@@ -28,8 +28,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("claim1")
     run_plan(out, steps=["harvest-1M"], cfg=SMALL, log=lambda s: None)
     head = json.loads((out / "cache-train" / "manifest.json").read_text())
-    run_plan(out, steps=["heldout", "lr-sweep", "harvest-10M", "k32-10M"], cfg=SMALL,
-             log=lambda s: None)
+    run_plan(out, steps=["heldout", "lr-sweep", "ablation", "harvest-10M", "k32-10M"],
+             cfg=SMALL, log=lambda s: None)
     return out, head
 
 
@@ -115,12 +115,52 @@ def test_ten_m_step_reports_test_numbers_and_a_partial_summary(run):
     assert (out / "scaling.png").stat().st_size > 1000
 
 
+def test_ablation_variants_are_trained_as_stated_and_evaluated_without_the_sinks(run):
+    from safetensors.torch import load_file
+
+    from abstopk.data.cache import ActivationCache
+    from abstopk.sae import SAE
+
+    out, _ = run
+    saes = out / "saes"
+    best = json.loads((out / "best_lr.json").read_text())["topk"]["lr"]
+    cfg = {v: json.loads((saes / f"topk_k32_1M_s1{v}" / "train_config.json").read_text())
+           for v in ("", "_aux", "_nosink")}
+    assert cfg[""]["dead_tokens"] == 4 * 64 and cfg["_nosink"]["dead_tokens"] == 4 * 64
+    assert cfg["_aux"]["dead_tokens"] == int(0.1 * 4 * 64)          # AuxK can start
+    assert {c["lr"] for c in cfg.values()} == {best} and cfg["_aux"]["seed"] == 1
+    meta = json.loads((saes / "topk_k32_1M_s1_nosink" / "cfg.json").read_text())
+    assert "min_position" in json.dumps(meta) and \
+        "min_position" not in (saes / "topk_k32_1M_s1_aux" / "cfg.json").read_text()
+    # the positions ≥ 1 numbers are those of a plain recomputation over those test rows
+    c = ActivationCache(out / "cache-test")
+    sh = [load_file(c.shard_path(i)) for i in range(len(c.shards))]
+    x = torch.cat([t["activations"].float() for t in sh])
+    pos = torch.cat([t["positions"] for t in sh])
+    assert (pos == 0).any() and (pos > 0).any()
+    for name in ("abstopk_k32_1M_s0_nosink", "topk_k32_1M_s1_aux"):
+        sae = SAE.load(saes / name).eval()
+        ev = json.loads((saes / name / "eval_ablation.json").read_text())
+        with torch.no_grad():
+            xh = sae.decode(sae.encode(x))
+        per_token = ((x - xh) ** 2).sum(1) / (x ** 2).sum(1)
+        assert ev["nmse"] == pytest.approx(per_token.mean().item(), rel=1e-4)
+        assert ev["nmse_pos1"] == pytest.approx(per_token[pos >= 1].mean().item(), rel=1e-4)
+        assert ev["variant"] == name.rsplit("_", 1)[1]
+    plain = json.loads((saes / f"topk_k32_1M_s0_lr{best:g}" / "eval_ablation.json").read_text())
+    assert plain["variant"] == "plain" and plain["train_min_position"] == 0
+    md = (out / "ablation.md").read_text()
+    for v in ("plain", "aux", "nosink"):
+        assert f"| {v} | topk | 0,1 |" in md and f"| {v} | abstopk | 0,1 |" in md
+    assert "PARTIAL: 2 of 25 planned" in (out / "claim1.md").read_text()  # not table rows
+
+
 def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):
     out, _ = run
     files = {p: p.stat().st_mtime_ns for p in (out / "saes").rglob("*") if p.is_file()}
     files |= {p: p.stat().st_mtime_ns for p in out.glob("cache-*/*") if p.is_file()}
-    run_plan(out, steps=["harvest-1M", "heldout", "lr-sweep", "harvest-10M", "k32-10M"],
-             cfg=SMALL, log=lambda s: None)
+    run_plan(out, steps=["harvest-1M", "heldout", "lr-sweep", "ablation", "harvest-10M",
+                         "k32-10M"], cfg=SMALL, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in files} == files
     # a run made with a shorter learning-rate grid continues: the grid only gained values
     plan = json.loads((out / "plan.json").read_text())

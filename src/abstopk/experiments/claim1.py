@@ -19,6 +19,13 @@ lr-sweep            TopK and AbsTopK, k 32, d_sae 4608, 1M tokens (244 × 4096 r
 scaling             TopK / AbsTopK k 32 at 0.1M and 1M tokens × seeds 0–2 (1M seed 0: the
                     sweep's SAE at the best lr, evaluated on test); needs only the first rows,
                     so it runs before the long harvest
+ablation            two variants of the 1M k 32 runs, seeds 0–1, at the best lr: ``aux`` (AuxK
+                    active: dead after 10 % of the run's tokens without firing; every
+                    other run's dead window is its whole length, so AuxK never starts in
+                    them) and ``nosink`` (trained without each context's first position,
+                    the attention sink); ``eval_ablation.json`` of them and of the plain
+                    1M seeds 0–1 (test nmse / fvu / L0 / dead fraction on all rows and on
+                    positions ≥ 1), ``ablation.md``
 harvest-10M         ``cache-train`` continued to 10.5M rows
 k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0
 scaling-10M         the same at 10M tokens × seeds 1–2
@@ -41,8 +48,8 @@ Training tokens = steps × 4096, one pass, no row seen twice.
 
 **Another layer** (``layer`` ≠ 6) runs the deciding subset only (:data:`SUBSET_STEPS`):
 harvest-1M, heldout, lr-sweep (the same 5 learning rates), harvest-10M, k32-10M (TopK vs
-AbsTopK, seed 0), scaling at 0.1M and 1M × seeds 0–2 (no 10M extra seeds), summary — 14 SAEs
-on test besides the sweep's 10, with every size, the val/test rule, float16 storage and
+AbsTopK, seed 0), scaling at 0.1M and 1M × seeds 0–2 (no 10M extra seeds), ablation,
+summary — 14 SAEs on test besides the sweep's 10 and the ablation's 8, with every size, the val/test rule, float16 storage and
 context 128 as on layer 6, so the two layers' numbers compare. The truncated forward to layer
 L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
 (a plan without the field is layer 6's); one ``OUT`` holds one layer: a continuation with
@@ -63,13 +70,19 @@ from ..fields import doc_field
 from ..files import atomic_write, atomic_write_json
 from .claim1_plan import DEFAULT_LAYER, read_plan, settle_plan
 
-__all__ = ["LAYER", "LRS", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs",
+__all__ = ["ABLATIONS", "LAYER", "LRS", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs",
            "run_plan", "steps_of", "valtest_of"]
 
 LAYER, SITE, CONTEXT = DEFAULT_LAYER, "resid_post", 128   # LAYER: the full plan's layer
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
-STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "harvest-10M", "k32-10M",
-         "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
+STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "ablation", "harvest-10M",
+         "k32-10M", "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
+#: The ablation step's variants of the 1M k 32 runs (:class:`Run` ``variant``): ``aux`` =
+#: AuxK active (dead window = :data:`AUX_DEAD_SHARE` of the run's tokens), ``nosink`` = trained
+#: on the rows at context positions ≥ 1 (``CacheLoader(min_position=1)``).
+ABLATIONS = ("aux", "nosink")
+AUX_DEAD_SHARE = 0.1
+NOT_IN_TABLE = ("lr-sweep", "ablation")   # steps whose SAEs are not rows of claim1.md
 LAYER6_ONLY = ("scaling-10M", "k-sweep", "batch", "jumprelu")   # steps of layer 6's plan only
 SUBSET_STEPS = tuple(s for s in STEPS if s not in LAYER6_ONLY)
 
@@ -113,7 +126,8 @@ class Claim1Config:
 @dataclass(frozen=True)
 class Run:
     """One SAE of the plan: name, architecture, k (target L0 for JumpReLU), tokens, seed, lr
-    (None: the architecture's best from the sweep), the step it belongs to."""
+    (None: the architecture's best from the sweep), the step it belongs to, and the ablation
+    ``variant`` (one of :data:`ABLATIONS`, or "" for the plain recipe)."""
 
     step: str
     arch: str
@@ -121,11 +135,13 @@ class Run:
     tokens: str
     seed: int
     lr: float | None = None
+    variant: str = ""
 
     @property
     def name(self) -> str:
         lr = "" if self.lr is None else f"_lr{self.lr:g}"
-        return f"{self.arch}_k{self.k}_{self.tokens}_s{self.seed}{lr}"
+        var = f"_{self.variant}" if self.variant else ""
+        return f"{self.arch}_k{self.k}_{self.tokens}_s{self.seed}{lr}{var}"
 
 
 def plan_runs(layer: int = LAYER) -> list[Run]:
@@ -134,13 +150,15 @@ def plan_runs(layer: int = LAYER) -> list[Run]:
     runs = [Run("lr-sweep", a, 32, "1M", 0, lr) for a in ("topk", "abstopk") for lr in LRS]
     runs += [Run("scaling", a, 32, t, s) for t in ("0.1M", "1M") for s in (0, 1, 2)
              for a in ("topk", "abstopk")]
+    runs += [Run("ablation", a, 32, "1M", s, variant=v) for v in ABLATIONS for s in (0, 1)
+             for a in ("topk", "abstopk")]
     runs += [Run("k32-10M", a, 32, "10M", 0) for a in ("topk", "abstopk")]
     runs += [Run("scaling-10M", a, 32, "10M", s) for s in (1, 2) for a in ("topk", "abstopk")]
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
     runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
     runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
     if layer != LAYER:
-        runs = [r for r in runs if r.step in ("lr-sweep", "k32-10M")
+        runs = [r for r in runs if r.step in ("lr-sweep", "ablation", "k32-10M")
                 or (r.step == "scaling" and r.tokens != "10M")]
     return runs
 
@@ -210,13 +228,17 @@ class _Plan:
         if run.arch == "jumprelu":
             # the controller's JumpReLU defaults: k_i 0.1 and the band 0.5 (docs/pipeline.md)
             kw = {"target_l0": float(run.k), "jumprelu_init_threshold": 1.0}
+        dead = min(steps * batch, 10_000_000)   # the run's length: AuxK never starts
+        if run.variant == "aux":
+            dead = max(1, int(AUX_DEAD_SHARE * steps * batch))
         cfg = TrainConfig(architecture=run.arch, d_sae=self.cfg.d_sae, steps=steps,
-                          batch_size=batch, lr=lr, seed=run.seed,
-                          dead_tokens=min(steps * batch, 10_000_000),
+                          batch_size=batch, lr=lr, seed=run.seed, dead_tokens=dead,
                           checkpoint_every=self.cfg.checkpoint_every, log_every=25, out=str(d), resume=True,
                           progress=False, **kw)
-        rows = steps * batch
-        source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows)
+        rows, extra = steps * batch, {}
+        if run.variant == "nosink":   # 1 row in 128 is a context's first: read ≈ 1/64 more
+            rows, extra = rows + rows // 64, {"min_position": 1}
+        source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows, **extra)
         t = time.perf_counter()
         tr = Trainer(cfg, source, sae_metadata={
             "model_name": self.cfg.model, "hook_layer": self.layer, "hook_site": SITE,
@@ -308,6 +330,45 @@ class _Plan:
                 best[r.arch] = {"lr": r.lr, "val_nmse": ev["nmse"], "run": r.name}
         atomic_write_json(self.out / "best_lr.json", best)
 
+    def step_ablation(self) -> None:
+        """Train the ablation's variants, then evaluate them and the plain 1M runs of the same
+        seeds on test, all rows and positions ≥ 1 (``eval_ablation.json``), and write
+        ``ablation.md`` (:mod:`abstopk.report.claim1_ablation`)."""
+        from ..report.claim1_ablation import write_ablation_report
+
+        runs = [r for r in plan_runs(self.layer) if r.step == "ablation"]
+        base = [self._resolved(Run("scaling", a, 32, "1M", s))   # the scaling step's SAEs
+                for s in sorted({r.seed for r in runs}) for a in ("topk", "abstopk")]
+        for r in base + runs:   # (trained here when that step has not run yet)
+            self.train(r)
+        rows = [self.ablation_eval(r) for r in base + runs]
+        write_ablation_report(self.out, rows, layer=self.layer)
+
+    def ablation_eval(self, run: Run) -> dict:
+        """The run's ``eval_ablation.json`` (written when missing): test nmse, fvu, L0 and
+        dead fraction over every row of ``cache-test`` and over its rows at positions ≥ 1."""
+        from ..eval.metrics import evaluate_reconstruction
+        from ..sae import SAE
+
+        d = self.sae_dir(run)
+        path = d / "eval_ablation.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        sae = SAE.load(d).eval()
+        cfg = json.loads((d / "train_config.json").read_text())
+        res: dict[str, Any] = {
+            "run": run.name, "variant": run.variant or "plain", "architecture": run.arch,
+            "k": run.k, "seed": run.seed, "lr": sae_lr(d), "split": "test",
+            "train_dead_tokens": cfg.get("dead_tokens"),
+            "train_min_position": 1 if run.variant == "nosink" else 0}
+        for suffix, min_pos in (("", 0), ("_pos1", 1)):
+            rec = evaluate_reconstruction(sae, self.out / "cache-test", batch_size=4096,
+                                          min_position=min_pos)
+            for m in ("nmse", "fvu", "l0", "dead_fraction"):
+                res[m + suffix] = rec.summary[m]
+        atomic_write_json(path, res)
+        return res
+
     def step_runs(self, step: str) -> None:
         """Train the step's runs, then evaluate them on test together (shared LM runs)."""
         runs = [self._resolved(r) for r in plan_runs(self.layer) if r.step == step]
@@ -330,7 +391,7 @@ class _Plan:
             if (d / "eval_test.json").is_file():
                 rows.append({**json.loads((d / "eval_test.json").read_text()),
                              "layer": self.layer})
-        n_planned = len([r for r in plan_runs(self.layer) if r.step != "lr-sweep"])
+        n_planned = len([r for r in plan_runs(self.layer) if r.step not in NOT_IN_TABLE])
         sweep = [json.loads(p.read_text()) for p in sorted(self.out.glob("saes/*/eval_val.json"))]
         write_claim1_report(self.out, rows, sweep, n_planned=n_planned, layer=self.layer)
 
@@ -383,6 +444,7 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
                                         stop_after=cfg.first_rows),
         "heldout": p.step_heldout,
         "lr-sweep": p.step_lr_sweep,
+        "ablation": p.step_ablation,
         "harvest-10M": lambda: p.harvest("cache-train", cfg.train_rows),
         "summary": p.step_summary,
     }
