@@ -129,9 +129,9 @@ def test_ablation_variants_are_trained_as_stated_and_evaluated_without_the_sinks
     assert cfg[""]["dead_tokens"] == 4 * 64 and cfg["_nosink"]["dead_tokens"] == 4 * 64
     assert cfg["_aux"]["dead_tokens"] == int(0.1 * 4 * 64)          # AuxK can start
     assert {c["lr"] for c in cfg.values()} == {best} and cfg["_aux"]["seed"] == 1
+    assert cfg["_nosink"]["min_position"] == 1 and cfg["_aux"]["min_position"] == 0
     meta = json.loads((saes / "topk_k32_1M_s1_nosink" / "cfg.json").read_text())
-    assert "min_position" in json.dumps(meta) and \
-        "min_position" not in (saes / "topk_k32_1M_s1_aux" / "cfg.json").read_text()
+    assert meta["dataset"].split(" ")[0].endswith("[positions>=1]")
     # the positions ≥ 1 numbers are those of a plain recomputation over those test rows
     c = ActivationCache(out / "cache-test")
     sh = [load_file(c.shard_path(i)) for i in range(len(c.shards))]

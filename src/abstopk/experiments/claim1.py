@@ -231,6 +231,8 @@ class _Plan:
         dead = min(steps * batch, 10_000_000)   # the run's length: AuxK never starts
         if run.variant == "aux":
             dead = max(1, int(AUX_DEAD_SHARE * steps * batch))
+        if run.variant == "nosink":
+            kw["min_position"] = 1
         cfg = TrainConfig(architecture=run.arch, d_sae=self.cfg.d_sae, steps=steps,
                           batch_size=batch, lr=lr, seed=run.seed, dead_tokens=dead,
                           checkpoint_every=self.cfg.checkpoint_every, log_every=25, out=str(d), resume=True,
