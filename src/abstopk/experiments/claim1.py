@@ -88,6 +88,7 @@ from .claim1_runs import (
 __all__ = ["ABLATIONS", "LAYER", "LRS", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run",
            "plan_runs", "run_plan", "steps_of", "valtest_of"]
 
+
 def valtest_of(doc_id: str) -> str:
     """``"val"`` or ``"test"`` for a held-out document: ``sha256("abstopk-valtest:" + id)``'s
     first 8 bytes / 2⁶⁴ < 1/3 → val. Document-level, so val and test share no document."""
