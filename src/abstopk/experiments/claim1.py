@@ -157,15 +157,14 @@ class _Plan:
         dead = min(steps * batch, 10_000_000)   # the run's length: AuxK never starts
         if run.variant == "aux":
             dead = max(1, int(AUX_DEAD_SHARE * steps * batch))
-        if run.variant == "nosink":
+        rows, extra = steps * batch, {}
+        if run.variant == "nosink":   # 1 row in 128 is a context's first: read ≈ 1/64 more
             kw["min_position"] = 1
+            rows, extra = rows + rows // 64, {"min_position": 1}
         cfg = TrainConfig(architecture=run.arch, d_sae=self.cfg.d_sae, steps=steps,
                           batch_size=batch, lr=lr, seed=run.seed, dead_tokens=dead,
                           checkpoint_every=self.cfg.checkpoint_every, log_every=25, out=str(d), resume=True,
                           progress=False, **kw)
-        rows, extra = steps * batch, {}
-        if run.variant == "nosink":   # 1 row in 128 is a context's first: read ≈ 1/64 more
-            rows, extra = rows + rows // 64, {"min_position": 1}
         source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows, **extra)
         t = time.perf_counter()
         tr = Trainer(cfg, source, sae_metadata={

@@ -115,7 +115,8 @@ class ThresholdEncode(torch.autograd.Function):
         # the exact rule on the candidates, with the dense path's expressions entry by entry
         key, th_e = (uu.abs() if signed else uu), th[f]
         fires = key > th_e
-        band = ((key - th_e) / eps > -0.5) & ((key - th_e) / eps < 0.5)
+        t = (key - th_e) / eps
+        band = (t > -0.5) & (t < 0.5)
         keep = fires | band
         if not bool(keep.all()):
             r, f, uu, fires, band = r[keep], f[keep], uu[keep], fires[keep], band[keep]

@@ -12,12 +12,11 @@ standard error over the paired seeds.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_bytes
-from .claim1_report import _f, _ms
+from .claim1_report import _f, _mean_se, _ms
 from .tables import markdown_table
 
 __all__ = ["ablation_gaps", "ablation_groups", "write_ablation_report"]
@@ -55,9 +54,7 @@ def ablation_gaps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         d = [by[(v, "abstopk", s)]["nmse_pos1"] - by[(v, "topk", s)]["nmse_pos1"] for s in seeds]
         rel = [100.0 * x / by[(v, "topk", s)]["nmse_pos1"] for x, s in zip(d, seeds, strict=True)]
-        (m, sd, n), (rm, rsd, _) = _ms(d), _ms(rel)
-        se = sd / math.sqrt(n) if n > 1 else 0.0
-        rse = rsd / math.sqrt(n) if n > 1 else 0.0
+        (m, se, _), (rm, rse, _) = _mean_se(d), _mean_se(rel)
         out.append({"variant": v, "seeds": seeds, "gap": m, "se": se, "rel_gap": rm,
                     "rel_se": rse})
     return out

@@ -36,6 +36,12 @@ def _ms(vals: list[float]) -> tuple[float, float, int]:
     return m, sd, len(vals)
 
 
+def _mean_se(vals: list[float]) -> tuple[float, float, int]:
+    """(mean, standard error = sd/√n (0 for one value), n) of the finite ``vals``."""
+    m, sd, n = _ms(vals)
+    return m, (sd / math.sqrt(n) if n > 1 else 0.0), n
+
+
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean/sd over seeds per (architecture, k, tokens), sorted by tokens then name."""
     groups: dict[tuple, list[dict]] = {}
@@ -69,13 +75,11 @@ def gap_rows(rows: list[dict[str, Any]], k: int = 32) -> list[dict[str, Any]]:
         for m in ("nmse", "loss_recovered"):
             d = [a.get(m) - t.get(m) for a, t in pairs
                  if a.get(m) is not None and t.get(m) is not None]
-            mean, sd, n = _ms(d)
-            g[m + "_gap"], g[m + "_se"], g["n"] = mean, (sd / math.sqrt(n) if n > 1 else 0.0), n
+            g[m + "_gap"], g[m + "_se"], g["n"] = _mean_se(d)
         # the relative nmse gap, (AbsTopK − TopK) / TopK per seed, in % of TopK's nmse
         rel = [100.0 * (a["nmse"] - t["nmse"]) / t["nmse"] for a, t in pairs
                if a.get("nmse") is not None and t.get("nmse")]
-        mean, sd, n = _ms(rel)
-        g["nmse_rel_gap"], g["nmse_rel_se"] = mean, (sd / math.sqrt(n) if n > 1 else 0.0)
+        g["nmse_rel_gap"], g["nmse_rel_se"], _ = _mean_se(rel)
         out.append(g)
     return out
 
