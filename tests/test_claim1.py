@@ -28,8 +28,8 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("claim1")
     run_plan(out, steps=["harvest-1M"], cfg=SMALL, log=lambda s: None)
     head = json.loads((out / "cache-train" / "manifest.json").read_text())
-    run_plan(out, steps=["heldout", "lr-sweep", "ablation", "harvest-10M", "k32-10M"],
-             cfg=SMALL, log=lambda s: None)
+    run_plan(out, steps=["heldout", "lr-sweep", "ablation", "harvest-10M", "k32-10M",
+                         "nosink-10M"], cfg=SMALL, log=lambda s: None)
     return out, head
 
 
@@ -155,12 +155,51 @@ def test_ablation_variants_are_trained_as_stated_and_evaluated_without_the_sinks
     assert "PARTIAL: 2 of 25 planned" in (out / "claim1.md").read_text()  # not table rows
 
 
+def test_the_10m_nosink_pair_and_loss_recovered_without_the_sinks(run, lm):
+    """``nosink-10M`` trains the k32-10M pair without position 0 and lands in ablation.md beside
+    the plain pair; the plain and nosink SAEs' loss recovered at positions ≥ 1 is that of a
+    direct ``evaluate_loss_recovered(min_position=1)`` call on the plan's test contexts."""
+    from abstopk.data.tokens import bos_token_id, iter_contexts
+    from abstopk.eval.loss_recovered import evaluate_loss_recovered
+    from abstopk.sae import SAE
+
+    out, _ = run
+    saes = out / "saes"
+    for arch in ("topk", "abstopk"):
+        cfg = json.loads((saes / f"{arch}_k32_10M_s0_nosink" / "train_config.json").read_text())
+        assert cfg["min_position"] == 1 and cfg["steps"] == 12 and cfg["seed"] == 0
+        ev = json.loads((saes / f"{arch}_k32_10M_s0_nosink" / "eval_ablation.json").read_text())
+        assert (ev["tokens"], ev["variant"], ev["train_min_position"]) == ("10M", "nosink", 1)
+        assert not (saes / f"{arch}_k32_10M_s0_nosink" / "eval_test.json").exists()
+        assert json.loads((saes / f"{arch}_k32_10M_s0" / "eval_ablation.json").read_text())[
+            "variant"] == "plain"
+    # loss recovered at positions ≥ 1: plain and nosink runs, not aux
+    assert (saes / "topk_k32_1M_s1_nosink" / "eval_ablation_lr.json").is_file()
+    assert (saes / "abstopk_k32_1M_s1" / "eval_ablation_lr.json").is_file()
+    assert not (saes / "topk_k32_1M_s1_aux" / "eval_ablation_lr.json").exists()
+    model, tok, _ = lm
+    name = "abstopk_k32_10M_s0_nosink"
+    got = json.loads((saes / name / "eval_ablation_lr.json").read_text())
+    ctx = iter_contexts(tok, source=str(out / "valtest" / "test.jsonl"), split="all",
+                        context_size=128)
+    ref = evaluate_loss_recovered(SAE.load(saes / name).eval(), model, ctx, layer=6,
+                                  n_contexts=2, batch_size=4,
+                                  skip_token_ids={bos_token_id(tok)}, min_position=1)
+    assert got["lr_min_position"] == 1 and got["lr_contexts"] == 2
+    for k in ("ce_spliced", "ce_zero_ablated", "ce_mean_ablated", "loss_recovered"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-6), k
+    md = (out / "ablation.md").read_text()
+    assert "| 10M | nosink | topk | 0 |" in md and "| 10M | plain | abstopk | 0 |" in md
+    assert f"{got['loss_recovered']:.4f}" in md
+    assert "| 10M | nosink | 0 |" in md and "| 1M | nosink | 0,1 |" in md
+
+
 def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):
     out, _ = run
     files = {p: p.stat().st_mtime_ns for p in (out / "saes").rglob("*") if p.is_file()}
     files |= {p: p.stat().st_mtime_ns for p in out.glob("cache-*/*") if p.is_file()}
     run_plan(out, steps=["harvest-1M", "heldout", "lr-sweep", "ablation", "harvest-10M",
-                         "k32-10M"], cfg=SMALL, log=lambda s: None)
+                         "k32-10M", "nosink-10M"], cfg=SMALL, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in files} == files
     # a run made with a shorter learning-rate grid continues: the grid only gained values
     plan = json.loads((out / "plan.json").read_text())

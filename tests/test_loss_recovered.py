@@ -260,6 +260,41 @@ def test_spliced_ce_of_a_trained_sae_matches_an_independent_forward(lm, contexts
     assert abs(_hand_ce(model, ids, LAYER + 1, splice) - r["ce_spliced"]) > 1e-3
 
 
+def test_min_position_keeps_the_first_positions_clean_in_every_run(lm, contexts, trained_sae):
+    """With ``min_position`` 3 the positions 0–2 keep their clean activation in the spliced,
+    zero- and mean-ablated runs: each CE equals the independent forward that replaces only the
+    other positions, and μ is the mean over those positions."""
+    model, tok, _ = lm
+    ids = torch.stack(contexts)
+    keep = torch.isin(ids, torch.tensor(sorted(_special(tok))))
+    keep[:, :3] = True
+    r = _lr(trained_sae, lm, contexts, min_position=3)
+    h = model(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states[LAYER + 1]
+    mu = h[~keep].double().mean(0).float()
+    assert r["lr_min_position"] == 3 and r["mean_ablation_positions"] == int((~keep).sum())
+
+    def only_later(fn):
+        return lambda h: torch.where(keep[..., None], h, fn(h))
+
+    def recon(h):
+        return trained_sae(h.reshape(-1, h.shape[-1])).x_hat.reshape(h.shape)
+
+    assert _hand_ce(model, ids, LAYER, only_later(recon)) == pytest.approx(r["ce_spliced"],
+                                                                          abs=1e-4)
+    zero = _hand_ce(model, ids, LAYER, only_later(torch.zeros_like))
+    assert zero == pytest.approx(r["ce_zero_ablated"], abs=1e-4)
+    mean = _hand_ce(model, ids, LAYER, only_later(lambda h: mu.expand_as(h)))
+    assert mean == pytest.approx(r["ce_mean_ablated"], abs=1e-4)
+    # every position replaced (the default) gives other numbers: the option is not a no-op
+    full = _lr(trained_sae, lm, contexts)
+    assert full["lr_min_position"] == 0
+    assert abs(full["ce_zero_ablated"] - r["ce_zero_ablated"]) > 1e-3
+    with pytest.raises(ValueError, match="leaves no position"):
+        _lr(trained_sae, lm, contexts, min_position=CTX)
+    with pytest.raises(ValueError, match="integer >= 0"):
+        _lr(trained_sae, lm, contexts, min_position=-1)
+
+
 def test_site_check_catches_a_splice_at_the_wrong_layer_or_position(lm, contexts, monkeypatch):
     import abstopk.lm.hooks as hooks
 

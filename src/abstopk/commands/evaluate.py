@@ -39,7 +39,8 @@ def eval_cmd(
         0, "--min-position", min=0,
         help="Leave rows at context positions below this out of the reconstruction metrics "
         "(1 drops each context's first token, the attention sink of mid layers); a cache "
-        "needs per-row positions. Loss recovered is unaffected."),
+        "needs per-row positions. Loss recovered keeps those positions' clean activation in "
+        "its spliced and ablated runs."),
     json_out: Path | None = typer.Option(
         None, "--json", "--out", help="Write the result as one JSON object to this file."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --json file."),

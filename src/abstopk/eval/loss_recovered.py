@@ -53,6 +53,13 @@ spliced, zero- and mean-ablated runs alike, so those runs differ from clean only
 SAE applies. Set ``splice_bos=True`` to replace every position (for SAEs trained with
 ``keep_bos``).
 
+Positions left out (``min_position`` p > 0): the positions below p of every context keep
+their clean activation in the spliced, zero- and mean-ablated runs alike (and μ is the mean
+over the positions that are replaced), so an SAE trained without them (``abstopk train
+--min-position p``: position 0 is the attention sink of mid layers) is asked only about the
+positions it was trained on. CE is still over every predicted token: the replaced positions
+change the later predictions through attention. The result records ``lr_min_position``.
+
 Several SAEs at the same hook (a sweep) are evaluated in one call: the clean and ablated runs
 do not depend on the SAE and are computed once per batch for all of them.
 """
@@ -62,15 +69,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from .lr_stats import BOOTSTRAP_RESAMPLES, LossRecoveredAccumulator
 
 __all__ = ["BOOTSTRAP_RESAMPLES", "LossRecoveredAccumulator", "SITE_CHECK_TOL",
            "evaluate_loss_recovered", "predicted_token_ce_kl"]
 
-#: bootstrap resamples of the confidence intervals (default)
-BOOTSTRAP_RESAMPLES = 1000
 #: the largest relative difference the site check accepts
 SITE_CHECK_TOL = 1e-3
 
@@ -89,95 +95,6 @@ def predicted_token_ce_kl(
     if ref_logprobs is not None:
         kl = (ref_logprobs.exp() * (ref_logprobs - lp)).sum(-1)
     return ce, kl, lp
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
-
-
-class LossRecoveredAccumulator:
-    """Per-context sums of CE (and KL) per run; :meth:`result` gives the summary dict.
-
-    ``add(run, ce [C, P], kl [C, P] or None)`` records C contexts of P predicted tokens; the
-    ``clean`` run also records the token counts. Every run must see the same contexts.
-    """
-
-    RUNS = ("clean", "spliced", "zero_ablated", "mean_ablated")
-
-    def __init__(self) -> None:
-        self.ce: dict[str, list[np.ndarray]] = {r: [] for r in self.RUNS}
-        self.kl: dict[str, list[np.ndarray]] = {r: [] for r in self.RUNS}
-        self.counts: list[np.ndarray] = []
-
-    def add(self, run: str, ce: Tensor, kl: Tensor | None = None) -> None:
-        if run not in self.RUNS:
-            raise ValueError(f"unknown run {run!r}")
-        ce = ce.reshape(1, -1) if ce.dim() == 1 else ce
-        self.ce[run].append(ce.double().sum(1).cpu().numpy())
-        if kl is not None:
-            kl = kl.reshape(1, -1) if kl.dim() == 1 else kl
-            self.kl[run].append(kl.double().sum(1).cpu().numpy())
-        if run == "clean":
-            self.counts.append(np.full(ce.shape[0], ce.shape[1], dtype=np.float64))
-
-    @property
-    def n_contexts(self) -> int:
-        return int(sum(len(c) for c in self.counts))
-
-    @property
-    def n_pred(self) -> int:
-        return int(sum(c.sum() for c in self.counts))
-
-    def _sums(self) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
-        n = np.concatenate(self.counts)
-        ce = {r: np.concatenate(v) for r, v in self.ce.items() if v}
-        kl = {r: np.concatenate(v) for r, v in self.kl.items() if v}
-        for r, v in (*ce.items(), *kl.items()):
-            if len(v) != len(n):
-                raise ValueError(f"run {r!r} saw {len(v)} contexts, the clean run {len(n)}")
-        return n, ce, kl
-
-    @staticmethod
-    def _stats(W: np.ndarray, n, ce, kl) -> dict[str, np.ndarray]:
-        """Statistics for each row of the context multiplicities W [R, C]."""
-        tot = W @ n
-        c = {r: W @ v for r, v in ce.items()}
-        out = {f"ce_{r}": c[r] / tot for r in c}
-        for r in kl:
-            out["kl" if r == "spliced" else f"kl_{r}"] = (W @ kl[r]) / tot
-        if "spliced" in c and "zero_ablated" in c:
-            out["loss_recovered"] = _ratio(c["zero_ablated"] - c["spliced"],
-                                           c["zero_ablated"] - c["clean"])
-        if "spliced" in c and "mean_ablated" in c:
-            out["loss_recovered_mean_ablation"] = _ratio(c["mean_ablated"] - c["spliced"],
-                                                         c["mean_ablated"] - c["clean"])
-        return out
-
-    def result(self, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-               level: float = 0.95) -> dict[str, Any]:
-        """Point estimates and (``resamples`` > 0) bootstrap intervals over contexts."""
-        if not self.counts:
-            raise ValueError("no predicted tokens were evaluated")
-        n, ce, kl = self._sums()
-        point = self._stats(np.ones((1, len(n))), n, ce, kl)
-        out: dict[str, Any] = {k: float(v[0]) for k, v in point.items()}
-        out["lr_contexts"], out["lr_predicted_tokens"] = len(n), int(n.sum())
-        if resamples > 0:
-            rng = np.random.default_rng(seed)
-            idx = rng.integers(0, len(n), size=(resamples, len(n)))
-            W = np.zeros((resamples, len(n)))
-            np.add.at(W, (np.arange(resamples)[:, None], idx), 1.0)
-            boot = self._stats(W, n, ce, kl)
-            a = (1.0 - level) / 2
-            for key in ("loss_recovered", "loss_recovered_mean_ablation", "kl"):
-                if key in boot:
-                    v = boot[key][np.isfinite(boot[key])]
-                    out[f"{key}_ci"] = ([float(np.quantile(v, a)), float(np.quantile(v, 1 - a))]
-                                        if len(v) else [float("nan")] * 2)
-            out["bootstrap"] = {"resamples": int(resamples), "seed": int(seed),
-                                "level": float(level), "unit": "context"}
-        return out
 
 
 def batch_contexts(contexts: Iterable[Tensor], batch_size: int, n_contexts: int | None):
@@ -220,6 +137,7 @@ def evaluate_loss_recovered(
     batch_size: int = 4,
     skip_token_ids: Iterable[int] | None = None,
     splice_bos: bool = False,
+    min_position: int = 0,
     mean_ablation: bool = True,
     mean_activation: Tensor | None = None,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
@@ -245,6 +163,8 @@ def evaluate_loss_recovered(
         n_contexts: stop after this many contexts (None: all).
         skip_token_ids: positions holding one of these tokens (BOS, pad: what harvesting
             drops) keep their clean activation unless ``splice_bos`` (module docstring).
+        min_position: the positions below it keep their clean activation too (module
+            docstring, "Positions left out").
         mean_ablation: also run the mean-ablated baseline; ``mean_activation`` [d] gives μ
             (default: the mean over the evaluation contexts' replaced positions).
         bootstrap_resamples, bootstrap_seed: the intervals (0 resamples: none).
@@ -273,10 +193,18 @@ def evaluate_loss_recovered(
     if any(b.shape[1] < 2 for b in batches):
         raise ValueError("contexts need at least 2 tokens to predict one")
 
+    if isinstance(min_position, bool) or not isinstance(min_position, int) or min_position < 0:
+        raise ValueError(f"min_position must be an integer >= 0, got {min_position!r}")
+    if min_position >= (shortest := min(b.shape[1] for b in batches)):
+        raise ValueError(f"min_position {min_position} leaves no position of the "
+                         f"{shortest}-token contexts to replace")
+
     def keep_mask(tokens: Tensor) -> Tensor:
+        keep = torch.zeros_like(tokens, dtype=torch.bool)
         if skip_ids is not None and not splice_bos:
-            return torch.isin(tokens, skip_ids.to(tokens.device))
-        return torch.zeros_like(tokens, dtype=torch.bool)
+            keep = torch.isin(tokens, skip_ids.to(tokens.device))
+        keep[:, :min_position] = True
+        return keep
 
     was_training = model.training
     model.eval()
@@ -363,7 +291,7 @@ def evaluate_loss_recovered(
         raise RuntimeError(
             f"site check failed: the activation at layer {layer} {site} seen by the splice "
             f"hook differs from the harvested one (max relative difference {worst:.3g})")
-    extra = {"site_check_max_rel_diff": worst}
+    extra = {"site_check_max_rel_diff": worst, "lr_min_position": min_position}
     if mu is not None:
         extra["mean_ablation_source"] = mu_source
         extra["mean_ablation_positions"] = mu_n if mean_activation is None else None

@@ -11,8 +11,9 @@ first contexts on; the result's ``lr_source_mix`` gives the share of each source
 
 ``min_position`` p > 0 leaves the rows at context positions below p out of the reconstruction
 metrics (1: each context's first token, the attention sink of mid layers; a cache needs
-per-row positions, harvested activations have them by construction); loss recovered is
-unaffected. The result states it (``min_position``).
+per-row positions, harvested activations have them by construction), and those positions keep
+their clean activation in loss recovered's spliced and ablated runs. The result states it
+(``min_position``, ``lr_min_position``).
 
 Defaults: 65,536 held-out tokens for reconstruction and 64 contexts of the SAE's context
 size (8,192 tokens at 128) for loss recovered / KL (issue 10: ≥ 50k and ≥ 64).
@@ -239,7 +240,8 @@ def evaluate_sae(
     ``splice_bos``: None → the ``keep_bos`` of the SAE's training cache (False if unknown).
 
     ``min_position``: leave the rows at context positions below it out of the reconstruction
-    metrics (recorded in the result as ``min_position``).
+    metrics and out of loss recovered's splice (recorded as ``min_position`` and
+    ``lr_min_position``).
 
     ``loaded``: an already loaded ``(model, tokenizer, info)`` to reuse (tests, sweeps).
     Raises :class:`~abstopk.errors.EvalMismatchError` when the SAE does not fit the model
@@ -356,7 +358,8 @@ def evaluate_sae(
         lr = evaluate_loss_recovered(
             sae, lm, itertools.islice(ids_counting_sources(), contexts), layer=target["layer"],
             site=target["site"], n_contexts=contexts, batch_size=min(batch_size, 4),
-            skip_token_ids=skip, splice_bos=splice_bos, progress=progress)
+            skip_token_ids=skip, splice_bos=splice_bos, min_position=min_position,
+            progress=progress)
         total = sum(mix.values()) or 1
         lr["lr_source_mix"] = {stream.labels[c]: round(n / total, 4)
                                for c, n in sorted(mix.items())}

@@ -25,9 +25,12 @@ ablation            two variants of the 1M k 32 runs, seeds 0–1, at the best l
                     them) and ``nosink`` (trained without each context's first position,
                     the attention sink); ``eval_ablation.json`` of them and of the plain
                     1M seeds 0–1 (test nmse / fvu / L0 / dead fraction on all rows and on
-                    positions ≥ 1), ``ablation.md``
+                    positions ≥ 1; loss recovered with position 0 kept clean for the plain
+                    and nosink runs), ``ablation.md`` (:mod:`.claim1_ablation`)
 harvest-10M         ``cache-train`` continued to 10.5M rows
 k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0
+nosink-10M          the same trained without each context's first position (``nosink``);
+                    with the k32-10M pair in ``eval_ablation.json`` and ``ablation.md``
 scaling-10M         the same at 10M tokens × seeds 1–2
 k-sweep             k 16 and 64 at 10M tokens
 batch               BatchTopK vs batch AbsTopK at k 32, 10M tokens
@@ -49,7 +52,7 @@ Training tokens = steps × 4096, one pass, no row seen twice.
 **Another layer** (``layer`` ≠ 6) runs the deciding subset only (:data:`SUBSET_STEPS`):
 harvest-1M, heldout, lr-sweep (the same 5 learning rates), harvest-10M, k32-10M (TopK vs
 AbsTopK, seed 0), scaling at 0.1M and 1M × seeds 0–2 (no 10M extra seeds), ablation,
-summary — 14 SAEs on test besides the sweep's 10 and the ablation's 8, with every size,
+summary — 14 SAEs on test besides the sweep's 10 and the ablations' 8 + 2, with every size,
 the val/test rule, float16 storage and context 128 as on layer 6, so the two layers' numbers compare. The truncated forward to layer
 L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
 (a plan without the field is layer 6's); one ``OUT`` holds one layer: a continuation with
@@ -67,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write, atomic_write_json
+from .claim1_ablation import run_ablation_step
 from .claim1_plan import read_plan, settle_plan
 from .claim1_runs import (
     ABLATIONS,
@@ -81,6 +85,7 @@ from .claim1_runs import (
     Claim1Config,
     Run,
     plan_runs,
+    sae_lr,
     steps_of,
 )
 
@@ -125,9 +130,9 @@ class _Plan:
         model, tok, info = self.lm()
         r = harvest(cfg, model=model, tokenizer=tok, info=info, log=self.log,
                     stop_after_rows=stop_after)
-        self._timing(f"harvest {name}", rows=r.new_rows, seconds=r.seconds)
+        self.timing(f"harvest {name}", rows=r.new_rows, seconds=r.seconds)
 
-    def _timing(self, what: str, **kw: Any) -> None:
+    def timing(self, what: str, **kw: Any) -> None:
         with open(self.out / "timings.jsonl", "a") as f:
             f.write(json.dumps({"what": what, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                     time.gmtime()), **kw}) + "\n")
@@ -175,7 +180,7 @@ class _Plan:
         start = tr.step
         tr.fit()
         secs = time.perf_counter() - t
-        self._timing(f"train {run.name}", steps=tr.step - start, seconds=round(secs, 1),
+        self.timing(f"train {run.name}", steps=tr.step - start, seconds=round(secs, 1),
                      tokens_per_s=round((tr.step - start) * batch / max(secs, 1e-9), 1))
         return d
 
@@ -214,7 +219,7 @@ class _Plan:
                 {name: sae for name, (_, sae, _) in todo.items()}, model, ctx, layer=self.layer,
                 site=SITE, n_contexts=self.cfg.lr_contexts, batch_size=4,
                 skip_token_ids={bos_token_id(tok)})
-            self._timing(f"loss recovered of {len(todo)} SAE(s)", saes=sorted(todo),
+            self.timing(f"loss recovered of {len(todo)} SAE(s)", saes=sorted(todo),
                          seconds=round(time.perf_counter() - t, 1))
             for name, (_, _, res) in todo.items():
                 res.update(lr[name])
@@ -257,53 +262,14 @@ class _Plan:
                 best[r.arch] = {"lr": r.lr, "val_nmse": ev["nmse"], "run": r.name}
         atomic_write_json(self.out / "best_lr.json", best)
 
-    def step_ablation(self) -> None:
-        """Train the ablation's variants, then evaluate them and the plain 1M runs of the same
-        seeds on test, all rows and positions ≥ 1 (``eval_ablation.json``), and write
-        ``ablation.md`` (:mod:`abstopk.report.claim1_ablation`)."""
-        from ..report.claim1_ablation import write_ablation_report
-
-        runs = [r for r in plan_runs(self.layer) if r.step == "ablation"]
-        base = [self._resolved(Run("scaling", a, 32, "1M", s))   # the scaling step's SAEs
-                for s in sorted({r.seed for r in runs}) for a in ("topk", "abstopk")]
-        for r in base + runs:   # (trained here when that step has not run yet)
-            self.train(r)
-        rows = [self.ablation_eval(r) for r in base + runs]
-        write_ablation_report(self.out, rows, layer=self.layer)
-
-    def ablation_eval(self, run: Run) -> dict:
-        """The run's ``eval_ablation.json`` (written when missing): test nmse, fvu, L0 and
-        dead fraction over every row of ``cache-test`` and over its rows at positions ≥ 1."""
-        from ..eval.metrics import evaluate_reconstruction
-        from ..sae import SAE
-
-        d = self.sae_dir(run)
-        path = d / "eval_ablation.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-        sae = SAE.load(d).eval()
-        cfg = json.loads((d / "train_config.json").read_text())
-        res: dict[str, Any] = {
-            "run": run.name, "variant": run.variant or "plain", "architecture": run.arch,
-            "k": run.k, "seed": run.seed, "lr": sae_lr(d), "split": "test",
-            "train_dead_tokens": cfg.get("dead_tokens"),
-            "train_min_position": 1 if run.variant == "nosink" else 0}
-        for suffix, min_pos in (("", 0), ("_pos1", 1)):
-            rec = evaluate_reconstruction(sae, self.out / "cache-test", batch_size=4096,
-                                          min_position=min_pos)
-            for m in ("nmse", "fvu", "l0", "dead_fraction"):
-                res[m + suffix] = rec.summary[m]
-        atomic_write_json(path, res)
-        return res
-
     def step_runs(self, step: str) -> None:
         """Train the step's runs, then evaluate them on test together (shared LM runs)."""
-        runs = [self._resolved(r) for r in plan_runs(self.layer) if r.step == step]
+        runs = [self.resolved(r) for r in plan_runs(self.layer) if r.step == step]
         for r in runs:
             self.train(r)
         self.evaluate_many(runs, "test")
 
-    def _resolved(self, r: Run) -> Run:
+    def resolved(self, r: Run) -> Run:
         """A run at its architecture's best lr reuses the sweep's SAE of that lr (1M, seed 0)."""
         if r.lr is None and r.tokens == "1M" and r.seed == 0 and r.k == 32 \
                 and r.arch in ("topk", "abstopk"):
@@ -321,14 +287,6 @@ class _Plan:
         n_planned = len([r for r in plan_runs(self.layer) if r.step not in NOT_IN_TABLE])
         sweep = [json.loads(p.read_text()) for p in sorted(self.out.glob("saes/*/eval_val.json"))]
         write_claim1_report(self.out, rows, sweep, n_planned=n_planned, layer=self.layer)
-
-
-def sae_lr(d: Path) -> float | None:
-    """The learning rate a saved run was trained with (its train_config.json), or None."""
-    try:
-        return float(json.loads((d / "train_config.json").read_text())["lr"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def _stamp(s: str) -> None:
@@ -371,7 +329,8 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
                                         stop_after=cfg.first_rows),
         "heldout": p.step_heldout,
         "lr-sweep": p.step_lr_sweep,
-        "ablation": p.step_ablation,
+        "ablation": lambda: run_ablation_step(p, "ablation"),
+        "nosink-10M": lambda: run_ablation_step(p, "nosink-10M"),
         "harvest-10M": lambda: p.harvest("cache-train", cfg.train_rows),
         "summary": p.step_summary,
     }

@@ -6,24 +6,27 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..fields import doc_field
 from .claim1_plan import DEFAULT_LAYER
 
 __all__ = ["ABLATIONS", "AUX_DEAD_SHARE", "CONTEXT", "LAYER", "LAYER6_ONLY", "LRS", "NOT_IN_TABLE",
-           "SITE", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs", "steps_of"]
+           "SITE", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs", "sae_lr", "steps_of"]
 
 LAYER, SITE, CONTEXT = DEFAULT_LAYER, "resid_post", 128   # LAYER: the full plan's layer
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "ablation", "harvest-10M",
-         "k32-10M", "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
+         "k32-10M", "nosink-10M", "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
 #: The ablation step's variants of the 1M k 32 runs (:class:`Run` ``variant``): ``aux`` =
 #: AuxK active (dead window = :data:`AUX_DEAD_SHARE` of the run's tokens), ``nosink`` = trained
-#: on the rows at context positions ≥ 1 (``CacheLoader(min_position=1)``).
+#: on the rows at context positions ≥ 1 (``CacheLoader(min_position=1)``). The step
+#: ``nosink-10M`` trains the ``nosink`` variant of the k32-10M pair.
 ABLATIONS = ("aux", "nosink")
 AUX_DEAD_SHARE = 0.1
-NOT_IN_TABLE = ("lr-sweep", "ablation")   # steps whose SAEs are not rows of claim1.md
+NOT_IN_TABLE = ("lr-sweep", "ablation", "nosink-10M")   # steps whose SAEs are not rows of claim1.md
 LAYER6_ONLY = ("scaling-10M", "k-sweep", "batch", "jumprelu")   # steps of layer 6's plan only
 SUBSET_STEPS = tuple(s for s in STEPS if s not in LAYER6_ONLY)
 
@@ -60,7 +63,8 @@ class Claim1Config:
             raise ValueError("steps must give the training steps of 0.1M, 1M and 10M")
         if self.steps["1M"] * self.batch_size > self.first_rows:
             raise ValueError("the 1M runs need more rows than harvested before the sweep")
-        if self.steps["10M"] * self.batch_size > self.train_rows:
+        rows = self.steps["10M"] * self.batch_size
+        if rows + rows // 64 > self.train_rows:   # a nosink run reads ≈ 1/64 more rows
             raise ValueError("the 10M runs need more rows than the train cache holds")
 
 
@@ -94,11 +98,20 @@ def plan_runs(layer: int = LAYER) -> list[Run]:
     runs += [Run("ablation", a, 32, "1M", s, variant=v) for v in ABLATIONS for s in (0, 1)
              for a in ("topk", "abstopk")]
     runs += [Run("k32-10M", a, 32, "10M", 0) for a in ("topk", "abstopk")]
+    runs += [Run("nosink-10M", a, 32, "10M", 0, variant="nosink") for a in ("topk", "abstopk")]
     runs += [Run("scaling-10M", a, 32, "10M", s) for s in (1, 2) for a in ("topk", "abstopk")]
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
     runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
     runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
     if layer != LAYER:
-        runs = [r for r in runs if r.step in ("lr-sweep", "ablation", "k32-10M")
+        runs = [r for r in runs if r.step in ("lr-sweep", "ablation", "k32-10M", "nosink-10M")
                 or (r.step == "scaling" and r.tokens != "10M")]
     return runs
+
+
+def sae_lr(d: Path) -> float | None:
+    """The learning rate a saved run was trained with (its train_config.json), or None."""
+    try:
+        return float(json.loads((d / "train_config.json").read_text())["lr"])
+    except (OSError, ValueError, KeyError):
+        return None
