@@ -1,6 +1,7 @@
 """``abstopk experiment claim1``: the resumable claim-1 pipeline at scale (issue 10, item 7),
 on layer 6 (the whole plan) or another layer (the deciding subset); ``abstopk experiment
-claim1-layers``: the runs of several layers side by side.
+claim1-harvest``: the train caches of several layers' runs continued in one pass;
+``abstopk experiment claim1-layers``: the runs of several layers side by side.
 
 Steps and outputs: :mod:`abstopk.experiments.claim1`.
 """
@@ -14,7 +15,7 @@ import typer
 from . import UserError
 from .outputs import check_output, check_output_file
 
-__all__ = ["claim1_command", "claim1_layers_command", "register"]
+__all__ = ["claim1_command", "claim1_harvest_command", "claim1_layers_command", "register"]
 
 experiment_app = typer.Typer(help="Long experiments composed of named, resumable steps.",
                              no_args_is_help=True)
@@ -50,6 +51,26 @@ def claim1_command(
     try:
         run_plan(out, steps=[s.strip() for s in steps.split(",") if s.strip()] or None,
                  layer=layer)
+    except (ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+
+
+@experiment_app.command("claim1-harvest")
+def claim1_harvest_command(
+    runs: list[Path] = typer.Argument(..., help="Claim-1 run folders of different layers, each "
+                                      "past its harvest-1M step (their own claim1 processes "
+                                      "stopped)."),
+) -> None:
+    """Continue the train caches of several claim-1 runs to the plan's 10.5M rows in one
+    forward pass per batch (the deepest layer's cost; the shallower layers' rows come free).
+
+    A cache behind the others is first harvested alone to their row count. Each cache ends
+    as its own harvest-10M step would leave it, so the runs then continue with --resume.
+    Resumable: run the same command again after a kill."""
+    from ..experiments.claim1_joint import joint_harvest
+
+    try:
+        joint_harvest(runs, log=lambda s: typer.echo(s, err=True))
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
 

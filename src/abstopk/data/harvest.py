@@ -81,12 +81,18 @@ def _batches(contexts: Iterator, batch_size: int) -> Iterator[list]:
 
 def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
             log: Callable[[str], None] | None = None,
-            stop_after_rows: int | None = None) -> HarvestResult:
+            stop_after_rows: int | None = None,
+            cache_dirs: list | None = None) -> HarvestResult:
     """Run (or resume) a harvest as configured; returns a :class:`HarvestResult`.
 
     ``stop_after_rows``: return at the first shard boundary with at least this many rows on
     disk, leaving a partial cache (not ``complete``) that a later call resumes exactly; the
     rows already written never change (experiments train on a growing cache's first rows).
+
+    ``cache_dirs``: one cache folder per layer of ``cfg.layers``, in order (default: ``cfg.out``
+    for one layer, ``cfg.out/layer_<L>`` for several); lets one forward pass continue caches
+    that live in separate run folders (they must stand at the same context: the harvest brings
+    them in step by dropping the trailing shards of any that is ahead).
 
     ``model``/``tokenizer``/``info`` may be passed (already loaded with
     :func:`abstopk.lm.load_model`) to skip loading; they must match ``cfg.model``.
@@ -128,7 +134,9 @@ def harvest(cfg: HarvestConfig, *, model=None, tokenizer=None, info=None,
 
     if ranks.sharded:
         log = harvest_ranks.prefixed(log, f"[rank {ranks.rank}/{ranks.world}] ")
-    paths = _cache_dirs(cfg)
+    paths = _cache_dirs(cfg) if cache_dirs is None else [Path(p) for p in cache_dirs]
+    if len(paths) != len(cfg.layers):
+        raise ValueError(f"{len(paths)} cache folders for {len(cfg.layers)} layers")
     finished = harvest_ranks.check_folders(paths, cfg.tokens, cfg.resume, ranks)
     if finished is not None:
         log(f"{cfg.out}: already complete ({finished} rows); nothing to do")

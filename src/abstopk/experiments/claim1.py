@@ -114,19 +114,27 @@ class _Plan:
             self._lm = load_model(self.cfg.model)
         return self._lm
 
+    def harvest_config(self, name: str, tokens: int, *, corpus: str = "embedded",
+                       split: str = "train", layers: list[int] | None = None):
+        """The plan's :class:`HarvestConfig` of cache ``name`` (``layers``: default the run's)."""
+        from ..data.harvest import HarvestConfig
+
+        return HarvestConfig(model=self.cfg.model, layers=layers or [self.layer], site=SITE,
+                             tokens=tokens, context_size=CONTEXT, dtype="float16",
+                             out=str(self.out / name), corpus=corpus, split=split, seed=0,
+                             shard_rows=self.cfg.shard_rows, progress=False)
+
     def harvest(self, name: str, tokens: int, *, corpus: str = "embedded", split: str = "train",
                 stop_after: int | None = None) -> None:
         from ..data.cache import ActivationCache
-        from ..data.harvest import HarvestConfig, harvest
+        from ..data.harvest import harvest
 
         path = self.out / name
         if (path / "manifest.json").is_file():
             c = ActivationCache(path)
             if c.complete or (stop_after is not None and c.total_rows >= stop_after):
                 return
-        cfg = HarvestConfig(model=self.cfg.model, layers=[self.layer], site=SITE, tokens=tokens,
-                            context_size=CONTEXT, dtype="float16", out=str(path), corpus=corpus,
-                            split=split, seed=0, shard_rows=self.cfg.shard_rows, progress=False)
+        cfg = self.harvest_config(name, tokens, corpus=corpus, split=split)
         model, tok, info = self.lm()
         r = harvest(cfg, model=model, tokenizer=tok, info=info, log=self.log,
                     stop_after_rows=stop_after)
