@@ -12,7 +12,7 @@ import pytest
 from cli_runner import run_cli
 
 from abstopk.data import corpus as C
-from abstopk.experiments.claim1 import Claim1Config, _Plan, run_plan
+from abstopk.experiments.claim1 import Claim1Config, Plan, run_plan
 from abstopk.experiments.claim1_joint import joint_harvest
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_two_layers_continue_in_one_pass_exactly_as_alone(tmp_path, capsys):
     a, b = tmp_path / "L2", tmp_path / "L4"
     run_plan(a, steps=["harvest-1M"], cfg=TOY, layer=2, log=quiet)
     run_plan(b, steps=["harvest-1M"], cfg=TOY, layer=4, log=quiet)
-    pa = _Plan(a, TOY, quiet, 2)
+    pa = Plan(a, TOY, quiet, 2)
     pa.harvest("cache-train", TOY.train_rows, stop_after=3000)     # layer 2 ahead of layer 4
     ahead = _shards(a)[0]["total_rows"]
     assert ahead >= 3000 > _shards(b)[0]["total_rows"]

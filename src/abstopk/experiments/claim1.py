@@ -51,8 +51,8 @@ Training tokens = steps × 4096, one pass, no row seen twice.
 
 **Another layer** (``layer`` ≠ 6) runs the deciding subset only (:data:`SUBSET_STEPS`):
 harvest-1M, heldout, lr-sweep (the same 5 learning rates), harvest-10M, k32-10M (TopK vs
-AbsTopK, seed 0), scaling at 0.1M and 1M × seeds 0–2 (no 10M extra seeds), ablation,
-summary — 14 SAEs on test besides the sweep's 10 and the ablations' 8 + 2, with every size,
+AbsTopK, seed 0), nosink-10M, scaling at 0.1M and 1M × seeds 0–2 (no 10M extra seeds),
+ablation, summary — 14 SAEs on test besides the sweep's 10 and the ablations' 8 + 2, with every size,
 the val/test rule, float16 storage and context 128 as on layer 6, so the two layers' numbers compare. The truncated forward to layer
 L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
 (a plan without the field is layer 6's); one ``OUT`` holds one layer: a continuation with
@@ -101,10 +101,13 @@ def valtest_of(doc_id: str) -> str:
     return "val" if int.from_bytes(h[:8], "big") / 2.0**64 < 1 / 3 else "test"
 
 
-class _Plan:
-    def __init__(self, out: Path, cfg: Claim1Config, log: Callable[[str], None], layer: int):
+class Plan:
+    """One run folder of the plan: its sizes, layer and log; trains, evaluates, harvests."""
+
+    def __init__(self, out: Path, cfg: Claim1Config, log: Callable[[str], None], layer: int,
+                 lm: tuple | None = None):
         self.out, self.cfg, self.log, self.layer = out, cfg, log, layer
-        self._lm: tuple | None = None
+        self._lm: tuple | None = lm   # (model, tokenizer, info), loaded on first use if None
 
     # ------------------------------------------------------------------ helpers
     def lm(self) -> tuple:
@@ -325,7 +328,7 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
     out = Path(out)
     old = read_plan(out, layer)   # another layer's run: refused before anything is written
     cfg, log = cfg or Claim1Config(), log or _stamp
-    p = _Plan(out, cfg, log, layer)
+    p = Plan(out, cfg, log, layer)
     if old is None and todo != ["summary"] and layer >= (n := p.lm()[2].n_layers):
         raise ValueError(f"no layer {layer}: {cfg.model} has {n} blocks (0..{n - 1})")
     out.mkdir(parents=True, exist_ok=True)

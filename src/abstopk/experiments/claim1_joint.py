@@ -31,8 +31,8 @@ from pathlib import Path
 __all__ = ["joint_harvest"]
 
 
-def _plan_of(out: Path, log: Callable[[str], None]):
-    from .claim1 import _Plan
+def _plan_of(out: Path, log: Callable[[str], None], lm: tuple | None = None):
+    from .claim1 import Plan
     from .claim1_plan import DEFAULT_LAYER
     from .claim1_runs import Claim1Config
 
@@ -41,7 +41,7 @@ def _plan_of(out: Path, log: Callable[[str], None]):
     plan = {"layer": DEFAULT_LAYER, **json.loads((out / "plan.json").read_text())}
     if not (out / "cache-train" / "manifest.json").is_file():
         raise FileNotFoundError(f"{out}: no cache-train yet; run its harvest-1M step first")
-    return _Plan(out, Claim1Config(**plan["sizes"]), log, int(plan["layer"])), plan
+    return Plan(out, Claim1Config(**plan["sizes"]), log, int(plan["layer"]), lm), plan
 
 
 def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None = None) -> None:
@@ -69,9 +69,8 @@ def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None =
         log(f"every train cache is complete ({train_rows} rows); nothing to do")
         return
     lead = max(c.total_rows for c in caches)
-    shared = plans[0].lm()
-    for p in plans:
-        p._lm = shared
+    shared = plans[0].lm()   # one model for every plan
+    plans = [_plan_of(p.out, log, shared)[0] for p in plans]
     for p, c in zip(plans, caches, strict=True):
         if c.total_rows < lead:
             log(f"layer {p.layer}: catching up from {c.total_rows} to {lead} rows")
