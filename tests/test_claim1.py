@@ -29,7 +29,7 @@ def run(tmp_path_factory):
     run_plan(out, steps=["harvest-1M"], cfg=SMALL, log=lambda s: None)
     head = json.loads((out / "cache-train" / "manifest.json").read_text())
     run_plan(out, steps=["heldout", "lr-sweep", "ablation", "harvest-10M", "k32-10M",
-                         "nosink-10M"], cfg=SMALL, log=lambda s: None)
+                         "lr-10M", "nosink-10M"], cfg=SMALL, log=lambda s: None)
     return out, head
 
 
@@ -92,10 +92,41 @@ def test_best_lr_is_the_lowest_validation_nmse_recomputed(run):
         assert best[arch]["lr"] == min(nmse, key=nmse.get)
 
 
+def _chosen_10m(out, arch):
+    """The table's 10M seed-0 SAE of ``arch``: the lr-10M check's choice."""
+    return json.loads((out / "best_lr_10M.json").read_text())[arch]["run"]
+
+
+def test_the_10m_learning_rate_is_the_lowest_validation_nmse_and_later_runs_use_it(run):
+    out, _ = run
+    best1 = json.loads((out / "best_lr.json").read_text())
+    best10 = json.loads((out / "best_lr_10M.json").read_text())
+    for arch in ("topk", "abstopk"):
+        val = {}
+        for d in (out / "saes").glob(f"{arch}_k32_10M_s0*"):
+            if d.name.endswith("_nosink"):
+                continue
+            lr = json.loads((d / "train_config.json").read_text())["lr"]
+            ev = json.loads((d / "eval_val.json").read_text())
+            assert ev["lr"] == lr and ev["train_tokens"] == 12 * 64
+            val[lr] = (ev["nmse"], d.name)
+        # the grid 1e-3, 2e-3, 4e-3 and the k32-10M run at the 1M best (one SAE per rate)
+        assert set(val) == {1e-3, 2e-3, 4e-3, best1[arch]["lr"]}
+        lr = min(val, key=lambda v: val[v][0])
+        assert (best10[arch]["lr"], best10[arch]["run"]) == (lr, val[lr][1])
+        assert best10[arch]["val_nmse"] == val[lr][0]
+        # the k32-10M SAE is the 1M best's point of the check, not trained twice
+        assert f"{arch}_k32_10M_s0_lr{best1[arch]['lr']:g}" not in {n for _, n in val.values()}
+        ns = json.loads((out / "saes" / f"{arch}_k32_10M_s0_nosink" / "train_config.json")
+                        .read_text())
+        assert ns["lr"] == lr                    # a 10M run after the check uses its rate
+        assert (out / "saes" / val[lr][1] / "eval_test.json").is_file()
+
+
 def test_ten_m_step_reports_test_numbers_and_a_partial_summary(run):
     out, _ = run
     for arch in ("topk", "abstopk"):
-        ev = json.loads((out / "saes" / f"{arch}_k32_10M_s0" / "eval_test.json").read_text())
+        ev = json.loads((out / "saes" / _chosen_10m(out, arch) / "eval_test.json").read_text())
         assert ev["split"] == "test" and ev["train_tokens"] == 12 * 64
         assert ev["l0"] == pytest.approx(32.0) if arch == "abstopk" else ev["l0"] <= 32.0
         assert ev["lr_contexts"] == 2 and 0 < ev["nmse"] < 1.5
@@ -106,8 +137,8 @@ def test_ten_m_step_reports_test_numbers_and_a_partial_summary(run):
     import csv
     rows = {r["run"]: r for r in csv.DictReader((out / "claim1.csv").open())}
     for arch in ("topk", "abstopk"):   # both ablations reach the table, as evaluated
-        ev = json.loads((out / "saes" / f"{arch}_k32_10M_s0" / "eval_test.json").read_text())
-        row = rows[f"{arch}_k32_10M_s0"]
+        ev = json.loads((out / "saes" / _chosen_10m(out, arch) / "eval_test.json").read_text())
+        row = rows[_chosen_10m(out, arch)]
         assert float(row["loss_recovered_mean_ablation"]) == pytest.approx(
             ev["loss_recovered_mean_ablation"])
         assert ev["ce_mean_ablated"] > ev["ce_clean"]
@@ -171,7 +202,7 @@ def test_the_10m_nosink_pair_and_loss_recovered_without_the_sinks(run, lm):
         ev = json.loads((saes / f"{arch}_k32_10M_s0_nosink" / "eval_ablation.json").read_text())
         assert (ev["tokens"], ev["variant"], ev["train_min_position"]) == ("10M", "nosink", 1)
         assert not (saes / f"{arch}_k32_10M_s0_nosink" / "eval_test.json").exists()
-        assert json.loads((saes / f"{arch}_k32_10M_s0" / "eval_ablation.json").read_text())[
+        assert json.loads((saes / _chosen_10m(out, arch) / "eval_ablation.json").read_text())[
             "variant"] == "plain"
     # loss recovered at positions ≥ 1: plain and nosink runs, not aux
     assert (saes / "topk_k32_1M_s1_nosink" / "eval_ablation_lr.json").is_file()
@@ -199,7 +230,7 @@ def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):
     files = {p: p.stat().st_mtime_ns for p in (out / "saes").rglob("*") if p.is_file()}
     files |= {p: p.stat().st_mtime_ns for p in out.glob("cache-*/*") if p.is_file()}
     run_plan(out, steps=["harvest-1M", "heldout", "lr-sweep", "ablation", "harvest-10M",
-                         "k32-10M", "nosink-10M"], cfg=SMALL, log=lambda s: None)
+                         "k32-10M", "lr-10M", "nosink-10M"], cfg=SMALL, log=lambda s: None)
     assert {p: p.stat().st_mtime_ns for p in files} == files
     # a run made with a shorter learning-rate grid continues: the grid only gained values
     plan = json.loads((out / "plan.json").read_text())

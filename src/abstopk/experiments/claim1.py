@@ -28,7 +28,11 @@ ablation            two variants of the 1M k 32 runs, seeds 0–1, at the best l
                     positions ≥ 1; loss recovered with position 0 kept clean for the plain
                     and nosink runs), ``ablation.md`` (:mod:`.claim1_ablation`)
 harvest-10M         ``cache-train`` continued to 10.5M rows
-k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0
+k32-10M             TopK / AbsTopK k 32 at 10M tokens (2441 steps), seed 0, at the 1M best lr
+lr-10M              the 10M learning-rate check (:mod:`.claim1_lr10m`): the same at lr ∈
+                    {1e-3, 2e-3, 4e-3}, chosen on validation → ``best_lr_10M.json``; every
+                    10M run from then on uses that lr, and the table's 10M seed-0 row is the
+                    chosen SAE
 nosink-10M          the same trained without each context's first position (``nosink``);
                     with the k32-10M pair in ``eval_ablation.json`` and ``ablation.md``
 scaling-10M         the same at 10M tokens × seeds 1–2
@@ -71,6 +75,7 @@ from typing import Any
 
 from ..files import atomic_write, atomic_write_json
 from .claim1_ablation import run_ablation_step
+from .claim1_lr10m import run_lr10m_step
 from .claim1_plan import read_plan, settle_plan
 from .claim1_runs import (
     ABLATIONS,
@@ -148,8 +153,14 @@ class Plan:
             f.write(json.dumps({"what": what, "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                     time.gmtime()), **kw}) + "\n")
 
-    def best_lr(self, arch: str) -> float:
+    def best_lr(self, arch: str, tokens: str = "1M") -> float:
+        """The learning rate of ``arch``'s runs (batch operators and JumpReLU: TopK's or
+        AbsTopK's): the 1M sweep's best (``best_lr.json``); for 10M runs the 10M check's best
+        (``best_lr_10M.json``) once the ``lr-10M`` step has written it."""
         base = {"batchtopk": "topk", "batchabstopk": "abstopk", "jumprelu": "topk"}.get(arch, arch)
+        ten = self.out / "best_lr_10M.json"
+        if tokens == "10M" and ten.is_file():
+            return float(json.loads(ten.read_text())[base]["lr"])
         return float(json.loads((self.out / "best_lr.json").read_text())[base]["lr"])
 
     def sae_dir(self, run: Run) -> Path:
@@ -164,7 +175,7 @@ class Plan:
         d = self.sae_dir(run)
         if (d / "sae_weights.safetensors").is_file() and (d / "cfg.json").is_file():
             return d
-        lr = run.lr if run.lr is not None else self.best_lr(run.arch)
+        lr = run.lr if run.lr is not None else self.best_lr(run.arch, run.tokens)
         steps, batch = self.cfg.steps[run.tokens], self.cfg.batch_size
         kw: dict[str, Any] = {"k": run.k}
         if run.arch == "jumprelu":
@@ -281,21 +292,34 @@ class Plan:
         self.evaluate_many(runs, "test")
 
     def resolved(self, r: Run) -> Run:
-        """A run at its architecture's best lr reuses the sweep's SAE of that lr (1M, seed 0)."""
-        if r.lr is None and r.tokens == "1M" and r.seed == 0 and r.k == 32 \
-                and r.arch in ("topk", "abstopk"):
+        """The SAE a planned run is: a plain k 32 seed-0 TopK/AbsTopK run at its best lr reuses
+        the sweep's SAE of that lr (1M: ``lr-sweep``; 10M: ``lr-10M`` once it has chosen), and
+        an ``lr-10M`` run at the 1M sweep's best lr is the ``k32-10M`` SAE (trained at that
+        lr before the check)."""
+        if not (self.out / "best_lr.json").is_file():   # before the sweep: every run is itself
+            return r
+        plain = r.variant == "" and r.seed == 0 and r.k == 32 and r.arch in ("topk", "abstopk")
+        if plain and r.lr is None and r.tokens == "1M":
             return Run("lr-sweep", r.arch, 32, "1M", 0, self.best_lr(r.arch))
+        if plain and r.lr is None and r.tokens == "10M" \
+                and (self.out / "best_lr_10M.json").is_file():
+            return self.resolved(Run("lr-10M", r.arch, 32, "10M", 0,
+                                     self.best_lr(r.arch, "10M")))
+        if r.step == "lr-10M" and r.lr == self.best_lr(r.arch):
+            return Run("k32-10M", r.arch, 32, "10M", 0)
         return r
 
     def step_summary(self) -> None:
+        """The report of every planned table run (resolved: the SAE it is) with a test
+        evaluation, and of both learning-rate sweeps' validation numbers."""
         from ..report.claim1_report import write_claim1_report
 
-        rows = []
-        for d in sorted((self.out / "saes").glob("*")):
-            if (d / "eval_test.json").is_file():
-                rows.append({**json.loads((d / "eval_test.json").read_text()),
-                             "layer": self.layer})
-        n_planned = len([r for r in plan_runs(self.layer) if r.step not in NOT_IN_TABLE])
+        planned = [r for r in plan_runs(self.layer) if r.step not in NOT_IN_TABLE]
+        names = sorted({self.resolved(r).name for r in planned})
+        rows = [{**json.loads((self.out / "saes" / n / "eval_test.json").read_text()),
+                 "layer": self.layer}
+                for n in names if (self.out / "saes" / n / "eval_test.json").is_file()]
+        n_planned = len(planned)
         sweep = [json.loads(p.read_text()) for p in sorted(self.out.glob("saes/*/eval_val.json"))]
         write_claim1_report(self.out, rows, sweep, n_planned=n_planned, layer=self.layer)
 
@@ -341,6 +365,7 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
         "heldout": p.step_heldout,
         "lr-sweep": p.step_lr_sweep,
         "ablation": lambda: run_ablation_step(p, "ablation"),
+        "lr-10M": lambda: run_lr10m_step(p),
         "nosink-10M": lambda: run_ablation_step(p, "nosink-10M"),
         "harvest-10M": lambda: p.harvest("cache-train", cfg.train_rows),
         "summary": p.step_summary,

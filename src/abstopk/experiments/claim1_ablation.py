@@ -35,10 +35,10 @@ LR_KEYS = ("loss_recovered", "loss_recovered_mean_ablation", "kl", "loss_recover
 
 def plain_of(plan, run: Run) -> Run:
     """The plain-recipe run that ``run`` (a variant) is compared with: the plan's run of the
-    same architecture, k, tokens and seed outside the learning-rate sweep, at its best lr."""
+    same architecture, k, tokens and seed at its best lr (outside the learning-rate sweeps)."""
     for r in plan_runs(plan.layer):
-        if (r.variant, r.arch, r.k, r.tokens, r.seed) == ("", run.arch, run.k, run.tokens,
-                                                          run.seed) and r.step != "lr-sweep":
+        if (r.variant, r.arch, r.k, r.tokens, r.seed, r.lr) == ("", run.arch, run.k,
+                                                                run.tokens, run.seed, None):
             return plan.resolved(r)
     raise ValueError(f"the plan has no plain run to compare {run.name} with")
 

@@ -13,20 +13,22 @@ from pathlib import Path
 from ..fields import doc_field
 from .claim1_plan import DEFAULT_LAYER
 
-__all__ = ["ABLATIONS", "AUX_DEAD_SHARE", "CONTEXT", "LAYER", "LAYER6_ONLY", "LRS", "NOT_IN_TABLE",
+__all__ = ["ABLATIONS", "AUX_DEAD_SHARE", "CONTEXT", "LAYER", "LAYER6_ONLY", "LRS", "LRS_10M",
+           "NOT_IN_TABLE",
            "SITE", "STEPS", "SUBSET_STEPS", "Claim1Config", "Run", "plan_runs", "sae_lr", "steps_of"]
 
 LAYER, SITE, CONTEXT = DEFAULT_LAYER, "resid_post", 128   # LAYER: the full plan's layer
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
+LRS_10M = (1e-3, 2e-3, 4e-3)   # the lr-10M step's rates (claim1_lr10m)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "ablation", "harvest-10M",
-         "k32-10M", "nosink-10M", "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
+         "k32-10M", "lr-10M", "nosink-10M", "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
 #: The ablation step's variants of the 1M k 32 runs (:class:`Run` ``variant``): ``aux`` =
 #: AuxK active (dead window = :data:`AUX_DEAD_SHARE` of the run's tokens), ``nosink`` = trained
 #: on the rows at context positions ≥ 1 (``CacheLoader(min_position=1)``). The step
 #: ``nosink-10M`` trains the ``nosink`` variant of the k32-10M pair.
 ABLATIONS = ("aux", "nosink")
 AUX_DEAD_SHARE = 0.1
-NOT_IN_TABLE = ("lr-sweep", "ablation", "nosink-10M")   # steps whose SAEs are not rows of claim1.md
+NOT_IN_TABLE = ("lr-sweep", "ablation", "lr-10M", "nosink-10M")   # steps whose SAEs are not rows of claim1.md
 LAYER6_ONLY = ("scaling-10M", "k-sweep", "batch", "jumprelu")   # steps of layer 6's plan only
 SUBSET_STEPS = tuple(s for s in STEPS if s not in LAYER6_ONLY)
 
@@ -98,13 +100,15 @@ def plan_runs(layer: int = LAYER) -> list[Run]:
     runs += [Run("ablation", a, 32, "1M", s, variant=v) for v in ABLATIONS for s in (0, 1)
              for a in ("topk", "abstopk")]
     runs += [Run("k32-10M", a, 32, "10M", 0) for a in ("topk", "abstopk")]
+    runs += [Run("lr-10M", a, 32, "10M", 0, lr) for a in ("topk", "abstopk") for lr in LRS_10M]
     runs += [Run("nosink-10M", a, 32, "10M", 0, variant="nosink") for a in ("topk", "abstopk")]
     runs += [Run("scaling-10M", a, 32, "10M", s) for s in (1, 2) for a in ("topk", "abstopk")]
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
     runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
     runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
     if layer != LAYER:
-        runs = [r for r in runs if r.step in ("lr-sweep", "ablation", "k32-10M", "nosink-10M")
+        runs = [r for r in runs if r.step in ("lr-sweep", "ablation", "k32-10M", "lr-10M",
+                                          "nosink-10M")
                 or (r.step == "scaling" and r.tokens != "10M")]
     return runs
 

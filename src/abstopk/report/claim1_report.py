@@ -98,10 +98,13 @@ def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[
             if partial else f"All {n_planned} planned SAEs evaluated on test.\n\n")
     md = [f"# Claim 1 at scale, layer {layer} `resid_post`: test-split results\n", head]
     if sweep:
-        md.append("## Learning-rate sweep (1M tokens, validation split)\n\n")
-        md.append(markdown_table(["architecture", "lr", "val nmse", "val fvu", "L0"], [
-            [r["architecture"], f"{r['lr']:g}", _f(r["nmse"]), _f(r["fvu"]), _f(r["l0"], 1)]
-            for r in sorted(sweep, key=lambda r: (r["architecture"], r["lr"] or 0))]))
+        md.append("## Learning-rate sweeps (validation split: 1M tokens, then the 10M check)\n\n")
+        md.append(markdown_table(["train tokens", "architecture", "lr", "val nmse", "val fvu",
+                                  "L0"], [
+            [f"{r['train_tokens']:,}", r["architecture"], f"{r['lr']:g}", _f(r["nmse"]),
+             _f(r["fvu"]), _f(r["l0"], 1)]
+            for r in sorted(sweep, key=lambda r: (r["train_tokens"], r["architecture"],
+                                                  r["lr"] or 0))]))
     groups = group_rows(rows)
     md.append("\n## Test split (mean ± sd over seeds)\n\n")
     md.append(markdown_table(
