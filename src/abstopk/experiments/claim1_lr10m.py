@@ -25,6 +25,8 @@ def run_lr10m_step(plan) -> None:
     """Train and validate the step's runs, write ``best_lr_10M.json``, evaluate the chosen
     pair on test (module docstring)."""
     runs = [plan.resolved(r) for r in plan_runs(plan.layer) if r.step == "lr-10M"]
+    for r in runs:   # in the plan's order
+        plan.train(r)
     best: dict[str, dict] = {}
     for arch in ("topk", "abstopk"):
         cands = [r for r in runs if r.arch == arch] + [Run("k32-10M", arch, 32, "10M", 0)]

@@ -100,7 +100,9 @@ def plan_runs(layer: int = LAYER) -> list[Run]:
     runs += [Run("ablation", a, 32, "1M", s, variant=v) for v in ABLATIONS for s in (0, 1)
              for a in ("topk", "abstopk")]
     runs += [Run("k32-10M", a, 32, "10M", 0) for a in ("topk", "abstopk")]
-    runs += [Run("lr-10M", a, 32, "10M", 0, lr) for a in ("topk", "abstopk") for lr in LRS_10M]
+    # from the largest rate down, AbsTopK first: the rates nearest the 1M best come first
+    runs += [Run("lr-10M", a, 32, "10M", 0, lr) for lr in sorted(LRS_10M, reverse=True)
+             for a in ("abstopk", "topk")]
     runs += [Run("nosink-10M", a, 32, "10M", 0, variant="nosink") for a in ("topk", "abstopk")]
     runs += [Run("scaling-10M", a, 32, "10M", s) for s in (1, 2) for a in ("topk", "abstopk")]
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
