@@ -31,17 +31,16 @@ from pathlib import Path
 __all__ = ["joint_harvest"]
 
 
-def _plan_of(out: Path, log: Callable[[str], None], lm: tuple | None = None):
-    from .claim1 import Plan
+def _read_plan(out: Path) -> tuple[dict, int]:
+    """``out/plan.json`` (its layer filled in) and the layer; refused without a train cache."""
     from .claim1_plan import DEFAULT_LAYER
-    from .claim1_runs import Claim1Config
 
     if not (out / "plan.json").is_file():
         raise FileNotFoundError(f"{out}: no plan.json (not a claim-1 run folder)")
     plan = {"layer": DEFAULT_LAYER, **json.loads((out / "plan.json").read_text())}
     if not (out / "cache-train" / "manifest.json").is_file():
         raise FileNotFoundError(f"{out}: no cache-train yet; run its harvest-1M step first")
-    return Plan(out, Claim1Config(**plan["sizes"]), log, int(plan["layer"]), lm), plan
+    return plan, int(plan["layer"])
 
 
 def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None = None) -> None:
@@ -49,28 +48,32 @@ def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None =
     plan's ``train_rows`` in one forward pass per batch (module docstring)."""
     from ..data.cache import ActivationCache
     from ..data.harvest import harvest
+    from ..lm import load_model
+    from .claim1 import Plan
+    from .claim1_runs import Claim1Config
 
     log = log or print
     if len(outs) < 2:
         raise ValueError("a joint harvest needs at least two claim-1 runs")
-    runs = [_plan_of(Path(o), log) for o in outs]
-    plans = [p for p, _ in runs]
-    layers = [p.layer for p in plans]
+    outs = [Path(o) for o in outs]
+    read = [_read_plan(o) for o in outs]
+    layers = [layer for _, layer in read]
     if len(set(layers)) != len(layers):
         raise ValueError(f"the runs must hold different layers, got {layers}")
-    first = {k: v for k, v in runs[0][1].items() if k not in ("layer", "lrs")}
-    for p, plan in runs[1:]:
+    first = {k: v for k, v in read[0][0].items() if k not in ("layer", "lrs")}
+    for o, (plan, _) in zip(outs[1:], read[1:], strict=True):
         if {k: v for k, v in plan.items() if k not in ("layer", "lrs")} != first:
-            raise ValueError(f"{p.out} is a claim-1 run with other settings than "
-                             f"{plans[0].out}; only runs of one plan can share a harvest")
-    train_rows = plans[0].cfg.train_rows
-    caches = [ActivationCache(p.out / "cache-train") for p in plans]
+            raise ValueError(f"{o} is a claim-1 run with other settings than "
+                             f"{outs[0]}; only runs of one plan can share a harvest")
+    cfg0 = Claim1Config(**first["sizes"])
+    train_rows = cfg0.train_rows
+    caches = [ActivationCache(o / "cache-train") for o in outs]
     if all(c.complete for c in caches):
         log(f"every train cache is complete ({train_rows} rows); nothing to do")
         return
     lead = max(c.total_rows for c in caches)
-    shared = plans[0].lm()   # one model for every plan
-    plans = [_plan_of(p.out, log, shared)[0] for p in plans]
+    shared = load_model(cfg0.model)   # one model for every plan
+    plans = [Plan(o, cfg0, log, layer, shared) for o, layer in zip(outs, layers, strict=True)]
     for p, c in zip(plans, caches, strict=True):
         if c.total_rows < lead:
             log(f"layer {p.layer}: catching up from {c.total_rows} to {lead} rows")

@@ -24,15 +24,15 @@ __all__ = ["run_lr10m_step"]
 def run_lr10m_step(plan) -> None:
     """Train and validate the step's runs, write ``best_lr_10M.json``, evaluate the chosen
     pair on test (module docstring)."""
-    runs = [plan.resolved(r) for r in plan_runs(plan.layer) if r.step == "lr-10M"]
-    for r in runs:   # in the plan's order
+    # the k32-10M SAEs (trained by their step already) and the grid, in the plan's order
+    runs = [Run("k32-10M", a, 32, "10M", 0) for a in ("abstopk", "topk")]
+    runs += [plan.resolved(r) for r in plan_runs(plan.layer) if r.step == "lr-10M"]
+    runs = list({r.name: r for r in runs}.values())
+    for r in runs:
         plan.train(r)
     best: dict[str, dict] = {}
     for arch in ("topk", "abstopk"):
-        cands = [r for r in runs if r.arch == arch] + [Run("k32-10M", arch, 32, "10M", 0)]
-        cands = list({r.name: r for r in cands}.values())
-        for r in cands:
-            plan.train(r)
+        cands = [r for r in runs if r.arch == arch]
         for r, ev in zip(cands, plan.evaluate_many(cands, "val"), strict=True):
             if arch not in best or ev["nmse"] < best[arch]["val_nmse"]:
                 best[arch] = {"lr": ev["lr"], "val_nmse": ev["nmse"], "run": r.name}
