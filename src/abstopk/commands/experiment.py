@@ -30,8 +30,8 @@ def claim1_command(
                                 "checkpoint or shard."),
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run (default: all "
                               "of the layer's plan, in order): harvest-1M, heldout, lr-sweep, "
-                              "scaling, ablation, harvest-10M, k32-10M, lr-10M, nosink-10M, "
-                              "scaling-10M, k-sweep, batch, jumprelu, summary (scaling-10M, "
+                              "scaling, ablation, harvest-10M, k32-10M, lr-10M, scaling-10M, "
+                              "nosink-10M, k-sweep, batch, jumprelu, summary (scaling-10M, "
                               "k-sweep, batch and jumprelu on layer 6 only)."),
     layer: int = typer.Option(6, "--layer", min=0, help="Block whose resid_post is harvested. "
                               "Layer 6 runs the whole plan; any other layer the deciding subset: "

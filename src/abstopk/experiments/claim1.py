@@ -33,9 +33,10 @@ lr-10M              the 10M learning-rate check (:mod:`.claim1_lr10m`): the same
                     {1e-3, 2e-3, 4e-3}, chosen on validation → ``best_lr_10M.json``; every
                     10M run from then on uses that lr, and the table's 10M seed-0 row is the
                     chosen SAE
-nosink-10M          the same trained without each context's first position (``nosink``);
-                    with the k32-10M pair in ``eval_ablation.json`` and ``ablation.md``
-scaling-10M         the same at 10M tokens × seeds 1–2
+scaling-10M         the 10M k 32 pair × seeds 1–2 (layer 6)
+nosink-10M          the 10M k 32 seed-0 pair trained without each context's first position
+                    (``nosink``); with the plain pair in ``eval_ablation.json`` and
+                    ``ablation.md``
 k-sweep             k 16 and 64 at 10M tokens
 batch               BatchTopK vs batch AbsTopK at k 32, 10M tokens
 jumprelu            JumpReLU at target L0 32, 10M tokens (dense encoder: slowest, last)

@@ -21,7 +21,7 @@ LAYER, SITE, CONTEXT = DEFAULT_LAYER, "resid_post", 128   # LAYER: the full plan
 LRS = (4e-4, 1e-3, 2e-3, 4e-3, 8e-3)
 LRS_10M = (1e-3, 2e-3, 4e-3)   # the lr-10M step's rates (claim1_lr10m)
 STEPS = ("harvest-1M", "heldout", "lr-sweep", "scaling", "ablation", "harvest-10M",
-         "k32-10M", "lr-10M", "nosink-10M", "scaling-10M", "k-sweep", "batch", "jumprelu", "summary")
+         "k32-10M", "lr-10M", "scaling-10M", "nosink-10M", "k-sweep", "batch", "jumprelu", "summary")
 #: The ablation step's variants of the 1M k 32 runs (:class:`Run` ``variant``): ``aux`` =
 #: AuxK active (dead window = :data:`AUX_DEAD_SHARE` of the run's tokens), ``nosink`` = trained
 #: on the rows at context positions ≥ 1 (``CacheLoader(min_position=1)``). The step
@@ -103,8 +103,9 @@ def plan_runs(layer: int = LAYER) -> list[Run]:
     # from the largest rate down, AbsTopK first: the rates nearest the 1M best come first
     runs += [Run("lr-10M", a, 32, "10M", 0, lr) for lr in sorted(LRS_10M, reverse=True)
              for a in ("abstopk", "topk")]
-    runs += [Run("nosink-10M", a, 32, "10M", 0, variant="nosink") for a in ("topk", "abstopk")]
+    # the 10M seeds (the verdict's error bars) before the nosink diagnostic
     runs += [Run("scaling-10M", a, 32, "10M", s) for s in (1, 2) for a in ("topk", "abstopk")]
+    runs += [Run("nosink-10M", a, 32, "10M", 0, variant="nosink") for a in ("topk", "abstopk")]
     runs += [Run("k-sweep", a, k, "10M", 0) for k in (16, 64) for a in ("topk", "abstopk")]
     runs += [Run("batch", a, 32, "10M", 0) for a in ("batchtopk", "batchabstopk")]
     runs += [Run("jumprelu", "jumprelu", 32, "10M", 0)]
