@@ -17,7 +17,8 @@ from abstopk.report.claim1_report import write_claim1_report
 def _row(arch, seed, nmse, lr_=0.5, tokens="1M", train_tokens=999424, k=32):
     return {"run": f"{arch}_k{k}_{tokens}_s{seed}", "architecture": arch, "k": k,
             "tokens": tokens, "train_tokens": train_tokens, "seed": seed, "lr": 0.002,
-            "nmse": nmse, "fvu": nmse * 0.8, "l0": 32.0, "loss_recovered": lr_, "kl": 0.1,
+            "nmse": nmse, "fvu": nmse * 0.8, "l0": 32.0, "loss_recovered": lr_,
+            "loss_recovered_mean_ablation": lr_ - 0.01 * (seed + 1), "kl": 0.1,
             "lr_contexts": 64}
 
 
@@ -48,6 +49,8 @@ def test_groups_per_layer_with_known_means_and_gaps(runs):
     assert t6["seeds"] == [0, 1] and t6["nmse"] == pytest.approx(0.11)
     assert t6["nmse_sd"] == pytest.approx(math.sqrt(2 * 0.01 ** 2))    # sd of 0.10, 0.12
     assert t6["fvu"] == pytest.approx(0.088) and t6["loss_recovered"] == pytest.approx(0.91)
+    # mean ablation read back from the csv as a number: 0.89 and 0.90 → 0.895
+    assert t6["loss_recovered_mean_ablation"] == pytest.approx(0.895)
     assert rows[3]["nmse"] == pytest.approx(0.20) and rows[3]["seeds"] == [0]
     gaps = {g["layer"]: g for g in layers_gap_rows([a, b])}
     # layer 6: AbsTopK − TopK per seed 0.01 and 0.02 → mean 0.015, se = sd/√2 = 0.005

@@ -29,7 +29,7 @@ __all__ = ["layers_gap_rows", "layers_markdown", "layers_plot", "layers_rows",
            "read_claim1_csv"]
 
 _INT = ("layer", "k", "train_tokens", "seed", "lr_contexts")
-_FLOAT = ("lr", "nmse", "fvu", "l0", "loss_recovered", "kl")
+_FLOAT = ("lr", "nmse", "fvu", "l0", "loss_recovered", "loss_recovered_mean_ablation", "kl")
 
 
 def _cell(key: str, v: str) -> Any:
