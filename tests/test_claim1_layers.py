@@ -60,7 +60,10 @@ def test_groups_per_layer_with_known_means_and_gaps(runs):
     assert gaps[15]["nmse_gap"] == pytest.approx(0.03) and gaps[15]["n"] == 1
     md = layers_markdown([a, b])
     assert "| 6 | topk | 32 | 999,424 | 0,1 | 0.1100 ± 0.0141 |" in md
-    assert "| 15 | topk | 32 | 999,424 | 0 | 0.2000 | 0.1600 | 32.0 | 0.8000 |" in md
+    assert "| 15 | topk | 32 | 999,424 | 0 | 0.2000 | 0.1600 | 32.0 | 0.8000 | 0.7900 | 0.1000 |" \
+        in md
+    # layer 6 TopK, mean ablation 0.89 and 0.90: mean 0.895, sd 0.00707
+    assert "| 0.9100 ± 0.0141 | 0.8950 ± 0.0071 | 0.1000 ± 0.0000 |" in md
     # relative: seed 0 (0.11−0.10)/0.10 = 10 %, seed 1 (0.14−0.12)/0.12 = 16.67 %: mean 13.33,
     # sd 6.67/√2 = 4.71, se = sd/√2 = 3.33; layer 15: 0.03/0.20 = 15 %
     assert gaps[6]["nmse_rel_gap"] == pytest.approx(40 / 3)

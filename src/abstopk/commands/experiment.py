@@ -86,8 +86,9 @@ def claim1_layers_command(
 ) -> None:
     """Print the claim-1 runs of several layers side by side as Markdown.
 
-    Columns: layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered (mean ± sd
-    over seeds); then the AbsTopK - TopK gap per layer and token count."""
+    Columns: layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered (zero and
+    mean ablation), KL (mean ± sd over seeds); then the AbsTopK - TopK gap per layer and token
+    count."""
     from ..report.claim1_layers import layers_markdown, layers_plot
 
     md = layers_markdown(runs)

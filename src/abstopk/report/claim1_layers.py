@@ -1,7 +1,7 @@
 """Claim 1 on several layers side by side: the ``claim1.csv`` of one run per layer as one
-table (layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered), the
-AbsTopK − TopK gap per layer (absolute and in % of TopK's nmse) and its scaling plot with one
-line per layer (:func:`layers_plot`).
+table (layer, architecture, k, tokens, seeds, nmse, fvu, L0, loss recovered with zero and mean
+ablation, KL), the AbsTopK − TopK gap per layer (absolute and in % of TopK's nmse) and its
+scaling plot with one line per layer (:func:`layers_plot`).
 
 Input: run folders of ``abstopk experiment claim1`` (or their ``claim1.csv`` files). A row's
 layer is the csv's ``layer`` column; a csv written before that column existed takes the
@@ -98,14 +98,16 @@ def _gap(g: dict[str, Any], m: str) -> str:
 
 
 def layers_markdown(paths: Sequence[str | Path]) -> str:
-    """The side-by-side table (mean ± sd over seeds; no ± for one seed) and the gap table
+    """The side-by-side table (nmse, fvu, L0, loss recovered with zero and mean ablation, KL:
+    mean ± sd over seeds; no ± for one seed) and the gap table
     (mean ± standard error over paired seeds; none for one seed), as Markdown."""
     md = [markdown_table(
         ["layer", "architecture", "k", "tokens", "seeds", "nmse", "fvu", "L0",
-         "loss recovered"],
+         "loss rec. (zero abl.)", "loss rec. (mean abl.)", "KL"],
         [[str(g["layer"]), g["architecture"], str(g["k"]), f"{g['train_tokens']:,}",
           ",".join(map(str, g["seeds"])), _pm(g, "nmse"), _pm(g, "fvu"), _f(g["l0"], 1),
-          _pm(g, "loss_recovered")] for g in layers_rows(paths)])]
+          _pm(g, "loss_recovered"), _pm(g, "loss_recovered_mean_ablation"), _pm(g, "kl")]
+         for g in layers_rows(paths)])]
     gaps = layers_gap_rows(paths)
     if gaps:
         md.append("\nAbsTopK − TopK at k 32 (paired by seed; ± standard error):\n\n")
