@@ -31,8 +31,8 @@ from pathlib import Path
 __all__ = ["joint_harvest"]
 
 
-def _read_plan(out: Path) -> tuple[dict, int]:
-    """``out/plan.json`` (its layer filled in) and the layer; refused without a train cache."""
+def _read_plan(out: Path) -> dict:
+    """``out/plan.json`` with its layer filled in; refused without a train cache."""
     from .claim1_plan import DEFAULT_LAYER
 
     if not (out / "plan.json").is_file():
@@ -40,7 +40,7 @@ def _read_plan(out: Path) -> tuple[dict, int]:
     plan = {"layer": DEFAULT_LAYER, **json.loads((out / "plan.json").read_text())}
     if not (out / "cache-train" / "manifest.json").is_file():
         raise FileNotFoundError(f"{out}: no cache-train yet; run its harvest-1M step first")
-    return plan, int(plan["layer"])
+    return plan
 
 
 def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None = None) -> None:
@@ -57,11 +57,11 @@ def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None =
         raise ValueError("a joint harvest needs at least two claim-1 runs")
     outs = [Path(o) for o in outs]
     read = [_read_plan(o) for o in outs]
-    layers = [layer for _, layer in read]
+    layers = [int(plan["layer"]) for plan in read]
     if len(set(layers)) != len(layers):
         raise ValueError(f"the runs must hold different layers, got {layers}")
-    first = {k: v for k, v in read[0][0].items() if k not in ("layer", "lrs")}
-    for o, (plan, _) in zip(outs[1:], read[1:], strict=True):
+    first = {k: v for k, v in read[0].items() if k not in ("layer", "lrs")}
+    for o, plan in zip(outs[1:], read[1:], strict=True):
         if {k: v for k, v in plan.items() if k not in ("layer", "lrs")} != first:
             raise ValueError(f"{o} is a claim-1 run with other settings than "
                              f"{outs[0]}; only runs of one plan can share a harvest")

@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataUnavailable, RunMismatchError
-from .claim1_report import _f, gap_rows, group_rows, plot_gap_scaling
+from .claim1_report import COLUMNS, _f, gap_rows, group_rows, plot_gap_scaling
 from .tables import markdown_table
 
 __all__ = ["layers_gap_rows", "layers_markdown", "layers_plot", "layers_rows",
            "read_claim1_csv"]
 
 _INT = ("layer", "k", "train_tokens", "seed", "lr_contexts")
-_FLOAT = ("lr", "nmse", "fvu", "l0", "loss_recovered", "loss_recovered_mean_ablation", "kl")
+_TEXT = ("run", "architecture", "tokens")
+# every other column the report writes is a float: a new metric column is parsed as a number
+_FLOAT = tuple(c for c in COLUMNS if c not in _INT + _TEXT)
 
 
 def _cell(key: str, v: str) -> Any:
