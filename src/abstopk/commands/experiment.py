@@ -24,7 +24,7 @@ experiment_app = typer.Typer(help="Long experiments composed of named, resumable
 @experiment_app.command("claim1")
 def claim1_command(
     out: Path = typer.Option(..., "--out", help="Folder of the run (caches, SAEs, "
-                             "evaluations, claim1.md/.csv, scaling.png, timings.jsonl)."),
+                             "evaluations, claim1.md/.csv, scaling.png, frontier.png, timings.jsonl)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished "
                                 "steps are skipped, a partial one continues from its last "
                                 "checkpoint or shard."),

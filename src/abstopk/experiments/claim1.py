@@ -40,7 +40,7 @@ nosink-10M          the 10M k 32 seed-0 pair trained without each context's firs
 k-sweep             k 16 and 64 at 10M tokens
 batch               BatchTopK vs batch AbsTopK at k 32, 10M tokens
 jumprelu            JumpReLU at target L0 32, 10M tokens (dense encoder: slowest, last)
-summary             ``claim1.md`` / ``claim1.csv`` and ``scaling.png`` from every finished run
+summary             ``claim1.md`` / ``claim1.csv``, ``scaling.png`` and ``frontier.png`` from every finished run
 ==================  =====================================================================
 
 Each SAE lives in ``OUT/saes/<name>/`` (``abstopk train``'s layout: checkpoint/ every 50

@@ -1,6 +1,7 @@
-"""The claim-1 pipeline's summary: a Markdown + CSV table of the finished SAEs and the
-scaling plot (AbsTopK − TopK gap in test nmse, in % of TopK's, and in loss recovered against
-training tokens).
+"""The claim-1 pipeline's summary: a Markdown + CSV table of the finished SAEs, the scaling
+plot (AbsTopK − TopK gap in test nmse, in % of TopK's, and in loss recovered against
+training tokens) and the frontier plot (the paper's Figure 3 at the largest token count:
+test nmse and loss recovered against test L0, one line per architecture over its k values).
 
 Rows are plain dicts as written to ``eval_test.json`` (``architecture, k, tokens,
 train_tokens, seed, lr, nmse, fvu, l0, loss_recovered, loss_recovered_mean_ablation, kl``;
@@ -8,8 +9,9 @@ loss recovered against zero ablation, the paper's, and against mean ablation) pl
 first column of ``claim1.csv``; the heading and the plot title state it too). Groups (architecture, k,
 tokens) report mean ± standard deviation over seeds (n = number of seeds). The gap at a
 token count pairs TopK and AbsTopK by seed (same seed = same data order and init seed) and
-reports the mean gap ± its standard error over the paired seeds. A partial run (fewer SAEs
-than planned) is marked as such in the heading of every output.
+reports the mean gap ± its standard error over the paired seeds; the same pairing is made
+for each signed operator and its unsigned twin (:data:`PAIRS`) at every k. A partial run
+(fewer SAEs than planned) is marked as such in the heading of every output.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Any
 from ..files import atomic_write_bytes
 from .tables import markdown_table, write_csv
 
-__all__ = ["gap_rows", "group_rows", "plot_gap_scaling", "write_claim1_report"]
+__all__ = ["PAIRS", "all_gap_rows", "gap_rows", "group_rows", "plot_frontier", "plot_gap_scaling",
+           "write_claim1_report"]
 
 COLUMNS = ["layer", "run", "architecture", "k", "tokens", "train_tokens", "seed", "lr", "nmse",
            "fvu", "l0", "loss_recovered", "loss_recovered_mean_ablation", "kl", "lr_contexts"]
@@ -58,20 +61,28 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def gap_rows(rows: list[dict[str, Any]], k: int = 32) -> list[dict[str, Any]]:
-    """AbsTopK − TopK at each training-token count (k given), paired by seed: ``nmse_gap``,
-    ``loss_recovered_gap`` (mean of the per-seed differences) with ``_se`` (standard error
-    over the seeds, 0 for one seed), ``nmse_rel_gap`` / ``nmse_rel_se`` (the per-seed
-    difference in % of TopK's nmse), ``n`` seeds."""
+#: (signed, unsigned) operators compared by seed, with the label of their difference
+PAIRS = {("abstopk", "topk"): "AbsTopK − TopK",
+         ("batchabstopk", "batchtopk"): "batch AbsTopK − BatchTopK"}
+
+
+def gap_rows(rows: list[dict[str, Any]], k: int = 32,
+             pair: tuple[str, str] = ("abstopk", "topk")) -> list[dict[str, Any]]:
+    """``pair[0]`` − ``pair[1]`` (AbsTopK − TopK by default) at each training-token count (k
+    given), paired by seed: ``nmse_gap``, ``loss_recovered_gap`` (mean of the per-seed
+    differences) with ``_se`` (standard error over the seeds, 0 for one seed),
+    ``nmse_rel_gap`` / ``nmse_rel_se`` (the per-seed difference in % of ``pair[1]``'s nmse),
+    ``n`` seeds, and ``pair``, ``k``."""
+    signed, unsigned = pair
     by = {(r["architecture"], r["train_tokens"], r["seed"]): r for r in rows if r["k"] == k}
     out = []
     for tokens in sorted({t for (_, t, _) in by}):
-        seeds = sorted(s for (a, t, s) in by if a == "abstopk" and t == tokens
-                       and ("topk", t, s) in by)
+        seeds = sorted(s for (a, t, s) in by if a == signed and t == tokens
+                       and (unsigned, t, s) in by)
         if not seeds:
             continue
-        g: dict[str, Any] = {"train_tokens": tokens, "seeds": seeds}
-        pairs = [(by[("abstopk", tokens, s)], by[("topk", tokens, s)]) for s in seeds]
+        g: dict[str, Any] = {"pair": pair, "k": k, "train_tokens": tokens, "seeds": seeds}
+        pairs = [(by[(signed, tokens, s)], by[(unsigned, tokens, s)]) for s in seeds]
         for m in ("nmse", "loss_recovered"):
             d = [a.get(m) - t.get(m) for a, t in pairs
                  if a.get(m) is not None and t.get(m) is not None]
@@ -84,6 +95,13 @@ def gap_rows(rows: list[dict[str, Any]], k: int = 32) -> list[dict[str, Any]]:
     return out
 
 
+def all_gap_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`gap_rows` of every pair of :data:`PAIRS` at every k of ``rows``, in the order
+    pair, k, training tokens."""
+    return [g for pair in PAIRS for k in sorted({r["k"] for r in rows})
+            for g in gap_rows(rows, k, pair)]
+
+
 def _f(v: Any, digits: int = 4) -> str:
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) \
         else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -91,7 +109,8 @@ def _f(v: Any, digits: int = 4) -> str:
 
 def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[str, Any]], *,
                         n_planned: int, layer: int = 6) -> None:
-    """``out/claim1.md``, ``out/claim1.csv`` and ``out/scaling.png`` (when ≥ 1 gap point) of
+    """``out/claim1.md``, ``out/claim1.csv``, ``out/scaling.png`` (when ≥ 1 AbsTopK − TopK gap
+    point at k 32) and ``out/frontier.png`` (see :func:`plot_frontier`) of
     the run on ``layer`` (``resid_post``)."""
     partial = len(rows) < n_planned
     head = (f"**PARTIAL: {len(rows)} of {n_planned} planned SAEs evaluated on test.**\n\n"
@@ -117,21 +136,24 @@ def write_claim1_report(out: Path, rows: list[dict[str, Any]], sweep: list[dict[
           f"{_f(g['loss_recovered_mean_ablation'])} ± "
           f"{_f(g['loss_recovered_mean_ablation_sd'])}",
           _f(g["kl"])] for g in groups]))
-    gaps = gap_rows(rows)
-    if gaps:
-        md.append("\n## AbsTopK − TopK at k 32 (paired by seed; ± standard error)\n\n")
+    every_gap = all_gap_rows(rows)
+    if every_gap:
+        md.append("\n## Signed − unsigned operator (paired by seed; ± standard error)\n\n")
         md.append(markdown_table(
-            ["train tokens", "seeds", "Δ nmse", "Δ nmse (% of TopK)", "Δ loss recovered"], [
-                [f"{g['train_tokens']:,}", ",".join(map(str, g["seeds"])),
-                 f"{_f(g['nmse_gap'])} ± {_f(g['nmse_se'])}",
+            ["pair", "k", "train tokens", "seeds", "Δ nmse", "Δ nmse (% of unsigned)",
+             "Δ loss recovered"], [
+                [PAIRS[g["pair"]], str(g["k"]), f"{g['train_tokens']:,}",
+                 ",".join(map(str, g["seeds"])), f"{_f(g['nmse_gap'])} ± {_f(g['nmse_se'])}",
                  f"{_f(g['nmse_rel_gap'], 1)} ± {_f(g['nmse_rel_se'], 1)}",
                  f"{_f(g['loss_recovered_gap'])} ± {_f(g['loss_recovered_se'])}"]
-                for g in gaps]))
+                for g in every_gap]))
+    gaps = gap_rows(rows)
     atomic_write_bytes(out / "claim1.md", "".join(md).encode())
     write_csv(sorted(({"layer": layer, **r} for r in rows), key=lambda r: r["run"]), COLUMNS,
               out / "claim1.csv")
     if gaps:
         _plot(gaps, out / "scaling.png", partial, layer)
+    plot_frontier(rows, out / "frontier.png", layer=layer, partial=partial)
 
 
 def _plot(gaps: list[dict[str, Any]], path: Path, partial: bool, layer: int) -> None:
@@ -173,3 +195,23 @@ def plot_gap_scaling(series: dict[int, list[dict[str, Any]]], path: Path, *, tit
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_frontier(rows: list[dict[str, Any]], path: Path, *, layer: int,
+                  partial: bool = False) -> bool:
+    """The paper's Figure 3 from the test ``rows`` at their largest training-token count: test
+    nmse and loss recovered against test L0, one line per architecture through its k values
+    (mean ± sd over seeds), drawn by :func:`~abstopk.report.plots.plot_sweep` into ``path``.
+    Nothing is drawn (returns False) unless that token count has two architectures."""
+    from .plots import plot_sweep
+
+    if not rows:
+        return False
+    tokens = max(r["train_tokens"] for r in rows)
+    top = [r for r in rows if r["train_tokens"] == tokens]
+    if len({r["architecture"] for r in top}) < 2:
+        return False
+    plot_sweep([{**r, "mode": "trained", "sparsity": r["k"]} for r in top], path, title=(
+        f"SmolLM2-135M-Instruct (Q4_1) layer {layer} resid_post, {tokens:,} training tokens per "
+        f"SAE; test split" + (" — PARTIAL" if partial else "")))
+    return True
