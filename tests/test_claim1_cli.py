@@ -69,7 +69,7 @@ def test_a_layer6_plan_without_the_field_continues_and_another_layer_is_refused(
     other = tmp_path / "L15"
     run_plan(other, steps=["summary"], layer=15, log=lambda s: None)
     assert json.loads((other / "plan.json").read_text())["layer"] == 15
-    assert "PARTIAL: 0 of 14 planned" in (other / "claim1.md").read_text()
+    assert "PARTIAL: 0 of 16 planned" in (other / "claim1.md").read_text()
     with pytest.raises(RunMismatchError, match="layer 15, not layer 6"):
         run_plan(other, steps=["summary"], log=lambda s: None)
 
@@ -84,10 +84,18 @@ def test_another_layer_plans_the_deciding_subset_only(tmp_path):
     assert [r.name for r in sub] == [r.name for r in full
                                      if r.step in ("lr-sweep", "ablation", "k32-10M",
                                                    "lr-10M", "nosink-10M")
-                                     or (r.step == "scaling" and r.tokens != "10M")]
+                                     or (r.step == "scaling" and r.tokens != "10M")
+                                     or (r.step == "scaling-10M" and r.seed == 1)]
     assert len([r for r in sub if r.step == "lr-sweep"]) == 10
     assert {(r.arch, r.tokens, r.seed) for r in sub if r.step == "scaling"} == {
         (a, t, s) for a in ("topk", "abstopk") for t in ("0.1M", "1M") for s in (0, 1, 2)}
+    # two seeds at 10M on every layer: the k32-10M pair and seed 1, before nosink-10M
+    assert [(r.step, r.arch, r.seed) for r in sub if r.tokens == "10M" and r.step in
+            ("k32-10M", "scaling-10M")] == [("k32-10M", "topk", 0), ("k32-10M", "abstopk", 0),
+                                            ("scaling-10M", "topk", 1),
+                                            ("scaling-10M", "abstopk", 1)]
+    steps = [r.step for r in sub]
+    assert steps.index("scaling-10M") < steps.index("nosink-10M")
     assert {r.arch for r in sub} == {"topk", "abstopk"} and {r.k for r in sub} == {32}
     with pytest.raises(ValueError, match="k-sweep, jumprelu belong to layer 6's plan only"):
         run_plan(tmp_path / "x", steps=["k-sweep", "jumprelu"], layer=15)

@@ -1,6 +1,6 @@
 """The claim-1 plan on another layer at toy sizes on the real embedded model: layer 10 is
 harvested (the cached rows equal a plain forward's block-10 output, not block 6's), the SAEs
-record it, the summary states it and counts the subset (14 SAEs on test), and a step of layer
+record it, the summary states it and counts the subset (16 SAEs on test), and a step of layer
 6's plan only is refused. (Which runs the subset holds: tests/test_claim1_cli.py.)"""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def test_layer10_harvests_layer10_and_trains_the_subset(tmp_path, lm):
     got = c.open_shard(0)["activations"].rows(0, n).float()
     assert torch.allclose(got, hs[11][0, pos], rtol=2e-3, atol=2e-3)
     assert not torch.allclose(got, hs[7][0, pos], rtol=0.1, atol=0.1)     # not layer 6's
-    # the sweep (10) and k32-10M (2) SAEs exist; the report counts the subset's 14 on test
+    # the sweep (10) and k32-10M (2) SAEs exist; the report counts the subset's 16 on test
     names = sorted(p.name for p in (out / "saes").iterdir())
     assert names == sorted(r.name for r in plan_runs(10) if r.step in ("lr-sweep", "k32-10M"))
     cfg = json.loads((out / "saes" / "abstopk_k32_10M_s0" / "cfg.json").read_text())
@@ -59,7 +59,7 @@ def test_layer10_harvests_layer10_and_trains_the_subset(tmp_path, lm):
     ev = json.loads((out / "saes" / "abstopk_k32_10M_s0" / "eval_test.json").read_text())
     assert ev["ce_zero_ablated"] > ev["ce_clean"] and ev["l0"] == pytest.approx(32.0)
     md = (out / "claim1.md").read_text()
-    assert "layer 10 `resid_post`" in md and "PARTIAL: 2 of 14 planned" in md
+    assert "layer 10 `resid_post`" in md and "PARTIAL: 2 of 16 planned" in md
     csv_lines = (out / "claim1.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and all(line.startswith("10,") for line in csv_lines[1:])
     with pytest.raises(ValueError, match="belong to layer 6's plan only"):

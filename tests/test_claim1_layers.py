@@ -32,7 +32,7 @@ def runs(tmp_path):
                             _row("abstopk", 0, 0.11, 0.89), _row("abstopk", 1, 0.14, 0.88)],
                         [], n_planned=25, layer=6)
     write_claim1_report(b, [_row("topk", 0, 0.20, 0.80), _row("abstopk", 0, 0.23, 0.70)], [],
-                        n_planned=14, layer=15)
+                        n_planned=16, layer=15)
     lines = (b / "claim1.csv").read_text().splitlines()
     assert lines[0].startswith("layer,run,") and lines[1].startswith("15,")
     (b / "claim1.csv").write_text("\n".join(line.split(",", 1)[1] for line in lines) + "\n")
@@ -113,6 +113,6 @@ def test_the_plot_has_one_line_per_layer_and_is_not_overwritten(runs, tmp_path, 
     assert code == 2 and "inside the input" in err
     only_topk = tmp_path / "L20"
     only_topk.mkdir()
-    write_claim1_report(only_topk, [_row("topk", 0, 0.3)], [], n_planned=14, layer=20)
+    write_claim1_report(only_topk, [_row("topk", 0, 0.3)], [], n_planned=16, layer=20)
     with pytest.raises(DataUnavailable, match="nothing to plot"):
         cl.layers_plot([only_topk], tmp_path / "x.png")

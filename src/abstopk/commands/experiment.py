@@ -31,15 +31,15 @@ def claim1_command(
     steps: str = typer.Option("", "--steps", help="Comma-separated steps to run (default: all "
                               "of the layer's plan, in order): harvest-1M, heldout, lr-sweep, "
                               "scaling, ablation, harvest-10M, k32-10M, lr-10M, scaling-10M, "
-                              "nosink-10M, k-sweep, batch, jumprelu, summary (scaling-10M, "
-                              "k-sweep, batch and jumprelu on layer 6 only)."),
+                              "nosink-10M, k-sweep, batch, jumprelu, summary (k-sweep, batch "
+                              "and jumprelu on layer 6 only)."),
     layer: int = typer.Option(6, "--layer", min=0, help="Block whose resid_post is harvested. "
                               "Layer 6 runs the whole plan; any other layer the deciding subset: "
                               "harvest-1M, heldout, lr-sweep (the same 5 learning rates), "
                               "scaling at 0.1M and 1M x seeds 0-2, ablation, harvest-10M, "
-                              "k32-10M (TopK vs AbsTopK, seed 0), lr-10M, nosink-10M, summary (no 10M "
-                              "extra seeds); same sizes, so "
-                              "the layers compare. One --out per layer."),
+                              "k32-10M (TopK vs AbsTopK, seed 0), lr-10M, scaling-10M (seed 1 "
+                              "only), nosink-10M, summary; same sizes, so the layers compare. "
+                              "One --out per layer."),
 ) -> None:
     """TopK vs AbsTopK (and BatchTopK, JumpReLU) at 0.1M-10M training tokens on one layer
     (6 by default) of the embedded model, each at its own best learning rate; see
