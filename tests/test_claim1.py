@@ -244,3 +244,49 @@ def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):
     other = Claim1Config(**{**SMALL.__dict__, "d_sae": 128})
     with pytest.raises(ValueError, match="other settings"):
         run_plan(out, steps=["summary"], cfg=other)
+
+
+def test_batch_and_jumprelu_steps_train_at_their_twins_rates_and_reach_the_summary(
+        run, tmp_path, monkeypatch):
+    """Layer 6's last steps on a copy of the run: BatchTopK and JumpReLU train at TopK's 10M
+    rate, batch AbsTopK at AbsTopK's (set apart here), JumpReLU towards target L0 k; the
+    summary pairs batch AbsTopK − BatchTopK by seed and draws the frontier."""
+    import csv
+    import shutil
+
+    src, _ = run
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    best = json.loads((out / "best_lr_10M.json").read_text())
+    best["topk"]["lr"], best["abstopk"]["lr"] = 4e-3, 1e-3          # distinct rates
+    (out / "best_lr_10M.json").write_text(json.dumps(best))
+    import abstopk.report.plots as plots
+
+    drawn: list[list[dict]] = []
+    real = plots.plot_sweep
+    monkeypatch.setattr(plots, "plot_sweep",
+                        lambda rows, path, **kw: (drawn.append(rows), real(rows, path, **kw))[1])
+    run_plan(out, steps=["batch", "jumprelu", "summary"], cfg=SMALL, log=lambda s: None)
+    saes = out / "saes"
+    cfg = {n: json.loads((saes / f"{n}_k32_10M_s0" / "train_config.json").read_text())
+           for n in ("batchtopk", "batchabstopk", "jumprelu")}
+    assert (cfg["batchtopk"]["lr"], cfg["batchabstopk"]["lr"], cfg["jumprelu"]["lr"]) == \
+        (4e-3, 1e-3, 4e-3)
+    assert cfg["batchtopk"]["k"] == 32 and cfg["batchabstopk"]["k"] == 32
+    assert cfg["jumprelu"]["target_l0"] == 32.0 and cfg["jumprelu"]["k"] is None
+    assert all(c["steps"] == 12 and c["d_sae"] == 64 for c in cfg.values())
+    ev = {n: json.loads((saes / f"{n}_k32_10M_s0" / "eval_test.json").read_text())
+          for n in cfg}
+    assert all(e["split"] == "test" and e["train_tokens"] == 12 * 64 for e in ev.values())
+    rows = {r["run"]: r for r in csv.DictReader((out / "claim1.csv").open())}
+    assert {f"{n}_k32_10M_s0" for n in cfg} <= set(rows)
+    gap = ev["batchabstopk"]["nmse"] - ev["batchtopk"]["nmse"]
+    rel = 100 * gap / ev["batchtopk"]["nmse"]
+    md = (out / "claim1.md").read_text()
+    assert (f"| batch AbsTopK − BatchTopK | 32 | 768 | 0 | {gap:.4f} ± 0.0000 | {rel:.1f} ± 0.0 |"
+            in md)
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the last summary's frontier: the 10M rows on test (the k 32 pair's SAEs at the rates set
+    # here were never evaluated on test, so the three new SAEs are those rows)
+    assert sorted(r["architecture"] for r in drawn[-1]) == ["batchabstopk", "batchtopk",
+                                                            "jumprelu"]
