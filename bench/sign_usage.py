@@ -6,7 +6,9 @@ Usage::
 
     PYTHONPATH=src python bench/sign_usage.py CACHE [--rows N] --sae DIR [--sae DIR ...]
 
-Reads the cache's first N rows in cache order and prints one Markdown row per SAE.
+Evaluates each SAE on the cache's first N rows in cache order
+(:func:`abstopk.eval.metrics.evaluate_reconstruction`, whose per-latent counts it reads) and
+prints one Markdown row per SAE.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from abstopk.analysis.sign_usage import sign_usage
 from abstopk.data.cache import ActivationCache
-from abstopk.data.loader import CacheLoader
+from abstopk.eval.metrics import evaluate_reconstruction
 from abstopk.sae import load_sae
 
 
@@ -30,16 +30,14 @@ def main() -> None:
     a = ap.parse_args()
     cache = ActivationCache(a.cache)
     n = min(a.rows, cache.total_rows)
-    x = next(iter(CacheLoader(cache, n, shuffle=False, prefetch=0)))
     print(f"{cache.path}: layer {cache.layer} {cache.site}, first {n:,} rows in cache order\n")
     head = ["SAE", "alive", "fire with both signs (5–95 % negative)", "negative firings",
             "antipodal partner, cos < −0.9", "cos < −0.5"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for d in a.sae:
         sae = load_sae(d).eval()
-        with torch.no_grad():
-            z = torch.cat([sae.encode(xb) for xb in x.split(4096)])
-        s = sign_usage(z, sae.W_dec.detach())
+        m = evaluate_reconstruction(sae, cache.path, max_rows=n)
+        s = sign_usage(m.fire_count, m.neg_count, sae.W_dec.detach())
         print(f"| {Path(d).name} | {s['alive']:,} | {s['two_sided']:.3f} | "
               f"{s['negative_firings']:.3f} | {s['antipodal'][-0.9]:.4f} | "
               f"{s['antipodal'][-0.5]:.4f} |")

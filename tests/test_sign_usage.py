@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from abstopk.analysis.sign_usage import sign_usage
+from abstopk.analysis.sign_usage import sign_usage as _sign_usage
+
+
+def sign_usage(z, W, **kw):
+    """The counts of a hand-made code z [N, F], as the evaluator accumulates them."""
+    return _sign_usage((z != 0).sum(0), (z < 0).sum(0), W, **kw)
 
 
 def test_known_shares_on_a_hand_made_code():
@@ -36,5 +41,5 @@ def test_a_non_negative_code_is_never_two_sided_and_bad_shapes_are_refused():
     assert s["antipodal"] == {-0.9: 0.0, -0.5: 0.0}             # orthogonal: cos 0
     dead = sign_usage(torch.zeros(3, 2), torch.eye(2))
     assert dead["alive"] == 0 and dead["two_sided"] == 0.0
-    with pytest.raises(ValueError, match=r"z must be \[N, F\]"):
+    with pytest.raises(ValueError, match=r"must be \[F\] and W_dec \[F, D\]"):
         sign_usage(torch.zeros(3, 2), torch.eye(3))

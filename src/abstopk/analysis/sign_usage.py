@@ -1,10 +1,13 @@
 """How an SAE uses signs: does a latent fire with both signs, and does a non-negative SAE
 learn antipodal decoder pairs (two latents for the two ends of one axis)?
 
-For a code ``z`` [N, F] of N rows and a decoder ``W_dec`` [F, D] (row i = latent i's
-direction d_i), over the **alive** latents A = {i : some z[n, i] ≠ 0}:
+For the per-latent counts of a code ``z`` [N, F] over N rows, fire_i = #{n : z[n, i] ≠ 0} and
+neg_i = #{n : z[n, i] < 0} (:class:`abstopk.eval.metrics.ReconstructionMetrics`'s
+``fire_count`` / ``neg_count``, accumulated by :func:`~abstopk.eval.metrics.evaluate_reconstruction`),
+and a decoder ``W_dec`` [F, D] (row i = latent i's direction d_i), over the **alive** latents
+A = {i : fire_i > 0}:
 
-* negative share of latent i: ν_i = #{n : z[n, i] < 0} / #{n : z[n, i] ≠ 0};
+* negative share of latent i: ν_i = neg_i / fire_i;
 * ``two_sided``: the share of A with ``low`` ≤ ν_i ≤ ``high`` (both signs used; TopK and
   ReLU codes are 0 by construction);
 * ``antipodal[t]``: the share of A whose direction has an alive partner j ≠ i with
@@ -12,7 +15,7 @@ direction d_i), over the **alive** latents A = {i : some z[n, i] ≠ 0}:
   on it, d_j ≈ −d_i; this counts how often it does;
 * ``negative_firings``: the share of all firings (z ≠ 0) that are negative.
 
-Shapes and maths only; reading caches and SAEs is the caller's (``bench/sign_usage.py``).
+Counts in, shares out; reading caches and SAEs is the caller's (``bench/sign_usage.py``).
 """
 
 from __future__ import annotations
@@ -25,18 +28,21 @@ from torch import Tensor
 __all__ = ["sign_usage"]
 
 
-def sign_usage(z: Tensor, W_dec: Tensor, *, thresholds: Sequence[float] = (-0.9, -0.5),
-               low: float = 0.05, high: float = 0.95) -> dict:
-    """The sign statistics of the module docstring for a code ``z`` [N, F] and decoder
-    ``W_dec`` [F, D]: ``{"alive", "two_sided", "negative_firings", "antipodal": {t: share}}``
-    (shares of the alive latents; ``negative_firings`` of all firings)."""
-    if z.dim() != 2 or W_dec.dim() != 2 or z.shape[1] != W_dec.shape[0]:
-        raise ValueError(f"z must be [N, F] and W_dec [F, D]; got {tuple(z.shape)} and "
+def sign_usage(fire_count: Tensor, neg_count: Tensor, W_dec: Tensor, *,
+               thresholds: Sequence[float] = (-0.9, -0.5), low: float = 0.05,
+               high: float = 0.95) -> dict:
+    """The sign statistics of the module docstring for the counts ``fire_count``,
+    ``neg_count`` [F] and the decoder ``W_dec`` [F, D]: ``{"alive", "two_sided",
+    "negative_firings", "antipodal": {t: share}}`` (shares of the alive latents;
+    ``negative_firings`` of all firings)."""
+    if fire_count.shape != neg_count.shape or fire_count.dim() != 1 or W_dec.dim() != 2 \
+            or fire_count.shape[0] != W_dec.shape[0]:
+        raise ValueError(f"fire_count and neg_count must be [F] and W_dec [F, D]; got "
+                         f"{tuple(fire_count.shape)}, {tuple(neg_count.shape)} and "
                          f"{tuple(W_dec.shape)}")
-    fired = (z != 0).sum(0)
+    fired, neg = fire_count, neg_count
     alive = fired > 0
     n_alive = int(alive.sum())
-    neg = (z < 0).sum(0)
     out: dict = {"alive": n_alive,
                  "negative_firings": float(neg.sum() / fired.sum().clamp_min(1))}
     if n_alive == 0:
