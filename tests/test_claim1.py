@@ -187,8 +187,9 @@ def test_ablation_variants_are_trained_as_stated_and_evaluated_without_the_sinks
 
 
 def test_the_10m_nosink_pair_and_loss_recovered_without_the_sinks(run, lm):
-    """``nosink-10M`` trains the k32-10M pair without position 0 and lands in ablation.md beside
-    the plain pair; the plain and nosink SAEs' loss recovered at positions ≥ 1 is that of a
+    """``nosink-10M`` trains the 10M pair of seeds 0 and 1 without position 0 (seed 1's plain
+    pair with it, ``scaling-10M`` not having run) and lands in ablation.md beside the plain
+    pairs; the plain and nosink SAEs' loss recovered at positions ≥ 1 is that of a
     direct ``evaluate_loss_recovered(min_position=1)`` call on the plan's test contexts."""
     from abstopk.data.tokens import bos_token_id, iter_contexts
     from abstopk.eval.loss_recovered import evaluate_loss_recovered
@@ -197,11 +198,15 @@ def test_the_10m_nosink_pair_and_loss_recovered_without_the_sinks(run, lm):
     out, _ = run
     saes = out / "saes"
     for arch in ("topk", "abstopk"):
-        cfg = json.loads((saes / f"{arch}_k32_10M_s0_nosink" / "train_config.json").read_text())
-        assert cfg["min_position"] == 1 and cfg["steps"] == 12 and cfg["seed"] == 0
-        ev = json.loads((saes / f"{arch}_k32_10M_s0_nosink" / "eval_ablation.json").read_text())
-        assert (ev["tokens"], ev["variant"], ev["train_min_position"]) == ("10M", "nosink", 1)
-        assert not (saes / f"{arch}_k32_10M_s0_nosink" / "eval_test.json").exists()
+        for seed in (0, 1):
+            ns = saes / f"{arch}_k32_10M_s{seed}_nosink"
+            cfg = json.loads((ns / "train_config.json").read_text())
+            assert (cfg["min_position"], cfg["steps"], cfg["seed"]) == (1, 12, seed)
+            ev = json.loads((ns / "eval_ablation.json").read_text())
+            assert (ev["tokens"], ev["variant"], ev["train_min_position"]) == ("10M", "nosink", 1)
+            assert not (ns / "eval_test.json").exists()
+        plain1 = json.loads((saes / f"{arch}_k32_10M_s1" / "eval_ablation.json").read_text())
+        assert (plain1["variant"], plain1["tokens"]) == ("plain", "10M")
         assert json.loads((saes / _chosen_10m(out, arch) / "eval_ablation.json").read_text())[
             "variant"] == "plain"
     # loss recovered at positions ≥ 1: plain and nosink runs, not aux
@@ -220,9 +225,12 @@ def test_the_10m_nosink_pair_and_loss_recovered_without_the_sinks(run, lm):
     for k in ("ce_spliced", "ce_zero_ablated", "ce_mean_ablated", "loss_recovered"):
         assert got[k] == pytest.approx(ref[k], rel=1e-6), k
     md = (out / "ablation.md").read_text()
-    assert "| 10M | nosink | topk | 0 |" in md and "| 10M | plain | abstopk | 0 |" in md
-    assert f"{got['loss_recovered']:.4f}" in md
-    assert "| 10M | nosink | 0 |" in md and "| 1M | nosink | 0,1 |" in md
+    # groups are means over seeds: the 10M plain and nosink groups hold seeds 0 and 1
+    assert "| 10M | nosink | topk | 0,1 |" in md and "| 10M | plain | abstopk | 0,1 |" in md
+    lrs = [json.loads((saes / f"abstopk_k32_10M_s{s}_nosink" / "eval_ablation_lr.json")
+                      .read_text())["loss_recovered"] for s in (0, 1)]
+    assert lrs[0] == got["loss_recovered"] and f"{sum(lrs) / 2:.4f}" in md
+    assert "| 10M | nosink | 0,1 |" in md and "| 1M | nosink | 0,1 |" in md
 
 
 def test_a_second_call_redoes_nothing_and_other_sizes_are_refused(run):

@@ -74,7 +74,8 @@ def test_the_plan_has_both_variants_on_every_layer_with_distinct_names():
         assert sorted({r.variant for r in abl}) == sorted(ABLATIONS)
         assert len(abl) == 8 and all(r.tokens == "1M" and r.k == 32 for r in abl)
         ten = [r.name for r in plan_runs(layer) if r.step == "nosink-10M"]
-        assert ten == ["topk_k32_10M_s0_nosink", "abstopk_k32_10M_s0_nosink"]
+        assert ten == ["topk_k32_10M_s0_nosink", "abstopk_k32_10M_s0_nosink",
+                       "topk_k32_10M_s1_nosink", "abstopk_k32_10M_s1_nosink"]
         names = [r.name for r in plan_runs(layer)]
         assert len(names) == len(set(names))
     assert "topk_k32_1M_s1_aux" in [r.name for r in plan_runs(6)]

@@ -80,7 +80,7 @@ def test_another_layer_plans_the_deciding_subset_only(tmp_path):
     from abstopk.experiments.claim1 import STEPS, SUBSET_STEPS, plan_runs, run_plan, steps_of
 
     full, sub = plan_runs(), plan_runs(15)
-    assert len(full) == 51 and steps_of(6) == STEPS and steps_of(15) == SUBSET_STEPS
+    assert len(full) == 53 and steps_of(6) == STEPS and steps_of(15) == SUBSET_STEPS
     assert [r.name for r in sub] == [r.name for r in full
                                      if r.step in ("lr-sweep", "ablation", "k32-10M",
                                                    "lr-10M", "nosink-10M")

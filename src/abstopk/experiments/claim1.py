@@ -34,9 +34,9 @@ lr-10M              the 10M learning-rate check (:mod:`.claim1_lr10m`): the same
                     10M run from then on uses that lr, and the table's 10M seed-0 row is the
                     chosen SAE
 scaling-10M         the 10M k 32 pair × seeds 1–2 (another layer: seed 1)
-nosink-10M          the 10M k 32 seed-0 pair trained without each context's first position
-                    (``nosink``); with the plain pair in ``eval_ablation.json`` and
-                    ``ablation.md``
+nosink-10M          the 10M k 32 pair, seeds 0 and 1, trained without each context's first
+                    position (``nosink``); with the plain pairs in ``eval_ablation.json``
+                    and ``ablation.md``
 k-sweep             k 16 and 64 at 10M tokens
 batch               BatchTopK vs batch AbsTopK at k 32, 10M tokens
 jumprelu            JumpReLU at target L0 32, 10M tokens (dense encoder: slowest, last)
@@ -56,10 +56,10 @@ Training tokens = steps × 4096, one pass, no row seen twice.
 
 **Another layer** (``layer`` ≠ 6) runs the deciding subset only (:data:`SUBSET_STEPS`):
 harvest-1M, heldout, lr-sweep (the same 5 learning rates), harvest-10M, k32-10M (TopK vs
-AbsTopK, seed 0), lr-10M, scaling-10M (seed 1 only), nosink-10M, scaling at 0.1M and 1M ×
-seeds 0–2, ablation, summary — 16 SAEs on test besides the sweep's 10 and the ablations' 8 + 2, with every size,
-the val/test rule, float16 storage and context 128 as on layer 6, so the two layers' numbers compare. The truncated forward to layer
-L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
+AbsTopK, seed 0), lr-10M, scaling-10M (seed 1 only), nosink-10M (seeds 0–1), scaling at
+0.1M and 1M × seeds 0–2, ablation, summary — 16 SAEs on test besides the sweep's 10 and the
+ablations' 8 + 4, with every size, the val/test rule, float16 storage and context 128 as on
+layer 6, so the two layers' numbers compare. The truncated forward to layer L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
 (a plan without the field is layer 6's); one ``OUT`` holds one layer: a continuation with
 another layer is refused (:class:`~abstopk.errors.RunMismatchError`).
 """

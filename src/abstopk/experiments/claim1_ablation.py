@@ -1,5 +1,5 @@
 """The claim-1 plan's ablation steps: ``ablation`` (1M tokens, variants ``aux`` and ``nosink``,
-seeds 0–1) and ``nosink-10M`` (10M tokens, ``nosink``, seed 0), each against the plain runs of
+seeds 0–1) and ``nosink-10M`` (10M tokens, ``nosink``, seeds 0–1), each against the plain runs of
 the same architecture, tokens and seed.
 
 Per SAE, on the test split:
