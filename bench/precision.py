@@ -11,15 +11,25 @@ Four measurements, each printed as one JSON line (``--json OUT`` also writes the
   of bf16 operands, what the bf16 autocast runs), median of ``--repeats``.
 * ``step``: one training step of AbsTopK (fused kernels) at B, d_sae, k 32, fp32 against
   ``autocast="bf16"``, median of ``--repeats`` after one warm-up step.
-* ``nmse``: a fixed run (``--steps`` steps, seed 0) on the first rows of an activation cache
-  (``--cache``, default: the shared 1M-token layer-6 cache) in fp32 and bf16, evaluated on
-  ``--eval-rows`` rows of ``--heldout`` with per-token NMSE ‖x−x̂‖²/‖x‖².
+* ``nmse``: a fixed run (``--steps`` steps, seed ``--nmse-seed``, lr ``--nmse-lr``) of each architecture of
+  ``--nmse-archs`` on the first rows of an activation cache (``--cache``, default: the shared
+  1M-token layer-6 cache) in fp32 and bf16, evaluated on ``--eval-rows`` rows of
+  ``--heldout`` with per-token NMSE ‖x−x̂‖²/‖x‖². With ``--cache-bf16`` (the same rows
+  harvested with ``--model-dtype bfloat16``) also the whole bf16 pipeline: bf16 training on
+  the bf16 harvest, evaluated on the same fp32 held-out rows.
+* ``cachediff``: the error of a bf16 harvest (``--cache-bf16``) against the fp32 harvest of
+  the same rows (``--cache``) over their first ``--diff-rows`` rows: relative Frobenius error
+  and mean per-token relative error, as ``harvest`` reports for its few contexts.
 
 Usage (the figures of docs/benchmarks.md, section Precision)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/precision.py --json runs/precision.json
     python bench/precision.py --only gemm,step --batch 1024      # a part
     python bench/precision.py --only gemm,step --batch 4096 --device cuda   # on a GPU
+    python bench/precision.py --only cachediff --cache FP32_CACHE --cache-bf16 BF16_CACHE
+    python bench/precision.py --only nmse --cache FP32_CACHE --cache-bf16 BF16_CACHE \
+        --heldout HELDOUT --steps 244 --nmse-batch 4096 --nmse-d-sae 4608 --nmse-lr 4e-3 \
+        --nmse-archs topk,abstopk          # the AMX rows of docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -123,42 +133,67 @@ def bench_step(batch: int, d_sae: int, repeats: int, dev: str = "cpu") -> dict:
     return out
 
 
-def bench_nmse(cache: str, heldout: str, steps: int, batch: int, d_sae: int,
-               eval_rows: int) -> dict:
+def _cache_rows(path: str, n: int) -> torch.Tensor:
+    """The first ``n`` rows of the activation cache at ``path`` as float32 [n, d_in]."""
     from abstopk.data.cache import ActivationCache
+
+    c = ActivationCache(path)
+    parts, got = [], 0
+    for i, s in enumerate(c.shards):
+        take = min(s["rows"], n - got)
+        parts.append(c.open_shard(i)["activations"].rows(0, take))
+        got += take
+        if got >= n:
+            break
+    return torch.cat([torch.as_tensor(p) for p in parts]).float()
+
+
+def bench_nmse(cache: str, heldout: str, steps: int, batch: int, d_sae: int,
+               eval_rows: int, archs: list[str], lr: float,
+               cache_bf16: str | None = None, seed: int = 0) -> list[dict]:
     from abstopk.sae import SAE
     from abstopk.train.config import TrainConfig
     from abstopk.train.trainer import Trainer
 
-    def rows(path: str, n: int) -> torch.Tensor:
-        c = ActivationCache(path)
-        parts, got = [], 0
-        for i, s in enumerate(c.shards):
-            take = min(s["rows"], n - got)
-            parts.append(c.open_shard(i)["activations"].rows(0, take))
-            got += take
-            if got >= n:
-                break
-        return torch.cat([torch.as_tensor(p) for p in parts]).float()
+    train = {"fp32": _cache_rows(cache, steps * batch).numpy()}
+    if cache_bf16:
+        train["bf16"] = _cache_rows(cache_bf16, steps * batch).numpy()
+    test = _cache_rows(heldout, eval_rows)
+    # (label, autocast, harvest): fp32 everywhere, bf16 training, bf16 harvest + training
+    runs = [("fp32", "off", "fp32"), ("bf16", "bf16", "fp32")]
+    runs += [("bf16_pipeline", "bf16", "bf16")] if cache_bf16 else []
+    results = []
+    for arch in archs:
+        out = {"what": "nmse", "cache": cache, "cache_bf16": cache_bf16, "heldout": heldout,
+               "steps": steps, "batch": batch, "d_sae": d_sae, "k": 32, "lr": lr,
+               "seed": seed, "architecture": arch, "eval_rows": int(test.shape[0])}
+        for key, ac, harvest in runs:
+            cfg = TrainConfig(architecture=arch, k=32, d_sae=d_sae, batch_size=batch,
+                              steps=steps, seed=seed, lr=lr, autocast=ac, progress=False)
+            t, c = time.perf_counter(), time.process_time()
+            sae: SAE = Trainer(cfg, train[harvest]).fit().eval()
+            secs, cpu = time.perf_counter() - t, time.process_time() - c
+            with torch.no_grad():
+                xh = sae(test).x_hat
+            out[f"{key}_nmse"] = float(((xh - test).pow(2).sum(1) / test.pow(2).sum(1)).mean())
+            out[f"{key}_seconds"] = round(secs, 1)
+            out[f"{key}_cpu_seconds"] = round(cpu, 1)
+        for key in [k for k, _, _ in runs[1:]]:
+            out[f"{key}_rel_diff"] = (out[f"{key}_nmse"] - out["fp32_nmse"]) / out["fp32_nmse"]
+        results.append(out)
+        print(json.dumps(out), flush=True)
+    return results
 
-    train = rows(cache, steps * batch).numpy()
-    test = rows(heldout, eval_rows)
-    out = {"what": "nmse", "cache": cache, "heldout": heldout, "steps": steps, "batch": batch,
-           "d_sae": d_sae, "k": 32, "architecture": "abstopk", "eval_rows": int(test.shape[0])}
-    for ac in ("off", "bf16"):
-        cfg = TrainConfig(architecture="abstopk", k=32, d_sae=d_sae, batch_size=batch,
-                          steps=steps, seed=0, autocast=ac, progress=False)
-        t, c = time.perf_counter(), time.process_time()
-        sae: SAE = Trainer(cfg, train).fit().eval()
-        secs, cpu = time.perf_counter() - t, time.process_time() - c
-        with torch.no_grad():
-            xh = sae(test).x_hat
-        key = "fp32" if ac == "off" else "bf16"
-        out[f"{key}_nmse"] = float(((xh - test).pow(2).sum(1) / test.pow(2).sum(1)).mean())
-        out[f"{key}_seconds"] = round(secs, 1)
-        out[f"{key}_cpu_seconds"] = round(cpu, 1)
-    out["rel_diff"] = (out["bf16_nmse"] - out["fp32_nmse"]) / out["fp32_nmse"]
-    return out
+
+def bench_cachediff(cache: str, cache_bf16: str, n: int) -> dict:
+    ref, low = _cache_rows(cache, n), _cache_rows(cache_bf16, n)
+    if ref.shape != low.shape:
+        raise SystemExit(f"the caches differ in shape: {tuple(ref.shape)} vs {tuple(low.shape)}")
+    return {"what": "cachediff", "cache": cache, "cache_bf16": cache_bf16,
+            "rows": int(ref.shape[0]),
+            "rel_error_frobenius": float((low - ref).norm() / ref.norm()),
+            "rel_error_per_token_mean": float(((low - ref).norm(dim=1)
+                                               / ref.norm(dim=1)).mean())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nmse-batch", type=int, default=512)
     p.add_argument("--nmse-d-sae", type=int, default=1152)
     p.add_argument("--eval-rows", type=int, default=16384)
+    p.add_argument("--nmse-archs", default="abstopk", help="comma-separated architectures")
+    p.add_argument("--nmse-lr", type=float, default=4e-4)
+    p.add_argument("--nmse-seed", type=int, default=0)
+    p.add_argument("--cache-bf16", default=None,
+                   help="the --cache rows harvested in bfloat16 (nmse: the bf16 pipeline row; "
+                   "cachediff: the cache compared)")
+    p.add_argument("--diff-rows", type=int, default=1 << 20)
     p.add_argument("--json", default=None)
     p.add_argument("--device", default="cpu", help="device of the gemm and step measurements "
                    "(harvest and nmse run on the CPU)")
@@ -191,12 +233,19 @@ def main(argv: list[str] | None = None) -> int:
         "gemm": lambda: bench_gemm(a.batch, a.d_sae, a.repeats, a.device),
         "step": lambda: bench_step(a.batch, a.d_sae, a.repeats, a.device),
         "nmse": lambda: bench_nmse(a.cache, a.heldout, a.steps, a.nmse_batch, a.nmse_d_sae,
-                                   a.eval_rows),
+                                   a.eval_rows, a.nmse_archs.split(","), a.nmse_lr,
+                                   a.cache_bf16, a.nmse_seed),
+        "cachediff": lambda: bench_cachediff(a.cache, a.cache_bf16, a.diff_rows),
     }
     for name in todo:
+        if name == "cachediff" and not a.cache_bf16:
+            raise SystemExit("cachediff needs --cache-bf16")
         r = jobs[name]()
-        results.append(r)
-        print(json.dumps(r), flush=True)
+        if isinstance(r, list):   # nmse: one row per architecture, printed as they finish
+            results.extend(r)
+        else:
+            results.append(r)
+            print(json.dumps(r), flush=True)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(results, f, indent=1)
