@@ -102,3 +102,68 @@ def test_another_layer_plans_the_deciding_subset_only(tmp_path):
     with pytest.raises(ValueError, match="layer must be a block index"):
         run_plan(tmp_path / "x", layer=-1)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_precision_is_recorded_kept_and_a_change_refused(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    import abstopk.precision as P
+    from abstopk.experiments.claim1 import run_plan
+    from abstopk.experiments.claim1_plan import plan_precision
+
+    # auto follows the CPU's bf16 units; None keeps the run's own (float32 for a new run)
+    monkeypatch.setattr(P, "bf16_units", lambda device="cpu", flags=None: True)
+    assert plan_precision("auto", None) == "bfloat16"
+    monkeypatch.setattr(P, "bf16_units", lambda device="cpu", flags=None: False)
+    assert plan_precision("auto", None) == "float32"
+    assert plan_precision(None, None) == "float32"
+    assert plan_precision(None, {"precision": "bfloat16"}) == "bfloat16"
+    assert plan_precision(None, {}) == "float32"                      # plan before the field
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, auto"):
+        plan_precision("float8", None)
+    out = tmp_path / "run"
+    run_plan(out, steps=["summary"], precision="bfloat16", log=lambda s: None)
+    text = (out / "plan.json").read_text()
+    assert json.loads(text)["precision"] == "bfloat16"
+    run_plan(out, steps=["summary"], log=lambda s: None)              # omitted: the run's own
+    with pytest.raises(ValueError, match="started in bfloat16, not float32"):
+        run_plan(out, steps=["summary"], precision="float32", log=lambda s: None)
+    # auto, resolving to float32 on a CPU without bf16 units, is another precision too
+    code, _, err = run_cli(["experiment", "claim1", "--out", out, "--resume", "--steps",
+                            "summary", "--precision", "auto"], capsys)
+    assert code == 2 and "started in bfloat16, not float32" in err
+    assert (out / "plan.json").read_text() == text
+    # a plan.json from before the field is a float32 run; it continues and stays as it was
+    old = tmp_path / "old"
+    old.mkdir()
+    t = json.dumps(_layer6_plan_without_the_field())
+    (old / "plan.json").write_text(t)
+    run_plan(old, steps=["summary"], precision="float32", log=lambda s: None)
+    assert (old / "plan.json").read_text() == t
+    with pytest.raises(ValueError, match="started in float32, not bfloat16"):
+        run_plan(old, steps=["summary"], precision="bfloat16", log=lambda s: None)
+
+
+def test_a_bfloat16_plan_harvests_and_trains_in_bfloat16(tmp_path):
+    """The plan's precision reaches the harvest (the LM forward's dtype, recorded in the
+    cache manifest) and training (bf16 autocast, recorded in train_config.json)."""
+    import torch
+    from latent_cache import write_cache
+
+    from abstopk.experiments.claim1 import Plan, Run
+
+    small = Claim1Config(d_sae=64, batch_size=64, train_rows=4500, first_rows=500,
+                         val_rows=300, test_rows=400, lr_contexts=2, checkpoint_every=3,
+                         shard_rows=256, steps={"0.1M": 2, "1M": 4, "10M": 12})
+    got = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        g = torch.Generator().manual_seed(0)
+        write_cache(out / "cache-train", torch.randn(1024, 16, generator=g),
+                    torch.zeros(1024, dtype=torch.long), 16, 256)
+        p = Plan(out, small, lambda s: None, 6, precision=precision)
+        assert p.harvest_config("cache-train", 1000).model_dtype == precision
+        d = p.train(Run("scaling", "abstopk", 8, "0.1M", 0, lr=1e-3))
+        cfg = json.loads((d / "train_config.json").read_text())
+        got[precision] = (cfg["autocast"], cfg["compute_dtype"], cfg["steps"])
+    assert got == {"float32": ("off", "float32", 2), "bfloat16": ("bf16", "bfloat16", 2)}

@@ -77,7 +77,7 @@ from typing import Any
 from ..files import atomic_write, atomic_write_json
 from .claim1_ablation import run_ablation_step
 from .claim1_lr10m import run_lr10m_step
-from .claim1_plan import read_plan, settle_plan
+from .claim1_plan import plan_precision, read_plan, settle_plan
 from .claim1_runs import (
     ABLATIONS,
     AUX_DEAD_SHARE,
@@ -108,11 +108,13 @@ def valtest_of(doc_id: str) -> str:
 
 
 class Plan:
-    """One run folder of the plan: its sizes, layer and log; trains, evaluates, harvests."""
+    """One run folder of the plan: its sizes, layer, precision (the dtype of the LM forward
+    and of the SAEs' encoder GEMM: float32 or bfloat16) and log; trains, evaluates, harvests."""
 
     def __init__(self, out: Path, cfg: Claim1Config, log: Callable[[str], None], layer: int,
-                 lm: tuple | None = None):
+                 lm: tuple | None = None, precision: str = "float32"):
         self.out, self.cfg, self.log, self.layer = out, cfg, log, layer
+        self.precision = precision
         self._lm: tuple | None = lm   # (model, tokenizer, info), loaded on first use if None
 
     # ------------------------------------------------------------------ helpers
@@ -120,7 +122,7 @@ class Plan:
         if self._lm is None:
             from ..lm import load_model
 
-            self._lm = load_model(self.cfg.model)
+            self._lm = load_model(self.cfg.model, dtype=self.precision)
         return self._lm
 
     def harvest_config(self, name: str, tokens: int, *, corpus: str = "embedded",
@@ -130,6 +132,7 @@ class Plan:
 
         return HarvestConfig(model=self.cfg.model, layers=layers or [self.layer], site=SITE,
                              tokens=tokens, context_size=CONTEXT, dtype="float16",
+                             model_dtype=self.precision,
                              out=str(self.out / name), corpus=corpus, split=split, seed=0,
                              shard_rows=self.cfg.shard_rows, progress=False)
 
@@ -191,8 +194,9 @@ class Plan:
             rows, extra = rows + rows // 64, {"min_position": 1}
         cfg = TrainConfig(architecture=run.arch, d_sae=self.cfg.d_sae, steps=steps,
                           batch_size=batch, lr=lr, seed=run.seed, dead_tokens=dead,
-                          checkpoint_every=self.cfg.checkpoint_every, log_every=25, out=str(d), resume=True,
-                          progress=False, **kw)
+                          checkpoint_every=self.cfg.checkpoint_every, log_every=25, out=str(d),
+                          resume=True, progress=False,
+                          autocast="bf16" if self.precision == "bfloat16" else "off", **kw)
         source = CacheLoader(self.out / "cache-train", batch, run.seed, max_rows=rows, **extra)
         t = time.perf_counter()
         tr = Trainer(cfg, source, sae_metadata={
@@ -331,13 +335,16 @@ def _stamp(s: str) -> None:
 
 def run_plan(out: str | Path, *, steps: list[str] | None = None,
              cfg: Claim1Config | None = None,
-             log: Callable[[str], None] | None = None, layer: int = LAYER) -> None:
+             log: Callable[[str], None] | None = None, layer: int = LAYER,
+             precision: str | None = None) -> None:
     """Run (or continue) the plan's steps on ``layer`` in order (all of :func:`steps_of` by
     default) under ``out``. The sizes (``cfg``) and the layer are recorded in
     ``out/plan.json`` on the first call; a later call with other sizes is refused (its outputs
     would not be comparable), except a learning-rate grid that only gains values at its end
     (the plan continues and trains them); another layer is refused with
     :class:`RunMismatchError` (one folder per layer; a ``plan.json`` without ``layer`` is 6's).
+    ``precision`` (float32, bfloat16, auto; None: the run's own, float32 for a new run):
+    :func:`~.claim1_plan.plan_precision`.
     """
     if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
         raise ValueError(f"layer must be a block index >= 0, got {layer!r}")
@@ -353,13 +360,14 @@ def run_plan(out: str | Path, *, steps: list[str] | None = None,
     out = Path(out)
     old = read_plan(out, layer)   # another layer's run: refused before anything is written
     cfg, log = cfg or Claim1Config(), log or _stamp
-    p = Plan(out, cfg, log, layer)
+    precision = plan_precision(precision, old)
+    p = Plan(out, cfg, log, layer, precision=precision)
     if old is None and todo != ["summary"] and layer >= (n := p.lm()[2].n_layers):
         raise ValueError(f"no layer {layer}: {cfg.model} has {n} blocks (0..{n - 1})")
     out.mkdir(parents=True, exist_ok=True)
     settle_plan(out, old, {"sizes": asdict(cfg), "layer": layer, "site": SITE,
                            "context": CONTEXT, "lrs": list(LRS), "storage": "float16",
-                           "corpus_seed": 0}, log)
+                           "corpus_seed": 0, "precision": precision}, log)
     actions: dict[str, Callable[[], None]] = {
         "harvest-1M": lambda: p.harvest("cache-train", cfg.train_rows,
                                         stop_after=cfg.first_rows),

@@ -7,7 +7,7 @@ different layers (each past its ``harvest-1M`` step, so each has ``plan.json`` a
 ``cache-train``), and
 
 1. checks that they are one plan on different layers: the same sizes, site, context,
-   storage and corpus seed, distinct layers;
+   storage, corpus seed and precision (the dtype of the shared forward), distinct layers;
 2. **catches up**: a cache holding fewer rows than the most advanced one is harvested alone
    (the plan's own harvest, ``stop_after`` = the leader's rows) to the leader's row count;
    the caches then stand at the same context (same documents, same order, the shard
@@ -32,12 +32,14 @@ __all__ = ["joint_harvest"]
 
 
 def _read_plan(out: Path) -> dict:
-    """``out/plan.json`` with its layer filled in; refused without a train cache."""
-    from .claim1_plan import DEFAULT_LAYER
+    """``out/plan.json`` with its layer and precision filled in; refused without a train
+    cache."""
+    from .claim1_plan import DEFAULT_LAYER, DEFAULT_PRECISION
 
     if not (out / "plan.json").is_file():
         raise FileNotFoundError(f"{out}: no plan.json (not a claim-1 run folder)")
-    plan = {"layer": DEFAULT_LAYER, **json.loads((out / "plan.json").read_text())}
+    plan = {"layer": DEFAULT_LAYER, "precision": DEFAULT_PRECISION,
+            **json.loads((out / "plan.json").read_text())}
     if not (out / "cache-train" / "manifest.json").is_file():
         raise FileNotFoundError(f"{out}: no cache-train yet; run its harvest-1M step first")
     return plan
@@ -72,8 +74,9 @@ def joint_harvest(outs: list[str | Path], *, log: Callable[[str], None] | None =
         log(f"every train cache is complete ({train_rows} rows); nothing to do")
         return
     lead = max(c.total_rows for c in caches)
-    shared = load_model(cfg0.model)   # one model for every plan
-    plans = [Plan(o, cfg0, log, layer, shared) for o, layer in zip(outs, layers, strict=True)]
+    shared = load_model(cfg0.model, dtype=first["precision"])   # one model for every plan
+    plans = [Plan(o, cfg0, log, layer, shared, precision=first["precision"])
+             for o, layer in zip(outs, layers, strict=True)]
     for p, c in zip(plans, caches, strict=True):
         if c.total_rows < lead:
             log(f"layer {p.layer}: catching up from {c.total_rows} to {lead} rows")
