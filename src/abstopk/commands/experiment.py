@@ -38,7 +38,7 @@ def claim1_command(
                               "harvest-1M, heldout, lr-sweep (the same 5 learning rates), "
                               "scaling at 0.1M and 1M x seeds 0-2, ablation, harvest-10M, "
                               "k32-10M (TopK vs AbsTopK, seed 0), lr-10M, scaling-10M (seed 1 "
-                              "only), nosink-10M, summary; same sizes, so the layers compare. "
+                              "only), nosink-10M (seeds 0-1), summary; same sizes, so the layers compare. "
                               "One --out per layer."),
     precision: str | None = typer.Option(
         None, "--precision", help="Dtype of the LM forward (harvest, loss recovered, KL) and of "

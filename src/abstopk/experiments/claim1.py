@@ -59,9 +59,10 @@ harvest-1M, heldout, lr-sweep (the same 5 learning rates), harvest-10M, k32-10M 
 AbsTopK, seed 0), lr-10M, scaling-10M (seed 1 only), nosink-10M (seeds 0–1), scaling at
 0.1M and 1M × seeds 0–2, ablation, summary — 16 SAEs on test besides the sweep's 10 and the
 ablations' 8 + 4, with every size, the val/test rule, float16 storage and context 128 as on
-layer 6, so the two layers' numbers compare. The truncated forward to layer L costs ≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer
-(a plan without the field is layer 6's); one ``OUT`` holds one layer: a continuation with
-another layer is refused (:class:`~abstopk.errors.RunMismatchError`).
+layer 6, so the two layers' numbers compare. The truncated forward to layer L costs
+≈ (L+1)/7 times layer 6's, which is why the subset. ``plan.json`` records the layer (a plan
+without the field is layer 6's); one ``OUT`` holds one layer: a continuation with another
+layer is refused (:class:`~abstopk.errors.RunMismatchError`).
 """
 
 from __future__ import annotations

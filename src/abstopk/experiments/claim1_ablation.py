@@ -1,6 +1,6 @@
 """The claim-1 plan's ablation steps: ``ablation`` (1M tokens, variants ``aux`` and ``nosink``,
-seeds 0–1) and ``nosink-10M`` (10M tokens, ``nosink``, seeds 0–1), each against the plain runs of
-the same architecture, tokens and seed.
+seeds 0–1) and ``nosink-10M`` (10M tokens, ``nosink``, seeds 0–1), each against the plain
+runs of the same architecture, tokens and seed.
 
 Per SAE, on the test split:
 

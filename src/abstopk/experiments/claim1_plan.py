@@ -7,10 +7,10 @@ the same plan, except (1) a learning-rate grid that only gains values at its end
 the old values are the same runs: the plan is rewritten and the sweep trains the new values)
 and (2) a plan written before the layer or the precision was recorded, which is layer 6's in
 float32. ``precision`` is the dtype the run computes in (:func:`plan_precision`): the LM
-forward (harvest, loss recovered, KL) and the SAEs' encoder GEMM in training. Another layer is refused
-before anything is written (:class:`~abstopk.errors.RunMismatchError`; SAE names carry no
-layer, so one folder holds one layer); any other difference is refused with ``ValueError``
-(the outputs would not be comparable).
+forward (harvest, loss recovered, KL) and the SAEs' encoder GEMM in training. Another layer
+is refused before anything is written (:class:`~abstopk.errors.RunMismatchError`; SAE names
+carry no layer, so one folder holds one layer); any other difference is refused with
+``ValueError`` (the outputs would not be comparable).
 """
 
 from __future__ import annotations
