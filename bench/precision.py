@@ -67,6 +67,14 @@ def _median_time(fn, repeats: int, device: str = "cpu") -> float:
     return statistics.median(times)
 
 
+def _rel_errors(ref: torch.Tensor, low: torch.Tensor) -> dict:
+    """Error of ``low`` against ``ref`` (both [N, d]): ‖low − ref‖ / ‖ref‖ (Frobenius) and the
+    mean over rows of ‖low_n − ref_n‖ / ‖ref_n‖."""
+    return {"rel_error_frobenius": float((low - ref).norm() / ref.norm()),
+            "rel_error_per_token_mean": float(((low - ref).norm(dim=1)
+                                               / ref.norm(dim=1)).mean())}
+
+
 def bench_harvest(layer: int, n_contexts: int) -> dict:
     from abstopk.data.tokens import iter_contexts
     from abstopk.lm import load_model, run_to_layer
@@ -91,8 +99,7 @@ def bench_harvest(layer: int, n_contexts: int) -> dict:
         del model
     ref, low = acts["float32"], acts["bfloat16"]
     out["rows"] = int(ref.shape[0])
-    out["rel_error_frobenius"] = float((low - ref).norm() / ref.norm())
-    out["rel_error_per_token_mean"] = float(((low - ref).norm(dim=1) / ref.norm(dim=1)).mean())
+    out.update(_rel_errors(ref, low))
     out["speedup_bf16"] = round(out["bfloat16_tokens_per_s"] / out["float32_tokens_per_s"], 3)
     return out
 
@@ -190,10 +197,7 @@ def bench_cachediff(cache: str, cache_bf16: str, n: int) -> dict:
     if ref.shape != low.shape:
         raise SystemExit(f"the caches differ in shape: {tuple(ref.shape)} vs {tuple(low.shape)}")
     return {"what": "cachediff", "cache": cache, "cache_bf16": cache_bf16,
-            "rows": int(ref.shape[0]),
-            "rel_error_frobenius": float((low - ref).norm() / ref.norm()),
-            "rel_error_per_token_mean": float(((low - ref).norm(dim=1)
-                                               / ref.norm(dim=1)).mean())}
+            "rows": int(ref.shape[0]), **_rel_errors(ref, low)}
 
 
 def main(argv: list[str] | None = None) -> int:
